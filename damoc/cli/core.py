@@ -1,0 +1,76 @@
+"""`damoc locate` and `damoc data ...`."""
+from __future__ import annotations
+
+import click
+
+from damoc.cli.common import echo_json, out_console, settings
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.argument("what", required=False)
+def locate(what: str | None, as_json: bool) -> None:
+    """Print where damoc keeps things (WHAT: home, settings, registry, runs, cache, zoo, themes)."""
+    locs = settings().locations()
+    if what:
+        if what not in locs:
+            raise click.BadParameter(f"unknown location {what!r}; one of {', '.join(locs)}")
+        click.echo(str(locs[what]))
+        return
+    if as_json:
+        echo_json({k: str(v) for k, v in locs.items()})
+        return
+    for k, v in locs.items():
+        click.echo(f"{k:<9} {v}{'' if v.exists() else '  (not created yet)'}")
+
+
+@click.group()
+def data() -> None:
+    """Inspect datasets."""
+
+
+@data.command("inspect")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--format", "fmt", default="auto", show_default=True,
+              help="Record shape: auto, alpaca, qa, mc, sharegpt, messages.")
+@click.option("--tokenizer", default=None, help="Count tokens with this HF tokenizer (id or folder).")
+@click.option("--split", default="train", show_default=True, help="Split of a save_to_disk DatasetDict.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def inspect_cmd(path: str, fmt: str, tokenizer: str | None, split: str, as_json: bool) -> None:
+    """Detected format, counts, token lengths and every problem found in PATH. Exit 1 when a record is bad."""
+    from damoc.data.inspect import inspect_dataset
+
+    rep = inspect_dataset(path, format=fmt, tokenizer=tokenizer, split=split)
+    if as_json:
+        echo_json(rep)
+    else:
+        _print_report(rep)
+    if not rep["ok"]:
+        raise click.exceptions.Exit(1)
+
+
+def _print_report(rep: dict) -> None:
+    from rich.table import Table
+
+    con = out_console()
+    con.print(f"[bold]{rep['path']}[/]  file type {rep['file_type']}, format [bold]{rep['format']}[/]")
+    con.print(f"{rep['samples']} samples from {rep['records']} records"
+              + (f", {rep['skipped']} skipped" if rep["skipped"] else "")
+              + (f", {rep['multiple_choice']} multiple-choice" if rep["multiple_choice"] else ""))
+    t = Table(title=f"length in tokens ({rep['tokenizer']})")
+    for col in ("field", "min", "mean", "median", "p95", "max"):
+        t.add_column(col, justify="right" if col != "field" else "left")
+    for f, st in rep["token_lengths"].items():
+        t.add_row(f, *(str(st[k]) for k in ("min", "mean", "median", "p95", "max")))
+    con.print(t)
+    if rep["problems"]:
+        con.print(f"[bold red]{len(rep['problems'])} problem(s):[/]")
+        for p in rep["problems"][:50]:
+            where = f"line {p['line']}" if p["line"] is not None else "file"
+            fld = f", field {p['field']!r}" if p["field"] else ""
+            hint = f" [dim]({p['hint']})[/]" if p.get("hint") else ""
+            con.print(f"  {p['severity']}: {where}{fld}: {p['message']}{hint}", highlight=False)
+        if len(rep["problems"]) > 50:
+            con.print(f"  ... and {len(rep['problems']) - 50} more (use --json for all)")
+    else:
+        con.print("[green]no problems found[/]")

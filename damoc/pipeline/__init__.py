@@ -1,0 +1,1 @@
+"""Run orchestration: run directories, plans, executors, leaderboards."""

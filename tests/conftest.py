@@ -1,0 +1,73 @@
+"""Shared fixtures. Tests never touch the user's data dir (DAMOC_HOME points at a temp dir) and never reach a hub."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_cache_dir() -> Path:
+    """Cache shared between test sessions (the test zoo): $DAMOC_TEST_CACHE or ~/.cache/damoc-tests."""
+    root = os.environ.get("DAMOC_TEST_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "damoc-tests")
+    p = Path(root)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Every test gets its own DAMOC_HOME."""
+    home = tmp_path / "damoc-home"
+    monkeypatch.setenv("DAMOC_HOME", str(home))
+    monkeypatch.delenv("DAMOC_CONFIG", raising=False)
+    return home
+
+
+@pytest.fixture
+def settings(isolated_home):
+    from damoc.settings import Settings
+
+    return Settings.load()
+
+
+@pytest.fixture(scope="session")
+def test_zoo():
+    """The `--size test` demo zoo, built once and cached between test sessions (see damoc.zoo)."""
+    zoo = pytest.importorskip("damoc.zoo")
+    return zoo.build_zoo(size="test", out=test_cache_dir() / "zoo")
+
+
+@pytest.fixture(scope="session")
+def test_tasks(test_zoo):
+    import damoc.zoo as zoo
+
+    return zoo.demo_tasks(size="test", out=test_cache_dir() / "zoo")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data not present")
+    return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
