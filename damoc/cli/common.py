@@ -38,8 +38,8 @@ def out_console() -> Any:
 def run_cli(group: click.Group, argv: list[str] | None) -> int:
     """Run the click group; show `DamocError`s as one line + hint (exit 2), Ctrl-C as exit 130."""
     try:
-        group.main(args=argv, prog_name="damoc", standalone_mode=False)
-        return 0
+        rv = group.main(args=argv, prog_name="damoc", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0      # click returns Exit codes instead of raising here
     except DamocError as e:
         click.echo(f"error: {e.message}", err=True)
         if e.hint:

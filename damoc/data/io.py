@@ -202,8 +202,10 @@ def load_samples(path: str | Path, *, format: str = "auto", skip_bad: bool = Fal
     records = 0
 
     def fail(p: Problem) -> None:
-        raise DataError(p.message, p.hint or "fix the record, or pass --skip-bad to skip bad records",
-                        path=str(path), line=p.line, field=p.field)
+        hint = p.hint or "fix the record"
+        if "--skip-bad" not in hint:
+            hint += "; or pass --skip-bad to skip bad records and report them"
+        raise DataError(p.message, hint, path=str(path), line=p.line, field=p.field)
 
     def take(lineno: int, rec: Mapping[str, Any]) -> None:
         assert fmt is not None
