@@ -121,13 +121,13 @@ def limited_colour_terminal(env: dict[str, str] | None = None) -> bool:
     env = dict(os.environ) if env is None else env
     if "NO_COLOR" in env:
         return True
-    if env.get("COLORTERM", "").lower() in ("truecolor", "24bit"):
+    forced = env.get("TEXTUAL_COLOR_SYSTEM", "auto").lower()
+    if forced != "auto":
+        return forced in ("standard", "windows")
+    if env.get("COLORTERM", "").strip().lower() in ("truecolor", "24bit"):
         return False
-    term = env.get("TERM", "").lower()
-    if env.get("TEXTUAL_COLOR_SYSTEM", "").lower() in ("standard", "windows"):
-        return True
-    return term in ("", "dumb", "linux", "xterm", "vt100", "vt220", "screen", "tmux", "ansi", "xterm-color") or (
-        term.endswith("-16color") or term.endswith("-color") and "256" not in term)
+    colours = env.get("TERM", "").strip().lower().rpartition("-")[2]
+    return colours not in ("256color", "kitty")
 
 
 def choose_theme(settings: Settings, requested: str | None, available: set[str],

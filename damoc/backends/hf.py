@@ -112,7 +112,11 @@ class TransformersBackend:
                 with torch.inference_mode():
                     gen = self.model.generate(**kwargs)
                 for r, i in enumerate(idx):
-                    text = self.tokenizer.decode(gen[r, width:], skip_special_tokens=True)
+                    new = gen[r, width:].tolist()
+                    # cut at the first end-of-turn id: it may be an ordinary token (a chat model's end marker
+                    # declared in its generation config), which skip_special_tokens would keep
+                    end = next((k for k, t in enumerate(new) if t in self.eos), len(new))
+                    text = self.tokenizer.decode(new[:end], skip_special_tokens=True)
                     out[i] = cut_at_stop(text, stop)
         finally:
             self.model.train(was_training)

@@ -69,6 +69,42 @@ class Cell:
 
     def mark_done(self, status: str = "ok", **summary: Any) -> None:
         atomic_write_json(self.marker, {"status": status, "finished": time.time(), **summary})
+        for stale in (self.failure_marker, self.running_marker):
+            stale.unlink(missing_ok=True)
+
+    # -- failure and liveness markers (a failed cell has no done.json, so resume retries it) ---------
+    @property
+    def failure_marker(self) -> Path:
+        return self.path / "failed.json"
+
+    @property
+    def running_marker(self) -> Path:
+        return self.path / "running.json"
+
+    def mark_running(self, **info: Any) -> None:
+        atomic_write_json(self.running_marker, {"pid": os.getpid(), "started": time.time(), **info})
+
+    def mark_failed(self, status: str = "failed", reason: str = "", **summary: Any) -> None:
+        """status: failed | cancelled | skipped (a dependency failed)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.failure_marker, {"status": status, "reason": reason, "finished": time.time(),
+                                                **summary})
+        self.running_marker.unlink(missing_ok=True)
+
+    def failure(self) -> dict[str, Any] | None:
+        return None if self.done else read_json(self.failure_marker)
+
+    @property
+    def state(self) -> str:
+        """done | failed | cancelled | skipped | running | pending."""
+        if self.done:
+            return "done"
+        f = read_json(self.failure_marker)
+        if f:
+            return str(f.get("status", "failed"))
+        if self.running_marker.is_file():
+            return "running"
+        return "pending"
 
 
 def _safe(name: str) -> str:

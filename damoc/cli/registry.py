@@ -1,0 +1,407 @@
+"""`damoc registry ...`: list, show, add, remove, restore, check, scan, pull, export, import, preflight, reset."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from damoc.cli.common import echo_json, err_console, out_console, settings
+from damoc.errors import DamocError
+
+
+def _store() -> Any:
+    from damoc.registry.store import RegistryStore
+
+    return RegistryStore(settings())
+
+
+SHORT = {"no_base": "✗ no Base (W_pre)", "base_incompatible": "✗ Base incompatible", "not_local": "↓ not local",
+         "unreadable": "✗ unreadable"}
+
+
+def _flag(c: Any, short: bool = False) -> str:
+    if c.merge_supported:
+        return "[green]✓ sparse merge[/]"
+    state = c.capability.state if c.capability else ""
+    style = "yellow" if state in ("no_base", "not_local") else "red"
+    return f"[{style}]{SHORT.get(state, state) if short else c.merge_reason}[/]"
+
+
+def _where(c: Any) -> str:
+    cap = c.capability
+    if cap is None:
+        return "?"
+    loc = cap.chat_location
+    if c.base is not None and cap.base_location != loc:
+        loc += f" / {cap.base_location}"
+    return loc
+
+
+def _size(c: Any) -> str:
+    from damoc.registry.models import human_bytes
+
+    s = c.summary()
+    if s["local"] and not s["download_bytes"]:
+        return human_bytes(s["size_bytes"])
+    cap = c.capability
+    return human_bytes(cap.download_bytes, approx=cap.download_estimated) + " ↓" if cap and cap.download_bytes else "?"
+
+
+@click.group()
+def registry() -> None:
+    """Manage candidate Chat/Base pairs (the built-in catalog plus your own models).
+
+    The capability column is computed from config.json and safetensors headers: sparse merging needs a Base (W_pre)
+    whose layer tensors match the Chat's."""
+
+
+@registry.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (stable keys, see docs/registry.md).")
+@click.option("--family", default=None, help="Only this family (llama, qwen, zoo, ...).")
+@click.option("--source", type=click.Choice(["catalog", "user", "scan", "zoo"]), default=None,
+              help="Only entries from this source.")
+@click.option("--local", "local_only", is_flag=True, help="Only candidates whose Chat is on this machine.")
+def list_cmd(as_json: bool, family: str | None, source: str | None, local_only: bool) -> None:
+    """List candidates with their location, size and sparse-merge capability."""
+    cands = _store().list(family=family, source=source)
+    if local_only:
+        cands = [c for c in cands if c.capability and c.capability.local]
+    if as_json:
+        echo_json([c.summary() for c in cands])
+        return
+    from rich.table import Table
+
+    from damoc.registry.models import human_count
+
+    t = Table(title=f"{len(cands)} candidates", title_justify="left")
+    for col in ("name", "family", "chat", "base", "where", "size", "params", "layers", "capability"):
+        t.add_column(col, overflow="fold")
+    for c in cands:
+        flags = " [red]gated[/]" if c.chat_facts.gated else ""
+        flags += " [magenta]remote-code[/]" if c.chat_facts.trust_remote_code else ""
+        t.add_row(c.name + ("*" if c.paper else "") + flags, c.family, c.chat.id,
+                  c.base.id if c.base else "[dim]—[/]", _where(c), _size(c), human_count(c.chat_facts.parameters),
+                  str(c.chat_facts.layers or "?"), _flag(c, short=True))
+    con = out_console()
+    con.print(t)
+    con.print("[dim]* one of the DaMoC paper's eight candidates; ↓ = to download; ≈ = estimated from the catalog "
+              "(confirm with `damoc registry check --online`); why: `damoc registry show NAME`[/]")
+
+
+@registry.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def show(name: str, as_json: bool) -> None:
+    """Everything known about one candidate: facts of Chat and Base, where they are, and the capability."""
+    c = _store().get(name)
+    data = {**c.summary(), "capability": c.capability.to_dict() if c.capability else None,
+            "chat_facts": c.chat_facts.to_dict(), "base_facts": c.base_facts.to_dict() if c.base_facts else None}
+    if as_json:
+        echo_json(data)
+        return
+    con = out_console()
+    con.print(f"[bold]{c.name}[/]  ({c.family or 'no family'}, {c.source})")
+    con.print(f"  chat  {c.chat}  [{data['chat_location']}] {data['chat_path'] or ''}")
+    con.print(f"  base  {c.base or '—'}" + (f"  [{data['base_location']}] {data['base_path'] or ''}" if c.base else
+                                             f"  ({c.no_base_reason})" if c.no_base_reason else ""))
+    con.print(f"  capability  {_flag(c)}")
+    for note in (c.capability.notes if c.capability else []):
+        con.print(f"    note: {note}")
+    for role, f in (("chat", c.chat_facts), ("base", c.base_facts)):
+        if f is None:
+            continue
+        con.print(f"  {role} facts (from {f.origin}):")
+        for k, v in f.to_dict().items():
+            if v not in (None, [], "") and k not in ("origin",):
+                con.print(f"    {k:<18} {v}")
+    if c.notes:
+        con.print(f"  notes  {c.notes}")
+
+
+def _ref(value: str, revision: str | None, role: str) -> Any:
+    from damoc.registry.models import ModelRef
+
+    return ModelRef.parse(value, revision, role=role)
+
+
+def _local_facts(ref: Any, role: str) -> Any:
+    """Facts from files when the reference is local (folder, or hub id in the HF cache); None otherwise."""
+    from damoc.registry.assess import locate, local_facts
+
+    loc, path, problem = locate(ref)
+    if ref.kind == "folder" and path is None:
+        raise DamocError(f"{role} {ref.id}: {problem}",
+                         "point at the folder that holds config.json and the *.safetensors files")
+    return local_facts(path) if path else None
+
+
+def _default_name(ref: Any) -> str:
+    from damoc.registry.scan import GENERIC, CHAT_MARKERS, BASE_MARKERS, _safe_name, _tokens
+
+    p = Path(ref.id)
+    label = p.name
+    if ref.kind == "folder" and set(_tokens(label)) <= CHAT_MARKERS | BASE_MARKERS | GENERIC:
+        label = p.parent.name
+    return _safe_name(label)
+
+
+@registry.command()
+@click.option("--chat", "chat", required=True, help="Chat/instruct model: folder or hub id (org/name).")
+@click.option("--base", "base", default=None, help="Its Base (pre-trained, W_pre): folder or hub id.")
+@click.option("--name", default=None, help="Candidate name (default: from the Chat folder or repo name).")
+@click.option("--family", default=None, help="Family label (default: the architecture).")
+@click.option("--chat-revision", default=None, help="Hub revision of the Chat (branch, tag or commit).")
+@click.option("--base-revision", default=None, help="Hub revision of the Base.")
+@click.option("--notes", default="", help="Free text kept with the entry.")
+@click.option("--replace", is_flag=True, help="Overwrite an existing entry of the same name.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new entry as JSON.")
+def add(chat: str, base: str | None, name: str | None, family: str | None, chat_revision: str | None,
+        base_revision: str | None, notes: str, replace: bool, as_json: bool) -> None:
+    """Register a candidate. Folders are read (config.json, safetensors headers) and checked now; hub ids are
+    registered as they are (nothing is downloaded; `damoc registry pull NAME` later)."""
+    from damoc.registry.assess import assess
+    from damoc.registry.models import Candidate, ModelFacts, check_name
+
+    store = _store()
+    cref = _ref(chat, chat_revision, "Chat")
+    bref = _ref(base, base_revision, "Base") if base else None
+    cf = _local_facts(cref, "Chat")
+    bf = _local_facts(bref, "Base") if bref else None
+    if cf and bf and cf.architecture != bf.architecture:
+        raise DamocError(f"Chat and Base are of different families: Chat {cref.id} is {cf.architecture}, "
+                         f"Base {bref.id} is {bf.architecture}",
+                         "give the Base the Chat was fine-tuned from, or omit --base")
+    cand = Candidate(name=check_name(name or _default_name(cref)), chat=cref, base=bref,
+                     family=family or (cf.architecture if cf else "") or "", source="user", notes=notes,
+                     no_base_reason="" if bref else "none given",
+                     chat_facts=cf or ModelFacts(origin="none"), base_facts=bf)
+    store.add(cand, replace=replace)
+    c = assess(cand, store.hub_facts())
+    if as_json:
+        echo_json(c.summary())
+        return
+    err_console().print(f"added [bold]{c.name}[/]: {'sparse merging supported' if c.merge_supported else c.merge_reason}")
+
+
+@registry.command()
+@click.argument("name")
+def remove(name: str) -> None:
+    """Remove a candidate (built-in catalog entries are hidden; `restore` shows them again)."""
+    store = _store()
+    c = store.find(name)
+    what = store.remove(name)
+    msg = f"removed {c.name}" if what == "removed" else \
+        f"hid built-in {c.name} (bring it back with `damoc registry restore {c.name}`)"
+    err_console().print(msg)
+
+
+@registry.command()
+@click.argument("name")
+def restore(name: str) -> None:
+    """Show a hidden built-in catalog entry again."""
+    _store().restore(name)
+    err_console().print(f"restored {name}")
+
+
+@registry.command()
+@click.argument("name", required=False)
+@click.option("--online", is_flag=True, help="Also confirm gated/size/licence facts through the hub API.")
+@click.option("--timeout", default=15.0, show_default=True, help="Seconds per hub request (with --online).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def check(name: str | None, online: bool, timeout: float, as_json: bool) -> None:
+    """Recompute capabilities from the files on this machine (and, with --online, facts from the hub)."""
+    store = _store()
+    cands = [store.get(name)] if name else store.list()
+    online_results: dict[str, Any] = {}
+    if online:
+        from damoc.registry.hub import check_online
+
+        for r in check_online(store, cands, timeout=timeout):
+            online_results[r.name] = {"ok": r.ok, "errors": r.errors, "facts": r.facts}
+        cands = [store.get(c.name) for c in cands]
+    rows = []
+    for c in cands:
+        cap = c.capability
+        rows.append({**c.summary(), "notes_capability": cap.notes if cap else [],
+                     "detail": cap.detail if cap else {}, "online": online_results.get(c.name)})
+    if as_json:
+        echo_json(rows)
+        return
+    con = out_console()
+    for c, row in zip(cands, rows):
+        con.print(f"[bold]{c.name:<28}[/] {_flag(c)}")
+        for n in row["notes_capability"]:
+            con.print(f"    note: {n}")
+        if row["online"]:
+            for e in row["online"]["errors"]:
+                con.print(f"    [red]hub: {e}[/]")
+            if row["online"]["ok"]:
+                con.print(f"    hub: confirmed ({'gated' if c.chat_facts.gated else 'not gated'}, "
+                          f"{_size(c)})")
+    if any(r["online"] and not r["online"]["ok"] for r in rows):
+        raise click.exceptions.Exit(1)
+
+
+@registry.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--no-hf-cache", is_flag=True, help="Do not look in the Hugging Face cache.")
+@click.option("--dry-run", is_flag=True, help="Report what would be registered, register nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def scan(paths: tuple[Path, ...], no_hf_cache: bool, dry_run: bool, as_json: bool) -> None:
+    """Find models in the Hugging Face cache and in PATHs, pair Chat with Base, register the new ones."""
+    from damoc.registry.scan import scan as do_scan
+
+    rep = do_scan(_store(), list(paths), hf_cache=not no_hf_cache, dry_run=dry_run)
+    if as_json:
+        echo_json(rep.to_dict() | {"dry_run": dry_run})
+        return
+    con = out_console()
+    verb = "would add" if dry_run else "added"
+    for c in rep.added:
+        con.print(f"{verb} [bold]{c.name}[/]: chat {c.chat.id}" + (f", base {c.base.id}" if c.base else ", no Base"))
+    for m, n in rep.known:
+        con.print(f"[dim]known  {m} (candidate {n})[/]")
+    for m, r in rep.skipped:
+        con.print(f"[yellow]skipped[/] {m}: {r}")
+    if not (rep.added or rep.known or rep.skipped):
+        con.print("no models found")
+
+
+@registry.command()
+@click.argument("name")
+@click.option("--base-only", is_flag=True, help="Only the Base (W_pre).")
+@click.option("--chat-only", is_flag=True, help="Only the Chat.")
+@click.option("--timeout", default=15.0, show_default=True, help="Seconds to wait for each hub answer.")
+def pull(name: str, base_only: bool, chat_only: bool, timeout: float) -> None:
+    """Download a candidate's Chat and Base into the Hugging Face cache (with progress; re-run to resume)."""
+    from damoc.console import ConsoleReporter
+    from damoc.registry.hub import pull as do_pull
+
+    if base_only and chat_only:
+        raise click.UsageError("--base-only and --chat-only exclude each other")
+    which = "base" if base_only else "chat" if chat_only else "both"
+    with ConsoleReporter(err_console()) as rep:
+        paths = do_pull(settings(), name, which=which, timeout=timeout, reporter=rep)
+    for role, p in paths.items():
+        err_console().print(f"{role}: {p}")
+
+
+@registry.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--all", "include_catalog", is_flag=True, help="Include the built-in catalog entries too.")
+def export_cmd(file: Path, include_catalog: bool) -> None:
+    """Write your entries (not the built-in catalog, unless --all) to a JSON file for `import`."""
+    from damoc.fsutil import atomic_write_json
+
+    recs = [c.to_record() for c in _store().records() if include_catalog or c.source != "catalog"]
+    for r in recs:
+        if r["source"] == "catalog":
+            r["source"] = "user"
+    atomic_write_json(file, {"damoc_registry_export": 1, "candidates": recs})
+    err_console().print(f"exported {len(recs)} entries to {file}")
+
+
+@registry.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--replace", is_flag=True, help="Overwrite entries of the same name.")
+def import_cmd(file: Path, replace: bool) -> None:
+    """Add the entries of a file written by `export` (all or nothing)."""
+    from damoc.registry.models import Candidate
+
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        recs = data["candidates"] if isinstance(data, dict) else None
+        if not isinstance(recs, list):
+            raise ValueError("no 'candidates' list")
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError) as e:
+        raise DamocError(f"{file}: not a registry export ({e})", "use a file written by `damoc registry export`") \
+            from None
+    cands = []
+    for i, r in enumerate(recs, start=1):
+        try:
+            c = Candidate.from_record(r)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise DamocError(f"{file}: entry #{i} is malformed ({type(e).__name__}: {e})",
+                             "fix the entry or remove it; nothing was imported") from None
+        if c.source == "catalog":
+            c.source = "user"
+        cands.append(c)
+    catalog = {c.name.lower() for c in _store().records(include_hidden=True) if c.source == "catalog"}
+    cands = [c for c in cands if c.name.lower() not in catalog]   # catalog entries exported with --all
+    _store().add_many(cands, replace=replace)
+    err_console().print(f"imported {len(cands)} entries from {file}")
+
+
+@registry.command("preflight")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Run setting, e.g. --set seq_len=1024 --set finetune=full --set batch_size=8.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A run configuration file (JSON, YAML or TOML).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def preflight_cmd(names: tuple[str, ...], sets: tuple[str, ...], config_file: Path | None, as_json: bool) -> None:
+    """Disk to download, memory for calibration and full/LoRA fine-tuning, and skipped stages, before a run."""
+    from damoc.registry.models import human_bytes
+    from damoc.registry.preflight import preflight
+
+    config: dict[str, Any] = _read_config(config_file) if config_file else {}
+    for s in sets:
+        k, eq, v = s.partition("=")
+        if not eq:
+            raise click.BadParameter(f"{s!r} is not KEY=VALUE", param_hint="--set")
+        config[k.strip()] = v.strip()
+    pf = preflight(settings(), list(names), config)
+    if as_json:
+        echo_json(pf.to_dict())
+        return
+    from rich.table import Table
+
+    con = out_console()
+    t = Table(title=f"pre-flight on {pf.device} ({pf.bytes_per_weight}-byte weights, seq_len {pf.config.seq_len}, "
+                    f"batch {pf.config.batch_size})", title_justify="left")
+    for col in ("candidate", "download", "calibration", "full FT", "LoRA FT", "run disk", "skipped"):
+        t.add_column(col, overflow="fold")
+    for c in pf.candidates:
+        mem = lambda m: human_bytes(m.total) if m else "?"
+        skipped = "; ".join(f"{s.stage}: {s.reason}" for s in c.skipped) or "—"
+        t.add_row(c.name, human_bytes(c.download_bytes, approx=c.download_estimated) if c.download_bytes else "local",
+                  mem(c.calibration), mem(c.full_ft), mem(c.lora_ft), human_bytes(c.work_disk_bytes), skipped)
+    con.print(t)
+    con.print(f"total download {human_bytes(pf.total_download_bytes)}, run outputs up to "
+              f"{human_bytes(pf.total_work_disk_bytes)}, peak memory {human_bytes(pf.peak_memory_bytes)} "
+              f"(available {human_bytes(pf.memory_available_bytes)}); formula: docs/registry.md")
+    for w in pf.warnings:
+        con.print(f"[yellow]warning:[/] {w}")
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # noqa: BLE001 - any parser error is the same "cannot read" for the user
+        raise DamocError(f"{path}: cannot read the run configuration ({e})", "fix the file") from None
+    if not isinstance(data, dict):
+        raise DamocError(f"{path}: the run configuration must be a mapping", "fix the file")
+    return data
+
+
+@registry.command()
+@click.option("--yes", is_flag=True, help="Do it without asking.")
+def reset(yes: bool) -> None:
+    """Start an empty registry file; the current one is kept as a backup next to it."""
+    store = _store()
+    if not yes:
+        click.confirm(f"move {store.path} aside and start an empty registry?", abort=True)
+    backup = store.reset()
+    err_console().print(f"registry reset; previous file kept as {backup}" if backup else "no registry file yet")

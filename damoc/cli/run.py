@@ -1,0 +1,293 @@
+"""`damoc run`, `damoc attach`, `damoc runs`, `damoc compare`, `damoc demo`.
+
+The CLI never holds a model: it plans, starts the run's driver process and follows the run's event log
+(progress on stderr through `ConsoleReporter`; `--json` output alone on stdout).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from damoc.cli.common import echo_json, err_console, out_console, settings
+
+
+# -- shared helpers ------------------------------------------------------------------------------------
+
+def _follow(s: Any, run_id: str, *, quiet: bool = False) -> str:
+    """Show a run's events live until it ends; Ctrl-C cancels the run (it can be resumed). Returns its status."""
+    from damoc.console import ConsoleReporter
+    from damoc.pipeline import api
+
+    rd = api.open_run(s, run_id)
+    cancelling = False
+    rep = ConsoleReporter(err_console()) if not quiet else None
+    try:
+        if rep is not None:
+            rep.__enter__()
+        while True:
+            try:
+                for ev in rd.follow():
+                    if rep is not None:
+                        rep.emit(ev)
+                break
+            except KeyboardInterrupt:
+                if cancelling:         # a second Ctrl-C: stop following, the run finishes cancelling on its own
+                    break
+                cancelling = True
+                click.echo(f"cancelling run {rd.run_id} (resume later with: damoc run --resume {rd.run_id}) ...",
+                           err=True)
+                try:
+                    api.cancel_run(s, rd.run_id)
+                except Exception as e:  # already finished between the two checks
+                    click.echo(f"  {e}", err=True)
+    finally:
+        if rep is not None:
+            rep.close()
+    while rd.is_alive():             # the driver writes its last files after run_finished
+        time.sleep(0.1)
+    return rd.status()
+
+
+def _print_leaderboard(lb: Any) -> None:
+    from rich.table import Table
+
+    con = out_console()
+    t = Table(title=f"run {lb.run_id} ({lb.mode}) - {lb.metric or 'score'}", title_justify="left")
+    for col, just in (("#", "right"), ("candidate", "left"), ("score", "right"), ("gap", "right"),
+                      ("method", "left"), ("layers pruned", "right"), ("merge", "left"), ("prune s", "right"),
+                      ("fine-tune s", "right"), ("eval s", "right"), ("status", "left")):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in lb.rows:
+        score = "" if r.score is None else f"{r.score:.2f}" + (f" ± {r.stderr:.2f}" if r.stderr is not None else "")
+        if r.too_close:
+            score += " ≈"
+        status = r.status + (f": {r.reason}" if r.reason else "")
+        t.add_row(str(r.rank or ""), r.candidate, score, "" if r.gap is None else f"{r.gap:.2f}", r.method or "",
+                  r.layers, r.merge, _s(r.times.get("prune")), _s(r.times.get("finetune")),
+                  _s(r.times.get("evaluate")), status)
+    con.print(t)
+    if lb.shared_times:
+        con.print("shared data stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in lb.shared_times.items()))
+    if lb.too_close_to_call:
+        con.print(f"[yellow]≈ too close to call[/]: {lb.note}")
+    mw = lb.method_winners()
+    if mw:
+        con.print("best fine-tuning method per model: " + ", ".join(f"{c}: {m}" for c, m in mw.items()))
+
+
+def _s(v: float | None) -> str:
+    return "" if v is None else f"{v:.1f}"
+
+
+def _run_json(s: Any, run_id: str, status: str) -> dict[str, Any]:
+    from damoc.pipeline import api
+
+    rd = api.open_run(s, run_id)
+    lb = api.leaderboard(rd)
+    return {"run_id": rd.run_id, "mode": lb.mode, "status": status, "metric": lb.metric, "winner": lb.winner,
+            "ranking": lb.ranking, "seconds": api.run_seconds(rd), "train_seconds": lb.train_seconds(),
+            "too_close_to_call": lb.too_close_to_call, "method_winners": lb.method_winners(),
+            "leaderboard": lb.to_dict()["rows"], "path": str(rd.path),
+            "handoff": str(rd.path / "handoff") if (rd.path / "handoff").is_dir() else None}
+
+
+def _print_plan(plan: Any) -> None:
+    con = out_console()
+    cfg = plan.config
+    con.print(f"[bold]plan[/]: mode {plan.mode}, fine-tune {cfg['ft']}, seeds {cfg['seeds']}, "
+              f"dataset {cfg['dataset']['train']}" + (f", test {cfg['dataset']['test']}" if cfg['dataset']['test']
+                                                      else f", test = {cfg['dataset']['test_fraction']:.0%} held out"))
+    data = [d.stage for d in plan.data if d.enabled]
+    con.print(f"shared data stages: {', '.join(data)}")
+    for c in plan.candidates:
+        if c.error:
+            con.print(f"  [red]{c.name}[/]: cannot run: {c.error}")
+            continue
+        cells = [x.stage for x in plan.cells_of(c.name)]
+        con.print(f"  [bold]{c.name}[/]: {', '.join(cells)}")
+        for d in c.stages:
+            if not d.enabled or d.reason:
+                con.print(f"      {d.stage}: {'skipped: ' if not d.enabled else ''}{d.reason}")
+    if plan.preflight:
+        pf = plan.preflight
+        con.print(f"pre-flight ({pf.get('device', '?')}): download {_bytes(pf.get('download_bytes'))}, peak memory "
+                  f"{_bytes(pf.get('peak_memory_bytes') or pf.get('peak_bytes'))}, work disk "
+                  f"{_bytes(pf.get('work_disk_bytes'))}")
+        for w in pf.get("warnings") or []:
+            con.print(f"  [yellow]warning[/]: {w}")
+    for w in plan.warnings:
+        con.print(f"[yellow]note[/]: {w}")
+
+
+def _bytes(n: Any) -> str:
+    if not isinstance(n, (int, float)):
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+# -- commands -------------------------------------------------------------------------------------------
+
+@click.command()
+@click.option("--dataset", type=click.Path(), help="Training data (JSONL/JSON/CSV/Parquet/save_to_disk folder).")
+@click.option("--test", type=click.Path(), help="Test data (default: a held-out 10% of --dataset).")
+@click.option("--candidates", help="Comma-separated registry names (or model folders).")
+@click.option("--mode", type=click.Choice(["damoc", "ground-truth", "zero-shot", "few-shot"]), default=None,
+              help="damoc (default), ground-truth (full fine-tune on all data), zero-shot or few-shot baselines.")
+@click.option("--ft", type=click.Choice(["full", "lora", "both"]), default=None, help="Fine-tuning method(s).")
+@click.option("--metric", type=click.Choice(["auto", "bertscore_rouge", "squad_f1", "mc_accuracy"]), default=None)
+@click.option("--config", "config_path", type=click.Path(), help="Run config file (YAML, TOML or JSON).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config value, e.g. filter.ratio=0.2.")
+@click.option("--recipe", default=None, help="Named recipe preset (paper, filter-only, filter+compress, ...).")
+@click.option("--label", default=None, help="A label shown in `damoc runs`.")
+@click.option("--resume", "resume_id", metavar="RUN_ID", help="Continue a stopped run (finished cells are kept).")
+@click.option("--detach", is_flag=True, help="Start the run and return (follow it with `damoc attach`).")
+@click.option("--dry-run", is_flag=True, help="Show the plan and the pre-flight estimate; run nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def run(dataset: str | None, test: str | None, candidates: str | None, mode: str | None, ft: str | None,
+        metric: str | None, config_path: str | None, sets: tuple[str, ...], recipe: str | None, label: str | None,
+        resume_id: str | None, detach: bool, dry_run: bool, as_json: bool) -> None:
+    """Run a selection: DaMoC proxies (default), the ground truth, or a zero-/few-shot baseline."""
+    from damoc.pipeline import api
+
+    s = settings()
+    if resume_id:
+        h = api.resume_run(s, resume_id, detach=detach)
+        _after_start(s, h.run_id, detach, as_json)
+        return
+    base: dict[str, Any] = {}
+    for key, val in (("dataset.train", dataset), ("dataset.test", test), ("candidates", candidates),
+                     ("mode", mode), ("ft", ft), ("evaluate.metric", metric), ("label", label)):
+        if val is not None:
+            base[key] = val
+    overrides = list(sets)
+    if recipe:
+        from damoc.pipeline.recipes import recipe_overrides
+        overrides = recipe_overrides(recipe) + overrides
+    cfg = api.load_config(config_path, overrides, base)
+    plan = api.plan_run(s, cfg)
+    if dry_run:
+        if as_json:
+            echo_json(plan.to_dict() | {"skipped": plan.skipped})
+        else:
+            _print_plan(plan)
+        return
+    for w in plan.warnings:
+        click.echo(f"note: {w}", err=True)
+    h = api.start_run(s, cfg, detach=True, plan=plan)
+    _after_start(s, h.run_id, detach, as_json)
+
+
+def _after_start(s: Any, run_id: str, detach: bool, as_json: bool) -> None:
+    if detach:
+        if as_json:
+            echo_json({"run_id": run_id, "status": "running"})
+        else:
+            click.echo(f"run {run_id} started; follow it with: damoc attach {run_id}")
+        return
+    status = _follow(s, run_id)
+    _report(s, run_id, status, as_json)
+
+
+def _report(s: Any, run_id: str, status: str, as_json: bool) -> None:
+    from damoc.pipeline import api
+
+    if as_json:
+        echo_json(_run_json(s, run_id, status))
+    else:
+        rd = api.open_run(s, run_id)
+        _print_leaderboard(api.leaderboard(rd))
+        if (rd.path / "handoff").is_dir():
+            click.echo(f"hand-off for the winner (LLaMA-Factory, ms-swift): {rd.path / 'handoff'}")
+        if status in ("cancelled", "interrupted"):
+            click.echo(f"run {run_id} {status}; continue it with: damoc run --resume {run_id}", err=True)
+    if status == "cancelled":
+        raise click.exceptions.Exit(130)
+    if status == "failed":
+        raise click.exceptions.Exit(1)
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the final result as JSON on stdout.")
+def attach(run_id: str, as_json: bool) -> None:
+    """Follow a running (or finished) run: its events so far, then live progress, then the leaderboard."""
+    s = settings()
+    status = _follow(s, run_id)
+    from damoc.pipeline import api
+    _report(s, api.open_run(s, run_id).run_id, status, as_json)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def runs(as_json: bool) -> None:
+    """List runs, newest last."""
+    from damoc.pipeline import api
+
+    rows = api.list_runs(settings())
+    if as_json:
+        echo_json([r.to_dict() for r in rows])
+        return
+    if not rows:
+        click.echo("no runs yet: start one with `damoc demo` or `damoc run`")
+        return
+    from rich.table import Table
+    t = Table()
+    for col in ("run", "mode", "status", "created", "candidates", "winner", "time", "label"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r.run_id, r.mode, r.status, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
+                  str(len(r.candidates)), r.winner or "", "" if r.seconds is None else f"{r.seconds:.0f}s", r.label)
+    out_console().print(t)
+
+
+@click.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def compare(run_a: str, run_b: str, as_json: bool) -> None:
+    """Compare the rankings of two runs (e.g. DaMoC vs ground truth): top-1 agreement, Kendall tau, Spearman rho,
+    and the wall-time ratio (RUN_B's time / RUN_A's)."""
+    from damoc.pipeline import api
+
+    c = api.compare_runs(settings(), run_a, run_b)
+    if as_json:
+        echo_json(c.to_dict())
+        return
+    con = out_console()
+    f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    con.print(f"A {c.run_a}: {' > '.join(c.ranking_a)}")
+    con.print(f"B {c.run_b}: {' > '.join(c.ranking_b)}")
+    con.print(f"top-1 agreement: {'yes' if c.top1_agree else 'no'} ({c.top1_a} vs {c.top1_b}); "
+              f"Kendall tau {f(c.kendall_tau)}; Spearman rho {f(c.spearman_rho)} over {len(c.common)} candidates")
+    con.print(f"wall time: A {c.seconds_a:.1f}s, B {c.seconds_b:.1f}s, B/A = {f(c.time_ratio)}; "
+              f"training: A {c.train_seconds_a:.1f}s, B {c.train_seconds_b:.1f}s, B/A = {f(c.train_time_ratio)}")
+    if c.only_a or c.only_b:
+        con.print(f"[yellow]not scored in both[/]: {', '.join(c.only_a + c.only_b)}")
+
+
+@click.command()
+@click.option("--verify", is_flag=True, help="Also run the ground truth (grid search) and report agreement and "
+                                             "speed-ups.")
+@click.option("--task", default=None, help="Demo task (default: the first, laws-qa).")
+@click.option("--size", type=click.Choice(["demo", "test"]), default=None, help="Zoo size (default: settings).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a demo config value.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def demo(verify: bool, task: str | None, size: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+    """The main job: build (or reuse) the offline demo zoo and run DaMoC on a demo task, live."""
+    from damoc.pipeline import demo as D
+
+    s = settings()
+    res = D.run_demo(s, size=size or s.zoo_size, task=task, overrides=list(sets), verify=verify,
+                     follow=lambda run_id: _follow(s, run_id), console=err_console())
+    if as_json:
+        echo_json(res)
+        return
+    from damoc.pipeline import api
+    _print_leaderboard(api.leaderboard(api.open_run(s, res["runs"]["damoc"])))
+    D.print_summary(res, out_console())

@@ -1,0 +1,284 @@
+"""Greedy submodular and k-center selection whose memory grows linearly with n (no n x n kernel).
+
+All three work on row vectors E (n, d) with the linear kernel s_ij = <e_i, e_j> (cosine when the rows are unit
+vectors, as `damoc.embeddings.encode` returns them).
+
+GraphCut (submodlib's `GraphCutFunction`, cpp/submod/GraphCut.cpp): f(S) = sum_{i in V, j in S} s_ij
+- lam * sum_{i, j in S} s_ij, marginal gain g(x|S) = sum_i s_ix - lam * (2 sum_{j in S} s_jx + s_xx). With a linear
+kernel the gain is linear in e_x: g(x|S) = <e_x, c - 2 lam u_S> - lam |e_x|^2 with c = sum_i e_i and u_S = sum_{j in S}
+e_j, so no kernel is ever needed. The exact (naive) greedy is accelerated without changing its picks: gains are
+refreshed for all points (one matrix-vector product), the top `pool` points are then updated incrementally, and a pool
+point is accepted while it provably beats every point outside the pool: an outside x had gain <= tau at the refresh
+and can since have gained at most 2 lam |e_x| |u| (Cauchy-Schwarz, u = sum of the picks since the refresh).
+
+KCenterGreedy (Sener & Savarese 2018; google/active-learning `kcenter_greedy.py`): farthest-first traversal. Distances
+to the nearest centre only shrink, so stale values are upper bounds: the pool's exact distances are accepted while
+they beat the largest stale value outside the pool, and the rest is refreshed against the new centres in one
+matrix-matrix product (compute-bound instead of one memory-bound pass per pick).
+
+FacilityLocation (submodlib `FacilityLocationFunction`): f(S) = sum_i max_{j in S} s_ij, a lazy greedy whose stale
+upper bounds are re-evaluated in batches; O(n) memory, O(n^2 d) time for the first bounds, so it is meant for the
+tens of thousands of points Superfiltering's diversity step sees, not for millions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from damoc.errors import ConfigError
+
+
+@dataclass
+class GreedyResult:
+    order: Any                      # np.ndarray[int]: picked row indices (into the E given), in pick order
+    gains: Any                      # np.ndarray[float]: the gain (GraphCut/FL) or distance (k-center) at each pick
+    final: Any                      # np.ndarray[float] (n,): gain/distance of every row after the last pick
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _torch_rows(E: Any, device: str) -> Any:
+    import numpy as np
+    import torch
+
+    if isinstance(E, torch.Tensor):
+        X = E
+    else:
+        arr = np.ascontiguousarray(E, dtype=np.float32)
+        X = torch.from_numpy(arr)
+    if X.ndim != 2:
+        raise ConfigError(f"embeddings must be a 2-d array (n, d), got shape {tuple(X.shape)}")
+    return X.to(device=device, dtype=torch.float32)
+
+
+def _progress(tracker: Any, done: int) -> None:
+    if tracker is not None:
+        tracker.progress(done)
+
+
+def graphcut_greedy(E: Any, budget: int, lam: float = 0.4, *, device: str = "cpu", pool: int = 4096,
+                    tracker: Any = None) -> GreedyResult:
+    """Exact greedy GraphCut maximisation (the NaiveGreedy pick sequence of submodlib) on the linear kernel of E."""
+    import numpy as np
+    import torch
+
+    if lam < 0:
+        raise ConfigError(f"GraphCut lambda must be >= 0, got {lam}")
+    X = _torch_rows(E, device)
+    n, d = X.shape
+    if not 0 < budget <= n:
+        raise ConfigError(f"GraphCut budget {budget} outside 1..{n}")
+    c = X.sum(0, dtype=torch.float64)
+    diag = (X * X).sum(1).double()
+    maxnorm = float(diag.max().sqrt()) if n else 0.0
+    u_all = torch.zeros(d, dtype=torch.float64, device=X.device)   # sum of all picks
+    picked = torch.zeros(n, dtype=torch.bool, device=X.device)
+    order: list[int] = []
+    gains: list[float] = []
+    refreshes = 0
+    while len(order) < budget:
+        refreshes += 1
+        v = (c - 2.0 * lam * u_all).float()
+        g = (X @ v).double() - lam * diag
+        g[picked] = -torch.inf
+        avail = n - len(order)
+        k = min(pool, avail)
+        if k < avail:
+            top = torch.topk(g, k + 1)
+            tau = float(top.values[k])
+            idx = top.indices[:k]
+        else:
+            tau = -float("inf")
+            idx = torch.nonzero(~picked).flatten()
+        idx, _ = torch.sort(idx)          # ascending ids: argmax then breaks ties by the lowest index, as submodlib
+        gp = g[idx].clone()
+        Xp = X[idx]
+        u = torch.zeros(d, dtype=torch.float64, device=X.device)
+        slack = 1e-6 * (abs(tau) + 1.0) if tau != -float("inf") else 0.0
+        while len(order) < budget:
+            j = int(torch.argmax(gp))
+            best = float(gp[j])
+            if best == -float("inf"):
+                break
+            if tau != -float("inf") and best < tau + 2.0 * lam * maxnorm * float(u.norm()) + slack:
+                break                     # an outside point might beat it: refresh
+            x = int(idx[j])
+            order.append(x)
+            gains.append(best)
+            picked[x] = True
+            e = Xp[j]
+            u += e.double()
+            u_all += e.double()
+            gp -= 2.0 * lam * (Xp @ e).double()
+            gp[j] = -torch.inf
+            if len(order) % 64 == 0:
+                _progress(tracker, len(order))
+    _progress(tracker, len(order))
+    v = (c - 2.0 * lam * u_all).float()
+    final = ((X @ v).double() - lam * diag).cpu().numpy()
+    return GreedyResult(np.asarray(order, dtype=np.int64), np.asarray(gains), final,
+                        {"refreshes": refreshes, "pool": pool})
+
+
+def kcenter_greedy(E: Any, budget: int, *, seed: int = 0, first: int | None = None, already: Any = None,
+                   device: str = "cpu", pool: int = 4096, tracker: Any = None, block_rows: int = 8192
+                   ) -> GreedyResult:
+    """Exact farthest-first traversal with Euclidean distances. The first centre is `first`, else (when nothing is
+    `already` selected) a seeded random row; MoDS's copy picks it with an unseeded `np.random.choice`."""
+    import numpy as np
+    import torch
+
+    X = _torch_rows(E, device)
+    n = X.shape[0]
+    if not 0 < budget <= n:
+        raise ConfigError(f"KCenterGreedy budget {budget} outside 1..{n}")
+    sq = (X * X).sum(1)
+
+    def dists_to(centres: list[int], rows: Any = None) -> Any:
+        """min over `centres` of the distance of every row (or of `rows`), in row blocks of bounded memory."""
+        C = X[centres]
+        sqc = sq[centres]
+        sel = torch.arange(n, device=X.device) if rows is None else rows
+        out = torch.empty(len(sel), dtype=torch.float32, device=X.device)
+        step = max(1, min(block_rows, (1 << 26) // max(1, len(centres))))   # <= 64M floats per block
+        for s in range(0, len(sel), step):
+            r = sel[s:s + step]
+            d2 = sq[r, None] + sqc[None, :] - 2.0 * (X[r] @ C.T)
+            out[s:s + step] = d2.clamp_min_(0).min(1).values
+        return out.sqrt_()
+
+    picked = torch.zeros(n, dtype=torch.bool, device=X.device)
+    order: list[int] = []
+    gains: list[float] = []
+    dist = torch.full((n,), float("inf"), device=X.device)
+    pre = [int(i) for i in (already if already is not None else [])]
+    if pre:
+        dist = dists_to(pre)
+        picked[pre] = True
+    else:
+        start = int(first) if first is not None else int(np.random.default_rng(seed).integers(n))
+        order.append(start)
+        gains.append(float("inf"))
+        picked[start] = True
+        dist = dists_to([start])
+    synced = len(order)                   # `dist` is exact w.r.t. order[:synced] (and `already`)
+    refreshes = 0
+    while len(order) < budget:
+        if synced < len(order):
+            dist = torch.minimum(dist, dists_to(order[synced:]))
+            synced = len(order)
+        refreshes += 1
+        dist[picked] = -1.0
+        avail = n - int(picked.sum())
+        k = min(pool, avail)
+        if k < avail:
+            top = torch.topk(dist, k + 1)
+            tau = float(top.values[k])
+            idx = top.indices[:k]
+        else:
+            tau = -float("inf")
+            idx = torch.nonzero(~picked).flatten()
+        idx, _ = torch.sort(idx)
+        dp = dist[idx].clone()
+        Xp, sqp = X[idx], sq[idx]
+        while len(order) < budget:
+            j = int(torch.argmax(dp))
+            best = float(dp[j])
+            if best < 0 or best < tau:
+                break                     # an outside point's (stale, upper-bound) distance may be larger
+            x = int(idx[j])
+            order.append(x)
+            gains.append(best)
+            picked[x] = True
+            d2 = (sqp + sq[x] - 2.0 * (Xp @ X[x])).clamp_min_(0).sqrt_()
+            dp = torch.minimum(dp, d2)
+            dp[j] = -1.0
+            if len(order) % 64 == 0:
+                _progress(tracker, len(order))
+    _progress(tracker, len(order))
+    if synced < len(order):
+        dist = torch.minimum(dist, dists_to(order[synced:]))
+    dist[picked] = 0.0
+    return GreedyResult(np.asarray(order, dtype=np.int64), np.asarray(gains), dist.cpu().numpy(),
+                        {"refreshes": refreshes, "pool": pool})
+
+
+def facility_location_greedy(E: Any, budget: int, *, device: str = "cpu", batch: int = 64, tracker: Any = None,
+                             block_rows: int = 4096) -> GreedyResult:
+    """Lazy greedy FacilityLocation, f(S) = sum_i max(0, max_{j in S} s_ij) (submodlib's FL with its zero start)."""
+    import numpy as np
+    import torch
+
+    X = _torch_rows(E, device)
+    n = X.shape[0]
+    if not 0 < budget <= n:
+        raise ConfigError(f"FacilityLocation budget {budget} outside 1..{n}")
+    cur = torch.zeros(n, dtype=torch.float64, device=X.device)     # similarity of each i to its nearest pick
+
+    def exact_gains(cands: Any) -> Any:
+        out = torch.zeros(len(cands), dtype=torch.float64, device=X.device)
+        C = X[cands]
+        for s in range(0, n, block_rows):
+            sims = (X[s:s + block_rows] @ C.T).double()            # (rows, cands)
+            out += (sims - cur[s:s + block_rows, None]).clamp_min_(0).sum(0)
+        return out
+
+    ub = torch.empty(n, dtype=torch.float64, device=X.device)
+    for s in range(0, n, batch * 16):
+        ub[s:s + batch * 16] = exact_gains(torch.arange(s, min(n, s + batch * 16), device=X.device))
+    fresh = torch.ones(n, dtype=torch.bool, device=X.device)      # ub is exact for the current selection
+    picked = torch.zeros(n, dtype=torch.bool, device=X.device)
+    order: list[int] = []
+    gains: list[float] = []
+    evaluations = n
+    while len(order) < budget:
+        ub[picked] = -torch.inf
+        j = int(torch.argmax(ub))
+        if bool(fresh[j]):
+            # exact and no stale bound is larger: the true argmax (ties: the lowest index with this value)
+            order.append(j)
+            gains.append(float(ub[j]))
+            picked[j] = True
+            cur = torch.maximum(cur, (X @ X[j]).double())
+            fresh[:] = False
+            if len(order) % 16 == 0:
+                _progress(tracker, len(order))
+            continue
+        k = min(batch, n - len(order))
+        cands = torch.topk(ub, k).indices
+        ub[cands] = exact_gains(cands)
+        fresh[cands] = True
+        evaluations += k
+    _progress(tracker, len(order))
+    final = torch.zeros(n, dtype=torch.float64, device=X.device)
+    if len(order) < n:
+        final[~picked] = exact_gains(torch.nonzero(~picked).flatten())
+    return GreedyResult(np.asarray(order, dtype=np.int64), np.asarray(gains), final.cpu().numpy(),
+                        {"evaluations": evaluations})
+
+
+def dq_bins(E: Any, bins: int, *, lam: float = 1.0, device: str = "cpu", pool: int = 4096,
+            tracker: Any = None) -> list[Any]:
+    """Dataset Quantization bins (Zhou et al. 2023; magic-research/Dataset_Quantization `alpaca_sample.py`):
+    bin k = greedy GraphCut of size floor(n/K) over the pool left by bins 1..k-1, with the column sums over that
+    remaining pool. The n - K*floor(n/K) leftovers, which the reference never bins, go into the last bin."""
+    import numpy as np
+
+    n = len(E)
+    if not 1 <= bins <= n:
+        raise ConfigError(f"DQ needs 1 <= bins <= n, got bins={bins} for n={n}")
+    per = n // bins
+    remaining = np.arange(n)
+    out: list[Any] = []
+    for b in range(bins):
+        if b == bins - 1:
+            out.append(remaining.copy())
+            break
+        res = graphcut_greedy(np.asarray(E)[remaining], per, lam, device=device, pool=pool)
+        chosen = remaining[res.order]
+        out.append(chosen)
+        keep = np.ones(len(remaining), dtype=bool)
+        keep[res.order] = False
+        remaining = remaining[keep]
+        _progress(tracker, n - len(remaining))
+    _progress(tracker, n)
+    return out

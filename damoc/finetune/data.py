@@ -1,0 +1,81 @@
+"""Training features: prompt framing, answer-only labels, EOS, truncation, padding (tokenizer only, no torch at
+import time)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from damoc.backends.base import continuation_ids, prompt_ids
+from damoc.errors import DataError
+
+IGNORE_INDEX = -100        # labels the loss skips (torch CrossEntropyLoss's ignore_index)
+
+
+@dataclass
+class Feature:
+    input_ids: list[int]
+    labels: list[int]
+    prompt_tokens: int
+    answer_tokens: int        # answer + EOS
+
+
+def frame_prompt(tokenizer: Any, sample: Any, chat: bool | None = None) -> str:
+    from damoc.models import format_prompt
+
+    return format_prompt(tokenizer, sample.prompt, chat=chat)
+
+
+def encode_sample(tokenizer: Any, sample: Any, *, max_length: int = 512, chat: bool | None = None,
+                  eos_id: int | None = None) -> Feature:
+    """One sample to (input ids, labels): the prompt's labels are IGNORE_INDEX, so the loss covers the answer and
+    the EOS that teaches the model to stop. Too long: the prompt loses tokens from its start (the question sits at
+    its end), the answer keeps at least half the budget."""
+    prompt = frame_prompt(tokenizer, sample, chat)
+    p_ids = prompt_ids(tokenizer, prompt)
+    a_ids = continuation_ids(tokenizer, prompt, sample.answer)
+    eos = tokenizer.eos_token_id if eos_id is None else eos_id
+    if eos is None:
+        raise DataError("the tokenizer has no EOS token", "set tokenizer.eos_token before fine-tuning")
+    a_ids = a_ids + [eos]
+    if len(p_ids) + len(a_ids) > max_length:
+        a_ids = a_ids[:max(max_length // 2, max_length - len(p_ids))]
+        if a_ids[-1] != eos:
+            a_ids[-1] = eos
+        p_ids = p_ids[len(p_ids) - (max_length - len(a_ids)):] if max_length > len(a_ids) else []
+    return Feature(input_ids=p_ids + a_ids, labels=[IGNORE_INDEX] * len(p_ids) + a_ids,
+                   prompt_tokens=len(p_ids), answer_tokens=len(a_ids))
+
+
+def encode_samples(tokenizer: Any, samples: Sequence[Any], *, max_length: int = 512,
+                   chat: bool | None = None) -> list[Feature]:
+    missing = [s.id for s in samples if not (s.answer or "").strip()]
+    if missing:
+        raise DataError(f"{len(missing)} training sample(s) have no answer (first: {missing[0]!r})",
+                        "fine-tuning needs an answer per sample; drop them or fix the dataset")
+    return [encode_sample(tokenizer, s, max_length=max_length, chat=chat) for s in samples]
+
+
+class Collator:
+    """Right-pads a micro batch; pads labels with IGNORE_INDEX. Counts the tokens it hands to the model."""
+
+    def __init__(self, pad_id: int, multiple_of: int = 1) -> None:
+        self.pad_id, self.multiple_of = pad_id, multiple_of
+        self.tokens_seen = 0
+
+    def __call__(self, batch: list[Feature]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(f.input_ids) for f in batch)
+        if self.multiple_of > 1:           # tensor cores like multiples of 8 on GPU
+            width = -(-width // self.multiple_of) * self.multiple_of
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, f in enumerate(batch):
+            n = len(f.input_ids)
+            ids[r, :n] = torch.tensor(f.input_ids)
+            labels[r, :n] = torch.tensor(f.labels)
+            mask[r, :n] = 1
+        self.tokens_seen += int(mask.sum())
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}

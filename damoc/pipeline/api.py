@@ -1,0 +1,220 @@
+"""The facade the CLI and the TUI use. Nothing here imports torch or holds a model: runs happen in a driver process
+(started in a new session, so it survives the terminal) and its worker processes; callers read the run directory.
+
+    cfg = load_config("run.yaml", ["filter.ratio=0.2"])
+    plan = plan_run(settings, cfg)                  # cells, skipped stages with reasons, pre-flight estimate
+    h = start_run(settings, cfg)                    # -> RunHandle(run_id, path)
+    for ev in open_run(settings, h.run_id).follow(): ...
+    lb = leaderboard(open_run(settings, h.run_id)); lb.to_markdown()
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from damoc.errors import DamocError
+from damoc.fsutil import atomic_write_json, read_json
+from damoc.pipeline.compare import Comparison, compare_scores
+from damoc.pipeline.config import RunConfig, save_config
+from damoc.pipeline.config import load_config as _load_config
+from damoc.pipeline.leaderboard import Leaderboard, leaderboard_of
+from damoc.pipeline.plan import Plan, make_plan
+from damoc.pipeline.rundir import RunDir
+from damoc.pipeline.rundir import list_runs as _list_run_dirs
+
+__all__ = ["RunConfig", "Plan", "RunHandle", "RunSummary", "Leaderboard", "Comparison", "load_config",
+           "save_config", "plan_run", "start_run", "resume_run", "cancel_run", "list_runs", "open_run",
+           "leaderboard", "compare_runs", "handoff", "wait_run"]
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                base: dict[str, Any] | None = None) -> RunConfig:
+    """File (YAML/TOML/JSON, optional) < `base` (dotted keys from CLI flags) < `--set key=value` overrides."""
+    return _load_config(path, overrides, base)
+
+
+def plan_run(settings: Any, config: RunConfig, *, with_preflight: bool = True) -> Plan:
+    return make_plan(settings, config, with_preflight=with_preflight)
+
+
+@dataclass
+class RunHandle:
+    run_id: str
+    path: Path
+    pid: int | None = None
+    process: subprocess.Popen | None = field(default=None, repr=False, compare=False)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the driver (only for runs started from this process); returns its exit code."""
+        if self.process is None:
+            return None
+        return self.process.wait(timeout=timeout)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    mode: str
+    status: str
+    created: float
+    candidates: list[str]
+    winner: str | None
+    seconds: float | None
+    label: str = ""
+    dataset: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _spawn_driver(settings: Any, rd: RunDir, *, resume: bool) -> subprocess.Popen:
+    logs = rd.path / "logs"
+    logs.mkdir(exist_ok=True)
+    env = {**os.environ, "DAMOC_HOME": str(settings.home), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "damoc.pipeline.driver", str(rd.path)] + (["--resume"] if resume else [])
+    with open(logs / "driver.log", "ab") as fh:
+        # a new session: its own process group (cancel = killpg) and no controlling terminal (closing it is harmless)
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=str(rd.path))
+    rd.set_driver_pid(proc.pid)
+    return proc
+
+
+def start_run(settings: Any, config: RunConfig, *, detach: bool = True, plan: Plan | None = None) -> RunHandle:
+    """Plan, create the run directory (frozen config + plan), start the driver. Returns at once.
+
+    `detach` only tells whether the caller keeps a handle to wait on: the driver always runs in its own session,
+    so a run outlives the terminal or app that started it (`damoc attach RUN_ID` follows it).
+    """
+    plan = plan or make_plan(settings, config)
+    if not plan.runnable:
+        why = "; ".join(f"{c.name}: {c.error}" for c in plan.candidates)
+        raise DamocError(f"no candidate can run ({why})", "fix the candidates above (damoc registry list)")
+    rd = RunDir.create(settings.runs_dir, plan.config, meta={
+        "mode": plan.mode, "candidates": [c.name for c in plan.candidates], "label": config.label,
+        "dataset": plan.config["dataset"]["train"], "status": "created"})
+    atomic_write_json(rd.path / "plan.json", plan.to_dict())
+    proc = _spawn_driver(settings, rd, resume=False)
+    return RunHandle(rd.run_id, rd.path, proc.pid, None if detach else proc)
+
+
+def open_run(settings: Any, run_id: str) -> RunDir:
+    return RunDir.open(settings.runs_dir, run_id)
+
+
+def resume_run(settings: Any, run_id: str, *, detach: bool = True) -> RunHandle:
+    """Continue a stopped run: finished cells are kept, failed/cancelled/unfinished ones are run again."""
+    rd = open_run(settings, run_id)
+    if rd.is_alive():
+        raise DamocError(f"run {rd.run_id} is still running (pid {rd.meta.get('pid')})",
+                         f"follow it with: damoc attach {rd.run_id}")
+    if not (rd.path / "plan.json").is_file():
+        raise DamocError(f"run {rd.run_id} has no plan.json (created by another version?)",
+                         "start a new run with damoc run")
+    proc = _spawn_driver(settings, rd, resume=True)
+    return RunHandle(rd.run_id, rd.path, proc.pid, None if detach else proc)
+
+
+def cancel_run(settings: Any, run_id: str) -> None:
+    """SIGTERM to the run's process group: workers mark their current cell cancelled, the driver ends the run."""
+    rd = open_run(settings, run_id)
+    pid = rd.meta.get("pid")
+    if not pid or not rd.is_alive():
+        raise DamocError(f"run {rd.run_id} is not running ({rd.status()})",
+                         f"resume it with: damoc run --resume {rd.run_id}")
+    try:
+        os.killpg(int(pid), signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    except PermissionError as e:
+        raise DamocError(f"cannot signal run {rd.run_id} (pid {pid}): {e}", "was it started by another user?") from e
+
+
+def wait_run(settings: Any, run_id: str, *, timeout: float | None = None, poll: float = 0.25) -> str:
+    """Block until the run's driver has exited; returns the final status."""
+    rd = open_run(settings, run_id)
+    t0 = time.monotonic()
+    while rd.is_alive():
+        if timeout is not None and time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"run {rd.run_id} still running after {timeout:.0f}s")
+        time.sleep(poll)
+    return rd.status()
+
+
+def list_runs(settings: Any) -> list[RunSummary]:
+    out = []
+    for rd in _list_run_dirs(settings.runs_dir):
+        m = rd.meta
+        out.append(RunSummary(run_id=rd.run_id, mode=str(m.get("mode", "")), status=rd.status(),
+                              created=float(m.get("created") or 0.0), candidates=list(m.get("candidates") or []),
+                              winner=m.get("winner"), seconds=m.get("seconds"), label=str(m.get("label") or ""),
+                              dataset=str(m.get("dataset") or "")))
+    return out
+
+
+def leaderboard(run_dir: RunDir) -> Leaderboard:
+    return leaderboard_of(run_dir)
+
+
+def run_seconds(rd: RunDir) -> float:
+    """Wall seconds of a run (all sessions, process start-up included); live runs count up to now."""
+    secs = rd.meta.get("seconds")
+    if secs is not None and not rd.is_alive():
+        return float(secs)
+    from damoc.events import RunStarted
+    starts = [e.t for e in rd.events() if isinstance(e, RunStarted)]
+    return float(secs or 0.0) + (time.time() - starts[-1] if starts else 0.0)
+
+
+def compare_runs(settings: Any, run_a: str, run_b: str) -> Comparison:
+    """Rankings of two runs over the same candidates: top-1 agreement, Kendall tau, Spearman rho, time ratio
+    (B's wall time / A's: `compare DAMOC_RUN GROUND_TRUTH_RUN` gives the speed-up)."""
+    a, b = open_run(settings, run_a), open_run(settings, run_b)
+    la, lb = leaderboard_of(a), leaderboard_of(b)
+    sa = {r["name"]: r["score"] for r in la.ranking}
+    sb = {r["name"]: r["score"] for r in lb.ranking}
+    if not sa or not sb:
+        empty = a.run_id if not sa else b.run_id
+        raise DamocError(f"run {empty} has no scored candidate yet", f"wait for it: damoc attach {empty}")
+    return compare_scores(sa, sb, run_a=a.run_id, run_b=b.run_id, seconds_a=run_seconds(a),
+                          seconds_b=run_seconds(b), train_seconds_a=la.train_seconds(),
+                          train_seconds_b=lb.train_seconds())
+
+
+def handoff_for(settings: Any, rd: RunDir, lb: Leaderboard | None = None) -> dict[str, str]:
+    from damoc.pipeline.handoff import Winner, handoff_files
+
+    lb = lb or leaderboard_of(rd)
+    if not lb.winner:
+        raise DamocError(f"run {rd.run_id} has no winner yet ({lb.status})", f"wait for it: damoc attach {rd.run_id}")
+    row = lb.rows[0]
+    plan = read_json(rd.path / "plan.json", {}) or {}
+    cfg = plan.get("config") or rd.config
+    variant = cfg.get("variant", "chat")
+    cand = next((c for c in plan.get("candidates", []) if c["name"] == row.candidate), {})
+    model, family, arch, trust = cand.get("model_path") or "", "", "", False
+    try:  # prefer the registry's reference (a hub id) over the local cache folder
+        from damoc.registry.store import RegistryStore
+        c = RegistryStore(settings).get(row.candidate)
+        ref = c.base if variant == "base" else c.chat
+        model = ref.id if ref is not None else model
+        family, arch = c.family, c.chat_facts.architecture or ""
+        trust = bool(c.chat_facts.trust_remote_code)
+    except Exception:  # ad-hoc folders are not in the registry: keep the planned path
+        pass
+    method = row.method if row.method in ("full", "lora") else (cfg.get("ft") if cfg.get("ft") != "both" else "full")
+    score = f"{lb.metric} {row.score:.4f}" if row.score is not None else ""
+    return handoff_files(Winner(row.candidate, model, method=method or "full", family=family, architecture=arch,
+                                trust_remote_code=trust, variant=variant), cfg["dataset"]["train"],
+                         run_id=rd.run_id, score=score)
+
+
+def handoff(settings: Any, run_id: str) -> dict[str, str]:
+    """LLaMA-Factory YAML (+ dataset_info.json) and an ms-swift command for the run's winner: file name -> text."""
+    return handoff_for(settings, open_run(settings, run_id))

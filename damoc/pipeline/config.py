@@ -1,0 +1,386 @@
+"""The run configuration: one validated, frozen-on-disk description of a selection run.
+
+Loaded from YAML, TOML or JSON (mergekit/torchtune style), then `--set a.b=value` overrides, then validated by
+pydantic with `extra="forbid"`: an unknown key is an error naming where it is and the closest known key.
+
+Defaults are the paper's (DaMoC, appendix C.2): GraphCut at 10%, token compression to ~50%, layer pruning at
+similarity 0.85 with 20% sparse merging, lr 1e-5, effective batch 64, 3 epochs, AdamW; see `recipes.py` for which
+stage applies to which candidate.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from damoc.errors import ConfigError
+
+MODES = ("damoc", "ground-truth", "zero-shot", "few-shot")
+FT_CHOICES = ("full", "lora", "both")
+METRICS = ("auto", "bertscore_rouge", "squad_f1", "mc_accuracy")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetSection(_Section):
+    """The user's data. Without a test file, a deterministic `test_fraction` of the training file is held out."""
+
+    train: str = ""
+    test: str | None = None
+    format: str = "auto"
+    test_fraction: float = Field(0.1, gt=0, lt=1)
+    split_seed: int = 0
+    max_train: int | None = Field(None, ge=1, description="cap on training samples (None = all)")
+    max_test: int | None = Field(None, ge=1, description="cap on evaluation samples (None = all)")
+
+
+class FilterSection(_Section):
+    """Data filtering (shared by every candidate). The paper recommends GraphCut; 5% breaks the ranking."""
+
+    enabled: bool = True
+    method: str = "graphcut"
+    ratio: float = Field(0.1, gt=0, le=1)
+    count: int | None = Field(None, ge=1, description="absolute budget; overrides ratio")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompressSection(_Section):
+    """Token compression of the filtered samples (question-conditioned perplexity + BERTScore gate)."""
+
+    enabled: bool = True
+    rate: float = Field(0.5, gt=0, le=1, description="target fraction of tokens kept")
+    compressor: str = Field("", description="registry name or model folder of the small LM that scores tokens; "
+                                            "empty = the smallest candidate of the run")
+    rewriter: str = Field("", description="registry name or folder of the rewriting LM; empty = the compressor")
+    bertscore_threshold: float = Field(0.9, ge=0, le=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PruneSection(_Section):
+    """Layer pruning by input/output cosine (Eq. 3) and sparse merging of the task vector (Eq. 4-5)."""
+
+    enabled: bool = True
+    threshold: float = Field(0.85, gt=0, le=1)
+    sparsity: float = Field(0.2, ge=0, lt=1)
+    rule: str = Field("", description="merge rule of damoc.prune.MERGE_RULES; empty = the module's default")
+    calib_samples: int = Field(64, ge=1)
+    allow_no_base: bool = Field(False, description="prune Chat candidates without a Base by plain dropping")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class MethodSection(_Section):
+    """Hyper-parameters of one fine-tuning method (the same for every candidate: a fixed proxy harness)."""
+
+    lr: float = Field(gt=0)
+    epochs: float = Field(3.0, gt=0)
+    effective_batch: int = Field(64, ge=1)
+    micro_batch: int = Field(0, ge=0, description="per-step batch; 0 = the fine-tune module's choice")
+    max_length: int = Field(0, ge=0, description="token cap per sample; 0 = the module's default")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+def _full() -> MethodSection:
+    return MethodSection(lr=1e-5)
+
+
+def _lora() -> MethodSection:
+    # LoRA commonly takes a ~10x larger lr than full fine-tuning (LLaMA-Factory's and peft's examples use 1e-4)
+    return MethodSection(lr=1e-4)
+
+
+class FinetuneSection(_Section):
+    full: MethodSection = Field(default_factory=_full)
+    lora: MethodSection = Field(default_factory=_lora)
+    proxy_min_steps: int = Field(120, ge=0, description=(
+        "minimum optimizer steps of a proxy fine-tune (zoo-spike: 38 steps learned nothing, 114 recovered the "
+        "ranking); ground truth runs use no minimum"))
+    deepspeed: str | None = Field(None, description="DeepSpeed config file passed through on GPU boxes")
+    bf16: Literal["auto", "on", "off"] = "auto"
+
+
+class EvaluateSection(_Section):
+    metric: str = "auto"
+    few_shot: int = Field(3, ge=1, description="examples in the prompt for --mode few-shot")
+    max_new_tokens: int = Field(0, ge=0, description="0 = the metric's default")
+    backend: str = "auto"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        if v not in METRICS:
+            close = difflib.get_close_matches(v, METRICS, n=1)
+            raise ValueError(f"unknown metric {v!r}" + (f"; did you mean {close[0]!r}?" if close else
+                                                        f"; one of {', '.join(METRICS)}"))
+        return v
+
+
+class LeaderboardSection(_Section):
+    tolerance: float = Field(1.0, ge=0, description=(
+        "a gap to the leader at or below this (in score units: percent points for the built-in metrics) is marked 'too close to call' when fewer than two "
+        "seeds were run; with two or more seeds the seed-to-seed spread is used"))
+
+
+class ExecutorSection(_Section):
+    kind: Literal["local"] = "local"
+    pool: Literal["auto", "all", "candidate"] = Field("auto", description=(
+        "auto: one worker serves every candidate on CPU (imports paid once), one worker per candidate on GPUs"))
+    gpus: str = Field("auto", description="auto | none | comma-separated CUDA device ids, e.g. 0,1")
+
+
+class RunConfig(BaseModel):
+    """Everything a run needs, fully resolved and written to `<run>/config.json`."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    mode: Literal["damoc", "ground-truth", "zero-shot", "few-shot"] = "damoc"
+    ft: Literal["full", "lora", "both"] = "full"
+    variant: Literal["chat", "base"] = Field("chat", description=(
+        "which checkpoint of each candidate is fine-tuned: chat (the paper for PubMedQA, BillSum, SQuAD) or base "
+        "(the paper for Alpaca; no pruning then)"))
+    candidates: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    label: str = ""
+    dataset: DatasetSection = Field(default_factory=DatasetSection)
+    filter: FilterSection = Field(default_factory=FilterSection)
+    compress: CompressSection = Field(default_factory=CompressSection)
+    prune: PruneSection = Field(default_factory=PruneSection)
+    finetune: FinetuneSection = Field(default_factory=FinetuneSection)
+    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+    leaderboard: LeaderboardSection = Field(default_factory=LeaderboardSection)
+    executor: ExecutorSection = Field(default_factory=ExecutorSection)
+    device: str = "auto"
+    threads: int = Field(0, ge=0)
+
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _split_names(cls, v: Any) -> Any:
+        if isinstance(v, str):                     # "a,b,c" from --set or an env var
+            v = [s for s in (p.strip() for p in v.split(",")) if s]
+        return v
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_list(cls, v: Any) -> Any:
+        if isinstance(v, int):
+            return [v]
+        if isinstance(v, str):
+            return [int(s) for s in v.split(",") if s.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "RunConfig":
+        if len(set(self.candidates)) != len(self.candidates):
+            dup = sorted({c for c in self.candidates if self.candidates.count(c) > 1})
+            raise ValueError(f"candidates listed twice: {', '.join(dup)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be distinct")
+        return self
+
+    # -- convenience ------------------------------------------------------------------------------
+    @property
+    def methods(self) -> list[str]:
+        return ["full", "lora"] if self.ft == "both" else [self.ft]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return validate_config({**self.to_dict(), **changes})
+
+
+# -- loading, overrides, errors ---------------------------------------------------------------------
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML, TOML or JSON file to a plain dict (not validated yet)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"config file {p} not found", "pass an existing .yaml/.toml/.json file to --config")
+    text = p.read_text(encoding="utf-8")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+            data = yaml.safe_load(text)
+    except Exception as e:  # every parser has its own error class; the message is what matters
+        raise ConfigError(f"{p}: cannot parse ({e})", "check the file's syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of settings, got {type(data).__name__}",
+                          "write keys like `mode: damoc` at the top level")
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], value); the value is read as YAML so 0.1, true, [0, 1] get their types."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r} is not key=value", "write e.g. --set filter.ratio=0.2")
+    import yaml
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, (dict, list)) or value is None:
+        pass
+    elif not isinstance(value, (int, float, bool)):
+        value = raw.strip()                         # keep strings verbatim (e.g. "01" or "a: b")
+    return key.split("."), value
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _section_model(model: type[BaseModel], name: str) -> type[BaseModel] | None:
+    info = model.model_fields.get(name)
+    ann = getattr(info, "annotation", None)
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one `--set` to a raw config dict, checking the key path against the schema (did-you-mean)."""
+    path, value = parse_override(item)
+    model: type[BaseModel] | None = RunConfig
+    node = data
+    for depth, part in enumerate(path):
+        last = depth == len(path) - 1
+        if model is not None:
+            names = _field_names(model)
+            if part not in names:
+                alt = part.replace("-", "_")
+                if alt in names:
+                    part = alt
+                else:
+                    where = ".".join(path[:depth]) or "the run config"
+                    raise ConfigError(f"--set {item!r}: {where} has no setting {part!r}", _did_you_mean(part, names))
+        if last:
+            node[part] = value
+            return
+        sub = node.get(part)
+        if not isinstance(sub, dict):
+            if sub is not None and model is not None and _section_model(model, part) is None:
+                raise ConfigError(f"--set {item!r}: {'.'.join(path[:depth + 1])} is a value, not a section",
+                                  f"write --set {'.'.join(path[:depth + 1])}=VALUE")
+            sub = {}
+            node[part] = sub
+        node = sub
+        model = _section_model(model, part) if model is not None else None
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    return f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
+
+
+def _describe(err: ValidationError, source: str) -> ConfigError:
+    lines, hints = [], []
+    for e in err.errors():
+        loc = [str(p) for p in e.get("loc", ())]
+        where = ".".join(loc) or "(top level)"
+        if e.get("type") == "extra_forbidden":
+            model: type[BaseModel] | None = RunConfig
+            for part in loc[:-1]:
+                model = _section_model(model, part) if model is not None else None
+            known = _field_names(model) if model is not None else []
+            lines.append(f"{where}: unknown setting")
+            hints.append(f"{where}: {_did_you_mean(loc[-1], known)}")
+        elif e.get("type") == "literal_error":
+            import re
+            choices = re.findall(r"'([^']*)'", str((e.get("ctx") or {}).get("expected", "")))
+            lines.append(f"{where}: {e.get('input')!r} is not one of {', '.join(choices)}")
+            close = difflib.get_close_matches(str(e.get("input")), choices, n=1, cutoff=0.5)
+            if close:
+                hints.append(f"{where}: did you mean {close[0]!r}?")
+        else:
+            lines.append(f"{where}: {e.get('msg')} (got {e.get('input')!r})")
+    msg = f"invalid run config{' in ' + source if source else ''}: " + "; ".join(lines)
+    return ConfigError(msg, "; ".join(hints) or "fix the value(s) above (see docs/run.md for every setting)")
+
+
+def validate_config(data: Mapping[str, Any], source: str = "") -> RunConfig:
+    try:
+        return RunConfig.model_validate(dict(data))
+    except ValidationError as e:
+        raise _describe(e, source) from None
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
+                base: Mapping[str, Any] | None = None) -> RunConfig:
+    """File (optional) < `base` values (CLI flags) < `--set` overrides, validated."""
+    data: dict[str, Any] = read_config_file(path) if path else {}
+    for k, v in (base or {}).items():
+        _deep_set(data, k.split("."), v)
+    for item in overrides:
+        apply_override(data, item)
+    return validate_config(data, str(path) if path else "")
+
+
+def _deep_set(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write a config as YAML (or TOML/JSON by suffix) that `load_config` reads back to the same value."""
+    from damoc.fsutil import atomic_write_text
+
+    p = Path(path)
+    data = config.to_dict()
+    if p.suffix.lower() == ".json":
+        atomic_write_text(p, json.dumps(data, indent=2) + "\n")
+    elif p.suffix.lower() == ".toml":
+        atomic_write_text(p, _to_toml(data))
+    else:
+        import yaml
+        atomic_write_text(p, yaml.safe_dump(data, sort_keys=False))
+
+
+def _to_toml(data: dict[str, Any]) -> str:
+    """Small TOML writer for this config's shape (scalars, lists, nested tables; None is omitted)."""
+    def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{json.dumps(k)} = {val(x)}" for k, x in v.items() if x is not None) + "}"
+        return json.dumps(str(v))
+
+    out: list[str] = []
+
+    def table(prefix: str, d: dict[str, Any]) -> None:
+        if prefix:
+            out.append(f"\n[{prefix}]")
+        for k, v in d.items():
+            if v is not None and not isinstance(v, dict):
+                out.append(f"{k} = {val(v)}")
+        subs = {k: v for k, v in d.items() if isinstance(v, dict)}
+        for k, v in subs.items():
+            table(f"{prefix}.{k}" if prefix else k, v)
+
+    table("", data)
+    return "\n".join(out).lstrip() + "\n"

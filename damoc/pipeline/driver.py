@@ -1,0 +1,166 @@
+"""The driver: one light process per run (never imports torch, never holds a model).
+
+    python -m damoc.pipeline.driver RUN_DIR [--resume]
+
+Started by `api.start_run` in a new session (it survives the terminal closing), it runs the shared data cells in a
+worker, then the candidate cells through the executor, recovers from a worker that dies (the cell it was running is
+marked failed, the candidates it had not reached are served by a new worker), writes the leaderboard and the
+hand-off files, and appends `run_started` / `run_finished` to the event log. SIGTERM (cancel) is passed to the
+workers; their current cells are marked cancelled and `damoc run --resume` continues from there.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from damoc.events import RunFinished, RunStarted, StageTracker
+from damoc.fsutil import atomic_write_text, read_json
+from damoc.pipeline.executor import JobResult, LocalExecutor, WorkerJob, visible_gpus
+from damoc.pipeline.plan import Plan
+from damoc.pipeline.rundir import DATA_CANDIDATE, RunDir
+from damoc.pipeline.worker import EXIT_CANCELLED, EXIT_DATA_FAILED
+
+RETRY_STATES = ("pending", "running")
+
+
+class Driver:
+    def __init__(self, rd: RunDir, *, resumed: bool = False) -> None:
+        self.rd = rd
+        self.plan = Plan.from_dict(read_json(rd.path / "plan.json"))
+        self.cfg = self.plan.config
+        self.resumed = resumed
+        self.cancelled = False
+        ex = self.cfg.get("executor") or {}
+        self.gpus = visible_gpus(str(ex.get("gpus", "auto")), str(self.cfg.get("device", "auto")))
+        pool = ex.get("pool", "auto")
+        self.pool = ("candidate" if self.gpus else "all") if pool == "auto" else pool
+        self.executor = LocalExecutor(rd.path, gpus=self.gpus)
+
+    # -- signals ------------------------------------------------------------------------------------
+    def install_signals(self) -> None:
+        def on_term(signum: int, frame: Any) -> None:
+            if not self.cancelled:
+                self.cancelled = True
+                self.executor.cancel()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)     # a closed terminal must not stop a run
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _cells(self, candidate: str) -> list[Any]:
+        return [self.rd.cell(c.candidate, c.stage) for c in self.plan.cells_of(candidate)]
+
+    def _on_job_done(self, res: JobResult) -> None:
+        """A worker that died (not a clean exit, not a cancel) leaves its current cell 'running': mark it failed."""
+        if res.returncode in (0, EXIT_CANCELLED, EXIT_DATA_FAILED) or self.cancelled:
+            return
+        names = [DATA_CANDIDATE] if res.job.data else res.job.candidates
+        for name in names:
+            for cell in self._cells(name):
+                if cell.state == "running":
+                    reason = (f"worker process died (exit code {res.returncode}); see "
+                              f"{Path(res.log).relative_to(self.rd.path) if res.log else 'logs/'}")
+                    cell.mark_failed("failed", reason)
+                    StageTracker(self.rd, cell.stage, run_id=self.rd.run_id, candidate=name,
+                                 cell=cell.key).finish("failed", reason)
+
+    def _jobs(self, names: list[str]) -> list[WorkerJob]:
+        if not names:
+            return []
+        if self.pool == "candidate":
+            return [WorkerJob(n, [n]) for n in names]
+        return [WorkerJob("pool", names)]
+
+    # -- the run ------------------------------------------------------------------------------------
+    def run(self) -> int:
+        t0 = time.monotonic()
+        rd = self.rd
+        rd.set_driver_pid(os.getpid())
+        rd.update_meta(status="running")
+        rd.emit(RunStarted(run_id=rd.run_id, mode=self.plan.mode, candidates=[c.name for c in self.plan.candidates],
+                           config=self.cfg, pid=os.getpid(), resumed=self.resumed))
+        status, reason = "ok", ""
+        try:
+            status, reason = self._serve()
+        except Exception as e:  # the run log must always end with run_finished, or attach would wait forever
+            status, reason = "failed", f"driver error: {type(e).__name__}: {e}"
+            (rd.path / "logs").mkdir(exist_ok=True)
+            (rd.path / "logs" / "driver-error.log").write_text(traceback.format_exc(), encoding="utf-8")
+        seconds = float(rd.meta.get("seconds") or 0.0) + (time.monotonic() - t0)
+        winner = None
+        if status != "cancelled":
+            winner = self._finish_outputs()
+            if status == "ok" and winner is None:
+                status, reason = "failed", reason or "no candidate produced a score"
+        rd.update_meta(status={"ok": "finished"}.get(status, status), winner=winner, seconds=seconds,
+                       finished=time.time(), pid=None)
+        rd.emit(RunFinished(run_id=rd.run_id, status=status, reason=reason, seconds=seconds))  # type: ignore[arg-type]
+        return {"ok": 0, "cancelled": EXIT_CANCELLED}.get(status, 1)
+
+    def _serve(self) -> tuple[str, str]:
+        rd = self.rd
+        data_cells = [rd.cell(c.candidate, c.stage) for c in self.plan.data_cells]
+        if any(not c.done for c in data_cells):
+            self.executor.run([WorkerJob("data", data=True)], on_done=self._on_job_done)
+            if self.cancelled:
+                return "cancelled", "cancelled by the user"
+            bad = next((c for c in data_cells if not c.done), None)
+            if bad is not None:
+                why = (bad.failure() or {}).get("reason") or f"{bad.key} did not finish"
+                return "failed", f"{bad.key} failed: {why}"
+        names = [c.name for c in self.plan.runnable]
+        # first round: everything not done (resume retries failed cells); later rounds: only the candidates a dead
+        # worker never reached
+        todo = [n for n in names if any(not c.done for c in self._cells(n))]
+        for _ in range(len(names) + 1):
+            if not todo or self.cancelled:
+                break
+            self.executor.run(self._jobs(todo), on_done=self._on_job_done)
+            todo = [n for n in names if any(c.state in RETRY_STATES for c in self._cells(n))]
+        if self.cancelled:
+            return "cancelled", "cancelled by the user"
+        return "ok", ""
+
+    def _finish_outputs(self) -> str | None:
+        """leaderboard.{json,csv,md} and, for a DaMoC run with a winner, the hand-off files."""
+        from damoc.pipeline.leaderboard import leaderboard_of
+
+        lb = leaderboard_of(self.rd, run_status="finished")
+        atomic_write_text(self.rd.path / "leaderboard.json", lb.to_json())
+        atomic_write_text(self.rd.path / "leaderboard.csv", lb.to_csv())
+        atomic_write_text(self.rd.path / "leaderboard.md", lb.to_markdown())
+        if lb.winner and self.plan.mode in ("damoc", "ground-truth"):
+            try:
+                from damoc.pipeline.api import handoff_for
+                from damoc.settings import Settings
+                for name, text in handoff_for(Settings.load(), self.rd, lb).items():
+                    atomic_write_text(self.rd.path / "handoff" / name, text)
+            except Exception as e:  # a hand-off is a convenience; never fail a finished run for it
+                self.rd.emit(_log(self.rd.run_id, f"hand-off files not written: {e}"))
+        return lb.winner
+
+
+def _log(run_id: str, message: str) -> Any:
+    from damoc.events import Log
+    return Log(run_id=run_id, level="warning", message=message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m damoc.pipeline.driver")
+    ap.add_argument("run_dir")
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args(argv)
+    driver = Driver(RunDir(Path(args.run_dir)), resumed=args.resume)
+    driver.install_signals()
+    return driver.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

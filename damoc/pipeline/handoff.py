@@ -1,0 +1,157 @@
+"""Hand-off: a ready full fine-tune of the winner in LLaMA-Factory (YAML + dataset_info.json) and ms-swift (shell
+command), on the user's own dataset file with the paper's hyper-parameters (DaMoC appendix C.2: lr 1e-5, batch 64,
+3 epochs, AdamW; the authors trained with SWIFT). Pure: returns file name -> content; the caller writes them.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PAPER_HP = {"full": {"lr": 1e-5, "epochs": 3, "batch": 64}, "lora": {"lr": 1e-4, "epochs": 3, "batch": 64}}
+
+# LLaMA-Factory chat template per model family / architecture (src/llamafactory/extras/constants.py groups)
+LF_TEMPLATES = {"llama": "llama3", "qwen": "qwen", "qwen2": "qwen", "gemma": "gemma", "gemma2": "gemma",
+                "glm": "glm4", "chatglm": "glm4", "glm4": "glm4", "mistral": "mistral", "ministral": "mistral",
+                "phi3small": "phi_small", "phi": "phi", "phi3": "phi", "yi": "yi", "internlm": "intern2",
+                "internlm2": "intern2"}
+
+
+@dataclass
+class Winner:
+    name: str
+    model: str                       # hub id or folder of the checkpoint to fine-tune
+    method: str = "full"             # full | lora
+    family: str = ""
+    architecture: str = ""
+    trust_remote_code: bool = False
+    variant: str = "chat"
+
+
+def _columns(first: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """LLaMA-Factory formatting + column mapping for the user's record shape."""
+    keys = set(first or {})
+    for k in ("messages", "conversations"):
+        if k in keys:
+            msgs = (first or {}).get(k) or [{}]
+            role = "role" if "role" in msgs[0] else "from"
+            content = "content" if "content" in msgs[0] else "value"
+            user, assistant = ("user", "assistant") if role == "role" else ("human", "gpt")
+            return "sharegpt", {"columns": {"messages": k},
+                                "tags": {"role_tag": role, "content_tag": content, "user_tag": user,
+                                         "assistant_tag": assistant}}
+    prompt = next((k for k in ("instruction", "question", "query", "prompt") if k in keys), "instruction")
+    query = next((k for k in ("input", "context", "passage", "document") if k in keys), None)
+    response = next((k for k in ("output", "answer", "response", "completion", "target") if k in keys), "output")
+    cols = {"prompt": prompt, "response": response}
+    if query:
+        cols["query"] = query
+    elif prompt == "instruction" and "question" in keys and first and first.get("question") != first.get(
+            "instruction"):                               # a task instruction plus a separate question
+        cols["query"] = "question"
+    return "alpaca", {"columns": cols}
+
+
+def _first_record(path: str) -> dict[str, Any] | None:
+    p = Path(path)
+    try:
+        if p.suffix.lower() in (".jsonl", ".ndjson"):
+            with open(p, encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        return json.loads(line)
+        elif p.suffix.lower() == ".json":
+            data = json.loads(p.read_text(encoding="utf-8"))
+            return data[0] if isinstance(data, list) and data else None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def template_for(w: Winner) -> str:
+    for key in (w.family, w.architecture, w.name.split("-")[0]):
+        k = (key or "").lower().replace("_", "").replace("-", "")
+        if k in LF_TEMPLATES:
+            return LF_TEMPLATES[k]
+    return "default"
+
+
+def handoff_files(winner: Winner, dataset: str, *, run_id: str = "", score: str = "") -> dict[str, str]:
+    hp = PAPER_HP["lora" if winner.method == "lora" else "full"]
+    ds_name = "damoc_" + "".join(c if c.isalnum() else "_" for c in Path(dataset).stem)
+    fmt, cols = _columns(_first_record(dataset))
+    entry = {ds_name: {"file_name": str(Path(dataset).resolve()), **({"formatting": fmt} if fmt != "alpaca" else {}),
+                       **cols}}
+    template = template_for(winner)
+    head = (f"# DaMoC hand-off for run {run_id}: {winner.name} won" + (f" ({score})" if score else "") +
+            f".\n# Full fine-tune with the paper's hyper-parameters (lr {hp['lr']:g}, effective batch {hp['batch']}, "
+            f"{hp['epochs']} epochs, AdamW).\n")
+    lora = ("lora_rank: 8\nlora_alpha: 16\nlora_target: all\n" if winner.method == "lora" else
+            "deepspeed: examples/deepspeed/ds_z3_config.json   # ZeRO-3 (needs deepspeed); drop for one GPU\n")
+    lf_yaml = (
+        head +
+        "# Run from a LLaMA-Factory checkout: llamafactory-cli train llamafactory_sft.yaml\n"
+        "# (dataset_dir points at the folder holding llamafactory_dataset_info.json, renamed to dataset_info.json)\n"
+        "\n### model\n"
+        f"model_name_or_path: {winner.model}\n"
+        f"trust_remote_code: {'true' if winner.trust_remote_code else 'false'}\n"
+        "\n### method\nstage: sft\ndo_train: true\n"
+        f"finetuning_type: {winner.method}\n" + lora +
+        "\n### dataset\n"
+        f"dataset: {ds_name}\n"
+        "dataset_dir: .\n"
+        f"template: {template}" + ("   # no LLaMA-Factory template known for this family: set it\n"
+                                   if template == "default" else "\n") +
+        "cutoff_len: 2048\npreprocessing_num_workers: 16\n"
+        "\n### output\n"
+        f"output_dir: saves/{winner.name}/{winner.method}/sft\n"
+        "logging_steps: 10\nsave_steps: 500\nplot_loss: true\noverwrite_output_dir: true\n"
+        "\n### train  (effective batch = per_device x accumulation x GPUs = 64 on 8 GPUs; adjust for yours)\n"
+        "per_device_train_batch_size: 1\ngradient_accumulation_steps: 8\n"
+        f"learning_rate: {hp['lr']:.1e}\n"
+        f"num_train_epochs: {float(hp['epochs'])}\n"
+        "optim: adamw_torch\nlr_scheduler_type: cosine\nwarmup_ratio: 0.1\nbf16: true\n"
+        "ddp_timeout: 180000000\n")
+    swift = [
+        "swift", "sft",
+        "--model", winner.model,
+        "--tuner_type", winner.method,
+        "--dataset", str(Path(dataset).resolve()),
+        "--torch_dtype", "bfloat16",
+        "--num_train_epochs", str(hp["epochs"]),
+        "--per_device_train_batch_size", "1",
+        "--gradient_accumulation_steps", "8",
+        "--learning_rate", f"{hp['lr']:g}",
+        "--optim", "adamw_torch",
+        "--warmup_ratio", "0.1",
+        "--max_length", "2048",
+        "--output_dir", f"output/{winner.name}",
+        "--save_steps", "500",
+        "--logging_steps", "10",
+    ]
+    if winner.method == "full":
+        swift += ["--deepspeed", "zero3"]
+    else:
+        swift += ["--lora_rank", "8", "--lora_alpha", "16", "--target_modules", "all-linear"]
+    if Path(winner.model).is_absolute():
+        swift += ["--check_model", "false"]          # a local folder: no hub lookup (offline boxes)
+    if fmt == "alpaca":
+        # ms-swift reads alpaca columns (instruction/input/output) natively; rename the user's columns onto them
+        target = {"prompt": "instruction", "query": "input", "response": "output"}
+        mapping = {col: target[role] for role, col in cols["columns"].items() if col != target[role]}
+        if mapping:
+            swift += ["--columns", json.dumps(mapping)]
+    # one "--flag value" per line, every token shell-quoted
+    parts = ["swift sft"] + [f"{swift[i]} {shlex.quote(swift[i + 1])}" for i in range(2, len(swift), 2)]
+    cmd = " \\\n    ".join(parts)
+    swift_sh = (
+        "#!/usr/bin/env bash\n" + head +
+        "# ms-swift >= 4 calls the tuning switch --tuner_type; ms-swift 3.x calls it --train_type.\n"
+        "# Effective batch = per_device x accumulation x GPUs = 64 on 8 GPUs (NPROC_PER_NODE=8); adjust for yours.\n"
+        "set -euo pipefail\n"
+        "NPROC_PER_NODE=${NPROC_PER_NODE:-8} \\\n" + cmd + "\n")
+    return {"llamafactory_sft.yaml": lf_yaml,
+            "llamafactory_dataset_info.json": json.dumps(entry, indent=2) + "\n",
+            "swift_sft.sh": swift_sh}

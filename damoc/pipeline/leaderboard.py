@@ -1,0 +1,274 @@
+"""The leaderboard: cell results -> ranked rows. Pure (no I/O in `build_leaderboard`), so it is cheap to recompute
+every time a cell finishes and easy to test against hand-computed values.
+
+Score of a candidate = mean over seeds of its evaluation score for one fine-tuning method. With `--ft both` the row
+carries both methods' scores, the ranking uses the better one, and `method` says which one won for that model
+(paper sec. 5.4). `stderr` is the evaluation's standard error (mean over seeds). "Too close to call" marks the leader
+and every row whose gap to it is within the seed-to-seed spread (max - min over seeds, the larger of the two rows')
+when two or more seeds ran, else within `leaderboard.tolerance`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SHARED_STAGES = ("prepare", "filter", "compress")
+
+
+@dataclass
+class Row:
+    candidate: str
+    rank: int | None = None
+    score: float | None = None
+    stderr: float | None = None
+    gap: float | None = None
+    method: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)            # method -> mean over seeds
+    seed_scores: dict[str, list[float]] = field(default_factory=dict)  # method -> per-seed scores
+    seed_spread: float | None = None
+    layers_before: int | None = None
+    layers_after: int | None = None
+    pruned: list[int] = field(default_factory=list)
+    merge: str = ""               # "applied (rule)" | "skipped: reason" | "" (no pruning in this mode)
+    times: dict[str, float] = field(default_factory=dict)   # prune / finetune / evaluate seconds (summed over cells)
+    status: str = "pending"       # pending | running | done | partial | failed | cancelled | interrupted
+    reason: str = ""
+    too_close: bool = False
+    steps: int | None = None
+
+    @property
+    def layers(self) -> str:
+        if self.layers_before is None:
+            return ""
+        return f"{len(self.pruned)}/{self.layers_before}"
+
+
+@dataclass
+class Leaderboard:
+    run_id: str
+    mode: str
+    metric: str
+    status: str
+    rows: list[Row]
+    shared_times: dict[str, float] = field(default_factory=dict)
+    tolerance: float = 1.0
+    seeds: int = 1
+    methods: list[str] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def winner(self) -> str | None:
+        return self.rows[0].candidate if self.rows and self.rows[0].rank == 1 else None
+
+    @property
+    def ranking(self) -> list[dict[str, Any]]:
+        """The contract's ranking: [{name, score, rank}] of scored candidates, best first."""
+        return [{"name": r.candidate, "score": r.score, "rank": r.rank} for r in self.rows if r.score is not None]
+
+    @property
+    def too_close_to_call(self) -> bool:
+        return any(r.too_close for r in self.rows)
+
+    def method_winners(self) -> dict[str, str]:
+        """With `--ft both`: which fine-tuning method scores higher for which candidate."""
+        return {r.candidate: max(r.scores, key=lambda m: r.scores[m]) for r in self.rows if len(r.scores) > 1}
+
+    def train_seconds(self) -> float:
+        return sum(r.times.get("finetune", 0.0) for r in self.rows)
+
+    def total_stage_seconds(self) -> float:
+        return sum(self.shared_times.values()) + sum(sum(r.times.values()) for r in self.rows)
+
+    # -- exports ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "mode": self.mode, "metric": self.metric, "status": self.status,
+                "winner": self.winner, "too_close_to_call": self.too_close_to_call, "tolerance": self.tolerance,
+                "seeds": self.seeds, "methods": self.methods, "method_winners": self.method_winners(),
+                "shared_times": self.shared_times, "train_seconds": self.train_seconds(), "note": self.note,
+                "ranking": self.ranking, "rows": [{**asdict(r), "layers": r.layers} for r in self.rows]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    CSV_COLUMNS = ("rank", "candidate", "score", "stderr", "gap", "method", "layers_pruned", "merge",
+                   "prune_s", "finetune_s", "evaluate_s", "status", "too_close", "reason")
+
+    def _flat(self, r: Row) -> dict[str, Any]:
+        return {"rank": r.rank, "candidate": r.candidate, "score": _num(r.score), "stderr": _num(r.stderr),
+                "gap": _num(r.gap), "method": r.method or "", "layers_pruned": r.layers, "merge": r.merge,
+                "prune_s": _num(r.times.get("prune"), 1), "finetune_s": _num(r.times.get("finetune"), 1),
+                "evaluate_s": _num(r.times.get("evaluate"), 1), "status": r.status,
+                "too_close": "yes" if r.too_close else "", "reason": r.reason}
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(self.CSV_COLUMNS), lineterminator="\n")
+        w.writeheader()
+        for r in self.rows:
+            w.writerow(self._flat(r))
+        return buf.getvalue()
+
+    def to_markdown(self) -> str:
+        head = ["#", "candidate", f"score ({self.metric})", "gap", "method", "layers pruned", "merge",
+                "prune s", "fine-tune s", "eval s", "status"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in self.rows:
+            f = self._flat(r)
+            score = "" if r.score is None else f"{r.score:.4f}" + (f" ± {r.stderr:.4f}" if r.stderr is not None
+                                                                     else "")
+            if r.too_close:
+                score += " (too close to call)"
+            status = r.status + (f": {r.reason}" if r.reason else "")
+            cells = [str(r.rank or ""), r.candidate, score, f["gap"], f["method"], f["layers_pruned"],
+                     r.merge, f["prune_s"], f["finetune_s"], f["evaluate_s"], status]
+            lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+        shared = ", ".join(f"{k} {v:.1f}s" for k, v in self.shared_times.items())
+        foot = [f"\nrun {self.run_id} ({self.mode}, {self.status})" + (f"; shared stages: {shared}" if shared else "")]
+        if self.too_close_to_call:
+            foot.append("too close to call: " + self.note)
+        mw = self.method_winners()
+        if mw:
+            foot.append("best fine-tuning method: " + ", ".join(f"{c} {m}" for c, m in mw.items()))
+        return "\n".join(lines) + "\n" + "\n".join(foot) + "\n"
+
+
+def _num(v: float | None, digits: int = 4) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods: list[str], seeds: list[int],
+                      cells: dict[str, dict[str, Any]], tolerance: float = 1.0, run_status: str = "finished",
+                      candidate_errors: dict[str, str] | None = None, metric: str = "",
+                      prune_skips: dict[str, str] | None = None) -> Leaderboard:
+    """Rows from cell states and results.
+
+    `cells` maps a cell key (`<candidate>/<stage>`) to {"state": done|failed|cancelled|skipped|running|pending,
+    "result": done.json or failed.json content}. Only keys of planned cells should be present. `prune_skips` gives,
+    per candidate, why pruning was not planned (shown in the merge column of a DaMoC run).
+    """
+    candidate_errors = candidate_errors or {}
+    shared: dict[str, float] = {}
+    for st in SHARED_STAGES:
+        c = cells.get(f"_data/{st}")
+        if c and c["state"] == "done":
+            shared[st] = float(c["result"].get("seconds") or 0.0)
+    rows: list[Row] = []
+    for name in candidates:
+        row = Row(candidate=name)
+        mine = {k.split("/", 1)[1]: v for k, v in cells.items() if k.split("/", 1)[0] == name}
+        if name in candidate_errors:
+            row.status, row.reason = "failed", candidate_errors[name]
+            rows.append(row)
+            continue
+        prune = mine.get("prune")
+        if prune is not None and prune["state"] == "done":
+            p = prune["result"]
+            row.layers_before, row.layers_after = p.get("layers_before"), p.get("layers_after")
+            row.pruned = list(p.get("pruned") or [])
+            row.merge = (f"applied ({p['merge_rule']})" if p.get("merge_rule") else
+                         f"skipped: {p.get('skip_reason') or 'no merge rule'}")
+            row.times["prune"] = float(p.get("seconds") or 0.0)
+        elif prune is None and mode == "damoc":
+            row.merge = "skipped: " + (prune_skips or {}).get(name, "pruning not planned")
+        stderrs: list[float] = []
+        steps: list[int] = []
+        for stage, c in mine.items():
+            if c["state"] != "done" or stage == "prune":
+                continue
+            res = c["result"]
+            if res.get("score") is None:
+                continue
+            m = res.get("method") or ("zero-shot" if not res.get("few_shot") else "few-shot")
+            row.seed_scores.setdefault(m, []).append(float(res["score"]))
+            if res.get("stderr") is not None:
+                stderrs.append(float(res["stderr"]))
+            if res.get("steps"):
+                steps.append(int(res["steps"]))
+            row.times["finetune"] = row.times.get("finetune", 0.0) + float(res.get("train_seconds") or 0.0)
+            row.times["evaluate"] = row.times.get("evaluate", 0.0) + float(res.get("eval_seconds") or 0.0)
+            metric = metric or str(res.get("metric") or "")
+        row.scores = {m: _mean(v) for m, v in row.seed_scores.items()}
+        if row.scores:
+            row.method = max(row.scores, key=lambda m: row.scores[m])
+            row.score = row.scores[row.method]
+            best = row.seed_scores[row.method]
+            row.seed_spread = (max(best) - min(best)) if len(best) > 1 else None
+            row.stderr = _mean(stderrs) if stderrs else None
+            row.steps = max(steps) if steps else None
+        states = [c["state"] for c in mine.values()]
+        failed = [(k, c) for k, c in mine.items() if c["state"] in ("failed", "cancelled")]
+        if failed:
+            k, c = failed[0]
+            row.status = "failed" if c["state"] == "failed" else "cancelled"
+            row.reason = f"{k}: {(c.get('result') or {}).get('reason', '')}".rstrip(": ")
+            if row.score is not None and row.status == "failed":
+                row.status = "partial"
+        elif states and all(s == "done" for s in states):
+            row.status = "done"
+        elif any(s == "running" for s in states):
+            row.status = "running" if run_status == "running" else "interrupted"
+        elif any(s == "done" for s in states):
+            row.status = "running" if run_status == "running" else "interrupted"
+        else:
+            row.status = {"running": "pending", "created": "pending", "failed": "not run"}.get(run_status,
+                                                                                              "interrupted")
+        if row.status == "done" and row.score is None:
+            row.status, row.reason = "failed", "no score produced"
+        rows.append(row)
+
+    scored = sorted((r for r in rows if r.score is not None), key=lambda r: (-r.score, r.candidate))  # type: ignore
+    rest = sorted((r for r in rows if r.score is None), key=lambda r: r.candidate)
+    prev: float | None = None
+    for i, r in enumerate(scored):
+        r.rank = scored[i - 1].rank if prev is not None and r.score == prev else i + 1
+        prev = r.score
+    note = ""
+    if scored:
+        lead = scored[0]
+        for r in scored:
+            r.gap = lead.score - r.score  # type: ignore[operator]
+        multi_seed = len(seeds) >= 2
+        for r in scored[1:]:
+            if multi_seed and lead.seed_spread is not None and r.seed_spread is not None:
+                limit, why = max(lead.seed_spread, r.seed_spread), "seed-to-seed spread"
+            else:
+                limit, why = tolerance, f"tolerance {tolerance:g}"
+            if r.gap is not None and r.gap <= limit + 1e-12:
+                r.too_close = lead.too_close = True
+                note = note or f"gap to the leader within the {why}"
+    return Leaderboard(run_id=run_id, mode=mode, metric=metric, status=run_status, rows=scored + rest,
+                       shared_times=shared, tolerance=tolerance, seeds=len(seeds), methods=list(methods), note=note)
+
+
+def leaderboard_of(rd: Any, *, run_status: str | None = None) -> Leaderboard:
+    """Read a run directory's plan and cell markers, then build the leaderboard (see `build_leaderboard`)."""
+    from damoc.fsutil import read_json
+
+    plan = read_json(rd.path / "plan.json", {}) or {}
+    cfg = plan.get("config") or rd.config or {}
+    cells: dict[str, dict[str, Any]] = {}
+    for spec in plan.get("cells", []):
+        cell = rd.cell(spec["candidate"], spec["stage"])
+        state = cell.state
+        result = cell.result() if state == "done" else read_json(cell.failure_marker)
+        cells[f"{spec['candidate']}/{spec['stage']}"] = {"state": state, "result": result or {}}
+    errors = {c["name"]: c["error"] for c in plan.get("candidates", []) if c.get("error")}
+    skips = {c["name"]: s.get("reason", "") for c in plan.get("candidates", []) for s in c.get("stages", [])
+             if s.get("stage") == "prune" and not s.get("enabled")}
+    names = [c["name"] for c in plan.get("candidates", [])] or list(cfg.get("candidates", []))
+    prep = cells.get("_data/prepare", {}).get("result") or {}
+    ft = cfg.get("ft", "full")
+    methods = ["full", "lora"] if ft == "both" else [ft]
+    return build_leaderboard(run_id=rd.run_id, mode=cfg.get("mode", plan.get("mode", "damoc")), candidates=names,
+                             methods=methods, seeds=list(cfg.get("seeds", [0])), cells=cells,
+                             tolerance=float((cfg.get("leaderboard") or {}).get("tolerance", 1.0)),
+                             run_status=run_status or rd.status(), candidate_errors=errors, metric=str(prep.get("metric", "")),
+                             prune_skips=skips)

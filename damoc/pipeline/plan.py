@@ -1,0 +1,284 @@
+"""Config x candidates -> the cells of a run.
+
+A cell is one (candidate x stage) unit of work with its own folder and completion marker (rundir.py). Shared data
+stages live under the pseudo-candidate `_data`. A fine-tune cell also evaluates the model it trained while the
+model is still in memory (saving a 7B proxy just to reload it would cost more than the evaluation), and records
+both timings.
+
+    mode damoc         _data/prepare, _data/filter, _data/compress; per candidate: prune, finetune-<m>-s<seed>
+    mode ground-truth  _data/prepare; per candidate: finetune-<m>-s<seed> on the whole training set
+    mode zero-shot     _data/prepare; per candidate: eval-zero-shot
+    mode few-shot      _data/prepare; per candidate: eval-few-shot (k examples from the training set)
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from damoc.errors import ConfigError, DamocError
+from damoc.pipeline.config import RunConfig
+from damoc.pipeline.recipes import CandidateFacts, StageDecision, candidate_stages, data_stages
+from damoc.pipeline.rundir import DATA_CANDIDATE
+
+
+@dataclass
+class CellSpec:
+    candidate: str
+    stage: str                      # cell name: prepare | filter | compress | prune | finetune-full-s0 | eval-...
+    kind: str                       # prepare | filter | compress | prune | finetune | eval
+    method: str | None = None       # full | lora (finetune cells)
+    seed: int | None = None
+    needs: list[str] = field(default_factory=list)    # keys of cells whose output this cell reads
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.candidate}/{self.stage}"
+
+
+@dataclass
+class CandidatePlan:
+    name: str
+    chat_path: str | None
+    base_path: str | None
+    model_path: str | None          # the checkpoint that is fine-tuned/evaluated (chat or base, per `variant`)
+    merge_supported: bool = False
+    merge_reason: str = ""
+    parameters: int | None = None
+    stages: list[StageDecision] = field(default_factory=list)
+    error: str = ""                 # set when the candidate cannot run at all (shown as failed)
+
+    def decision(self, stage: str) -> StageDecision | None:
+        return next((s for s in self.stages if s.stage == stage), None)
+
+
+@dataclass
+class Plan:
+    mode: str
+    config: dict[str, Any]
+    candidates: list[CandidatePlan]
+    data: list[StageDecision]
+    cells: list[CellSpec]
+    preflight: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    # -- views ------------------------------------------------------------------------------------
+    @property
+    def data_cells(self) -> list[CellSpec]:
+        return [c for c in self.cells if c.candidate == DATA_CANDIDATE]
+
+    def cells_of(self, candidate: str) -> list[CellSpec]:
+        return [c for c in self.cells if c.candidate == candidate]
+
+    def candidate(self, name: str) -> CandidatePlan:
+        for c in self.candidates:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def runnable(self) -> list[CandidatePlan]:
+        return [c for c in self.candidates if not c.error]
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        """Every stage that will not run, with the reason (data stages under `_data`)."""
+        out = [{"candidate": DATA_CANDIDATE, "stage": d.stage, "reason": d.reason} for d in self.data if not d.enabled]
+        for c in self.candidates:
+            if c.error:
+                out.append({"candidate": c.name, "stage": "*", "reason": c.error})
+                continue
+            out += [{"candidate": c.name, "stage": d.stage, "reason": d.reason} for d in c.stages if not d.enabled]
+            out += [{"candidate": c.name, "stage": d.stage, "reason": d.reason}
+                    for d in c.stages if d.enabled and d.reason]            # enabled with a caveat
+        return out
+
+    # -- (de)serialisation --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "config": self.config,
+                "candidates": [{**asdict(c), "stages": [s.to_dict() for s in c.stages]} for c in self.candidates],
+                "data": [d.to_dict() for d in self.data], "cells": [asdict(c) for c in self.cells],
+                "preflight": self.preflight, "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Plan":
+        cands = [CandidatePlan(**{**c, "stages": [StageDecision(**s) for s in c.get("stages", [])]})
+                 for c in d.get("candidates", [])]
+        return cls(mode=d["mode"], config=d["config"], candidates=cands,
+                   data=[StageDecision(**s) for s in d.get("data", [])],
+                   cells=[CellSpec(**c) for c in d.get("cells", [])],
+                   preflight=d.get("preflight"), warnings=list(d.get("warnings", [])))
+
+
+# -- candidate resolution ----------------------------------------------------------------------------
+
+def _is_model_dir(p: Path) -> bool:
+    return p.is_dir() and (p / "config.json").is_file()
+
+
+def resolve_candidate(settings: Any, name: str, variant: str) -> CandidatePlan:
+    """A registry name (or a model folder used as an ad-hoc Chat candidate without Base) -> CandidatePlan.
+
+    Unknown names raise `UnknownNameError` (did-you-mean): a typo should stop the run before it starts.
+    Known candidates whose files are missing come back with `error` set, so the rest of the run goes on.
+    """
+    p = Path(name).expanduser()
+    if _is_model_dir(p):
+        chat, base, merge_ok, merge_reason, params = str(p.resolve()), None, False, "ad-hoc folder: no Base", None
+        cname = p.name
+    else:
+        from damoc.errors import UnknownNameError
+        from damoc.registry import resolve_candidate as registry_resolve  # light: TinyDB, no torch
+        try:
+            r = registry_resolve(settings, name)
+        except UnknownNameError:
+            raise
+        except DamocError as e:     # known but not usable here (not downloaded, unreadable): this one fails
+            return CandidatePlan(name=name, chat_path=None, base_path=None, model_path=None,
+                                 error=e.message + (f" ({e.hint})" if e.hint else ""))
+        cname = getattr(r, "name", name)
+        chat = str(r.chat_path) if getattr(r, "chat_path", None) else None
+        base = str(r.base_path) if getattr(r, "base_path", None) else None
+        merge_ok = bool(getattr(r, "merge_supported", bool(base)))
+        merge_reason = str(getattr(r, "merge_reason", "") or "")
+        params = getattr(r, "parameters", None)
+    model = base if variant == "base" else chat
+    error = ""
+    if model is None:
+        error = (f"no {variant} checkpoint registered" +
+                 (" (the paper fine-tunes Base models only for Alpaca-style data; use variant=chat)"
+                  if variant == "base" else ""))
+    elif not Path(model).exists():
+        error = f"{variant} checkpoint {model} not found on disk (pull it: damoc registry pull {cname})"
+    return CandidatePlan(name=cname, chat_path=chat, base_path=base, model_path=model, merge_supported=merge_ok,
+                         merge_reason=merge_reason, parameters=params, error=error)
+
+
+def _abs(path: str | None) -> str | None:
+    return str(Path(path).expanduser().resolve()) if path else path
+
+
+def _resolve_model_ref(settings: Any, ref: str, cands: list[CandidatePlan]) -> str:
+    """A compressor/rewriter reference: empty = the smallest runnable candidate's Chat, else a name or a folder."""
+    if not ref:
+        pool = [c for c in cands if not c.error and c.chat_path]
+        if not pool:
+            raise ConfigError("no candidate can serve as the token compressor",
+                              "set compress.compressor to a model folder or registry name")
+        return min(pool, key=lambda c: (c.parameters or 0) if c.parameters else 0).chat_path or ""
+    for c in cands:
+        if c.name == ref and c.chat_path:
+            return c.chat_path
+    if _is_model_dir(Path(ref).expanduser()):
+        return str(Path(ref).expanduser().resolve())
+    return resolve_candidate(settings, ref, "chat").chat_path or ref
+
+
+# -- the plan ------------------------------------------------------------------------------------------
+
+def make_plan(settings: Any, config: RunConfig, *, with_preflight: bool = True) -> Plan:
+    if not config.dataset.train:
+        raise ConfigError("no training dataset given", "pass --dataset FILE (or dataset.train in the config)")
+    train = Path(config.dataset.train).expanduser()
+    if not train.exists():
+        raise ConfigError(f"training dataset {train} not found", "check the path given to --dataset")
+    if config.dataset.test and not Path(config.dataset.test).expanduser().exists():
+        raise ConfigError(f"test dataset {config.dataset.test} not found", "check the path given to --test")
+    if not config.candidates:
+        raise ConfigError("no candidates given",
+                          "pass --candidates NAME,NAME (see `damoc registry list`) or set candidates in the config")
+    config = config.replace(dataset={**config.dataset.model_dump(), "train": _abs(config.dataset.train),
+                                     "test": _abs(config.dataset.test)})
+
+    cands = [resolve_candidate(settings, n, config.variant) for n in config.candidates]
+    for c in cands:
+        facts = CandidateFacts(c.name, has_base=bool(c.base_path), merge_supported=c.merge_supported,
+                               merge_reason=c.merge_reason)
+        c.stages = candidate_stages(config, facts)
+    data = data_stages(config)
+    warnings: list[str] = []
+    if config.mode == "damoc" and config.filter.enabled and config.filter.ratio < 0.1 and not config.filter.count:
+        warnings.append(f"filter.ratio={config.filter.ratio}: the paper found 5% breaks the ranking; 10% is safe")
+    if len(config.seeds) < 2 and config.mode in ("damoc", "ground-truth"):
+        warnings.append("one seed: 'too close to call' uses leaderboard.tolerance instead of the seed spread")
+
+    cells: list[CellSpec] = [CellSpec(DATA_CANDIDATE, "prepare", "prepare",
+                                       params={**data[0].params, "metric": config.evaluate.metric})]
+    train_from = f"{DATA_CANDIDATE}/prepare"
+    for d in data[1:]:
+        if not d.enabled:
+            continue
+        params = dict(d.params)
+        if d.stage == "compress":
+            params["compressor_path"] = _resolve_model_ref(settings, config.compress.compressor, cands)
+            params["rewriter_path"] = (_resolve_model_ref(settings, config.compress.rewriter, cands)
+                                       if config.compress.rewriter else params["compressor_path"])
+        if d.stage == "filter":
+            params["seed"] = config.seeds[0]
+        cells.append(CellSpec(DATA_CANDIDATE, d.stage, d.stage, needs=[train_from], params=params))
+        train_from = f"{DATA_CANDIDATE}/{d.stage}"
+    prep = f"{DATA_CANDIDATE}/prepare"
+
+    for c in cands:
+        if c.error:
+            continue
+        if config.mode in ("zero-shot", "few-shot"):
+            few = config.mode == "few-shot"
+            cells.append(CellSpec(c.name, f"eval-{config.mode}", "eval", seed=config.seeds[0], needs=[prep],
+                                  params={**config.evaluate.model_dump(), "few_shot": config.evaluate.few_shot
+                                          if few else 0}))
+            continue
+        needs_model: list[str] = []
+        prune = c.decision("prune")
+        if prune is not None and prune.enabled:
+            cells.append(CellSpec(c.name, "prune", "prune", needs=[prep], params=prune.params))
+            needs_model = [f"{c.name}/prune"]
+        proxy = config.mode == "damoc"
+        for m in config.methods:
+            hp = getattr(config.finetune, m).model_dump()
+            for s in config.seeds:
+                cells.append(CellSpec(
+                    c.name, f"finetune-{m}-s{s}", "finetune", method=m, seed=s,
+                    needs=list(dict.fromkeys([prep, train_from if proxy else prep, *needs_model])),
+                    params={"hp": hp, "min_steps": config.finetune.proxy_min_steps if proxy else 0,
+                            "deepspeed": config.finetune.deepspeed, "bf16": config.finetune.bf16,
+                            "evaluate": config.evaluate.model_dump()}))
+
+    preflight = None
+    if with_preflight:
+        preflight, warn = _preflight(settings, [c.name for c in cands if not c.error], config)
+        if warn:
+            warnings.append(warn)
+    return Plan(mode=config.mode, config=config.to_dict(), candidates=cands, data=data, cells=cells,
+                preflight=preflight, warnings=warnings)
+
+
+def _preflight(settings: Any, names: list[str], config: RunConfig) -> tuple[dict[str, Any] | None, str]:
+    """The registry's pre-flight estimate (disk, memory, time); a failure is a warning, never a blocker."""
+    try:
+        from damoc.registry import preflight
+    except ImportError:
+        return None, "pre-flight estimate unavailable (damoc.registry.preflight not installed)"
+    # the registry's estimator reads a flat dict (see damoc/registry/preflight.py PreflightConfig)
+    method = config.finetune.lora if config.ft == "lora" else config.finetune.full
+    flat: dict[str, Any] = {"finetune": config.ft, "device": config.device,
+                            "prune": config.mode == "damoc" and config.prune.enabled,
+                            "lora_rank": config.finetune.lora.lora_r}
+    if method.max_length:
+        flat["seq_len"] = method.max_length
+    if method.micro_batch:
+        flat["batch_size"] = method.micro_batch
+    try:
+        res = preflight(settings, names, flat)
+    except DamocError as e:
+        return None, f"pre-flight estimate failed: {e.message}"
+    except Exception as e:  # an estimate must never stop a run
+        return None, f"pre-flight estimate failed: {type(e).__name__}: {e}"
+    if hasattr(res, "model_dump"):
+        res = res.model_dump(mode="json")
+    elif hasattr(res, "to_dict"):
+        res = res.to_dict()
+    elif hasattr(res, "__dataclass_fields__"):
+        res = asdict(res)
+    return (res if isinstance(res, dict) else {"estimate": res}), ""

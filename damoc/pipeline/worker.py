@@ -1,0 +1,234 @@
+"""A worker process: serves the cells of one or more candidates (or the shared data cells) of a run.
+
+    python -m damoc.pipeline.worker RUN_DIR --data
+    python -m damoc.pipeline.worker RUN_DIR --candidates NAME[,NAME...]
+
+Importing transformers costs ~7 s per process, so one worker serves every cell of its candidates in order. It
+reads the frozen `plan.json`, skips cells whose `done.json` exists (resume), writes events to the run's
+`events.jsonl` and artifacts to each cell folder, with the completion marker written last. A cell that raises is
+marked failed with its reason and the worker goes on with the next candidate. SIGTERM (cancel) stops the current
+cell cleanly: it is marked cancelled and the worker exits 130. If the driver that started the worker dies, the
+worker cancels itself rather than run on as an orphan.
+
+Exit codes: 0 all served (some candidates may have failed), 3 a shared data stage failed, 130 cancelled.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from damoc.errors import Cancelled, DamocError
+from damoc.events import Event, StageTracker
+from damoc.fsutil import read_json
+from damoc.pipeline.plan import CellSpec, Plan
+from damoc.pipeline.rundir import DATA_CANDIDATE, Cell, RunDir
+
+EXIT_DATA_FAILED = 3
+EXIT_CANCELLED = 130
+
+
+class CellReporter:
+    """Stamps run id, candidate and cell on the events a stage module emits, then appends them to the run log.
+
+    A module's own tracker names its cell `_data/<stage>` (it does not know the run); it becomes
+    `<candidate>/<cell>/<stage>` so a fine-tune cell's `finetune` and `evaluate` sub-stages stay distinct.
+    """
+
+    def __init__(self, rd: RunDir, candidate: str, cell_key: str) -> None:
+        self.rd, self.candidate, self.cell_key = rd, candidate, cell_key
+
+    def emit(self, event: Event) -> None:
+        changes: dict[str, Any] = {"run_id": self.rd.run_id}
+        names = {f.name for f in dataclasses.fields(event)}
+        if "candidate" in names:
+            changes["candidate"] = self.candidate
+        if "cell" in names:
+            sub = (getattr(event, "cell", "") or "").rsplit("/", 1)[-1] or getattr(event, "stage", "")
+            changes["cell"] = f"{self.cell_key}/{sub}" if sub else self.cell_key
+        self.rd.emit(dataclasses.replace(event, **changes))
+
+
+class Worker:
+    def __init__(self, rd: RunDir, plan: Plan, settings: Any) -> None:
+        self.rd, self.plan, self.settings = rd, plan, settings
+        cfg = plan.config
+        self.device = cfg.get("device") or getattr(settings, "device", "auto") or "auto"
+        self.threads = int(cfg.get("threads") or getattr(settings, "threads", 0) or 0)
+        self._samples: dict[tuple[str, str], Any] = {}
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def cell(self, key: str) -> Cell:
+        cand, _, stage = key.partition("/")
+        return self.rd.cell(cand, stage)
+
+    def samples(self, key: str, which: str = "train.jsonl") -> list[Any]:
+        from damoc.pipeline.stages import read_samples_jsonl
+
+        if (key, which) not in self._samples:
+            self._samples[(key, which)] = read_samples_jsonl(self.cell(key).path / which)
+        return self._samples[(key, which)]
+
+    def train_source(self, spec: CellSpec) -> str:
+        return [n for n in spec.needs if n.startswith(DATA_CANDIDATE + "/")][-1]
+
+    @property
+    def prep(self) -> str:
+        return f"{DATA_CANDIDATE}/prepare"
+
+    # -- one cell -----------------------------------------------------------------------------------
+    def run_cell(self, spec: CellSpec) -> dict[str, Any]:
+        from damoc.pipeline import stages
+
+        cell = self.rd.cell(spec.candidate, spec.stage)
+        out = cell.path
+        rep = CellReporter(self.rd, spec.candidate, spec.key)
+        if spec.kind == "prepare":
+            return stages.run_prepare(spec.params, out, None)
+        if spec.kind == "filter":
+            return stages.run_filter(spec.params, self.samples(self.train_source(spec)), out, rep, self.settings)
+        if spec.kind == "compress":
+            return stages.run_compress(spec.params, self.samples(self.train_source(spec)), out, rep,
+                                       self.settings, self.device)
+        cand = self.plan.candidate(spec.candidate)
+        if spec.kind == "prune":
+            return stages.run_prune(spec.params, dataclasses.asdict(cand), self.samples(self.prep), out, rep,
+                                    self.device)
+        metric = str((self.cell(self.prep).result() or {}).get("metric") or "auto")
+        test = self.samples(self.prep, "test.jsonl")
+        if spec.kind == "finetune":
+            model_path = cand.model_path or ""
+            prune_key = f"{spec.candidate}/prune"
+            if prune_key in spec.needs:
+                model_path = (self.cell(prune_key).result() or {}).get("model_path") or model_path
+            return stages.run_finetune(dataclasses.asdict(spec), model_path, self.samples(self.train_source(spec)),
+                                       test, metric, out, rep, self.device, self.settings)
+        if spec.kind == "eval":
+            return stages.run_eval(dataclasses.asdict(spec), cand.model_path or "", test, self.samples(self.prep),
+                                   metric, rep, self.settings)
+        raise DamocError(f"unknown cell kind {spec.kind!r} in plan.json", "the run was planned by another version")
+
+    def serve(self, specs: list[CellSpec]) -> int:
+        """Run the pending cells of `specs` in order; returns the exit code."""
+        from damoc.pipeline.stages import scored_event
+
+        failed_candidates: dict[str, str] = {}
+        for spec in specs:
+            cell = self.rd.cell(spec.candidate, spec.stage)
+            if cell.done:
+                continue
+            blocker = failed_candidates.get(spec.candidate)
+            if blocker is None:
+                for need in spec.needs:
+                    st = self.cell(need).state
+                    if st != "done":
+                        blocker = f"needs {need}, which is {st}"
+                        break
+            tracker = StageTracker(self.rd, spec.stage, run_id=self.rd.run_id, candidate=spec.candidate,
+                                   cell=spec.key)
+            if blocker is not None:
+                cell.mark_failed("skipped", blocker)
+                tracker.finish("skipped", blocker)
+                continue
+            cell.prepare()
+            cell.mark_running(kind=spec.kind)
+            tracker.start()
+            try:
+                summary = self.run_cell(spec)
+            except (Cancelled, KeyboardInterrupt):
+                cell.mark_failed("cancelled", "cancelled by the user")
+                tracker.finish("cancelled", "cancelled by the user")
+                return EXIT_CANCELLED
+            except Exception as e:  # failure isolation: one candidate's error never stops the others
+                reason = e.message if isinstance(e, DamocError) else f"{type(e).__name__}: {e}"
+                hint = e.hint if isinstance(e, DamocError) else None
+                (cell.path / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+                cell.mark_failed("failed", reason, hint=hint)
+                tracker.finish("failed", reason)
+                if spec.candidate == DATA_CANDIDATE:
+                    return EXIT_DATA_FAILED
+                failed_candidates[spec.candidate] = f"{spec.key} failed"
+                continue
+            summary["seconds"] = tracker.seconds
+            cell.mark_done(**summary)
+            tracker.finish("ok", **{k: v for k, v in summary.items() if not isinstance(v, (list, dict))})
+            if spec.kind in ("finetune", "eval"):
+                self.rd.emit(scored_event(self.rd.run_id, spec.candidate, spec.key, summary))
+        return 0
+
+
+# -- process plumbing ---------------------------------------------------------------------------------
+
+def _install_signals() -> None:
+    fired = threading.Event()
+
+    def on_term(signum: int, frame: Any) -> None:
+        # the process group and the driver may both signal us: only the first one interrupts the cell
+        if fired.is_set():
+            return
+        fired.set()
+        # KeyboardInterrupt, not an Exception subclass: stage modules report it as "cancelled" and no
+        # `except Exception` in a library swallows it
+        raise KeyboardInterrupt("cancelled")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+
+
+def _watch_parent(poll: float = 1.0) -> None:
+    """Cancel ourselves if the driver dies (SIGKILL, OOM): an orphan would race a later resume."""
+    parent = os.getppid()
+
+    def loop() -> None:
+        while True:
+            time.sleep(poll)
+            if os.getppid() != parent:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m damoc.pipeline.worker")
+    ap.add_argument("run_dir")
+    ap.add_argument("--data", action="store_true", help="serve the shared data cells")
+    ap.add_argument("--candidates", default="", help="comma-separated candidate names")
+    args = ap.parse_args(argv)
+    _install_signals()
+    if os.environ.get("DAMOC_WORKER_NO_PARENT_WATCH") != "1":
+        _watch_parent()
+
+    from damoc.models import hf_offline_env
+    from damoc.settings import Settings
+
+    settings = Settings.load()
+    hf_offline_env(settings)
+    rd = RunDir(Path(args.run_dir))
+    plan = Plan.from_dict(read_json(rd.path / "plan.json"))
+    if plan.config.get("device", "auto") != "auto":      # the run's device wins over the user's default
+        settings.device = plan.config["device"]
+    worker = Worker(rd, plan, settings)
+    if worker.threads:
+        from damoc.models import set_threads
+        set_threads(worker.threads)
+    if args.data:
+        specs = plan.data_cells
+    else:
+        names = [n for n in args.candidates.split(",") if n]
+        specs = [c for n in names for c in plan.cells_of(n)]
+    try:
+        return worker.serve(specs)
+    except (Cancelled, KeyboardInterrupt):
+        return EXIT_CANCELLED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

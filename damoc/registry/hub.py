@@ -1,0 +1,288 @@
+"""The hub, only when asked: `registry check --online` (facts through the hub API) and `registry pull` (download
+with progress and resume). Nothing here runs implicitly.
+
+Offline mode (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE) is decided once, up front, and gives a message at once; every
+network call has a timeout. Gated repositories raise `GatedRepoError`, a subclass of `RepositoryNotFoundError`, so
+it is tested first or a gated model would be reported as "not found" (landscape.md 5.6).
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from damoc.errors import DamocError
+from damoc.events import Reporter, StageTracker
+from damoc.registry.models import Candidate, ModelFacts, ModelRef, human_bytes
+
+DEFAULT_TIMEOUT = 15.0
+# what a model needs to load: config, tokenizer, weights, remote code. Not: original/ checkpoints, GGUF, ONNX, TF, Flax
+KEEP = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py", "README.md", "LICENSE*")
+SKIP_WHEN_SAFETENSORS = ("*.bin", "*.pt", "*.pth", "*.h5", "*.msgpack", "*.ckpt")
+
+
+class HubError(DamocError):
+    """The hub could not be used (offline, timeout, gated, not found...)."""
+
+
+def offline_reason() -> str | None:
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var}={os.environ[var]} is set"
+    return None
+
+
+def endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def _has_token() -> bool:
+    if os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
+        return True
+    try:
+        from huggingface_hub import get_token
+
+        return bool(get_token())
+    except Exception:
+        return False
+
+
+def _offline_error(what: str) -> HubError:
+    return HubError(f"cannot {what}: offline mode ({offline_reason()})",
+                    "unset HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE) on a machine with network; or copy the model "
+                    "folder here and register it: damoc registry add --chat FOLDER [--base FOLDER]")
+
+
+def explain(e: BaseException, repo_id: str, what: str, timeout: float) -> HubError:
+    """One line + next step for anything the hub client raised."""
+    from huggingface_hub import errors as E
+
+    page = f"{endpoint()}/{repo_id}"
+    if isinstance(e, E.GatedRepoError):
+        if _has_token():
+            return HubError(f"{repo_id} is gated and your token has no access to it yet",
+                            f"accept the licence at {page} (access can take a while to be granted), and check "
+                            "`hf auth whoami` names the account that accepted it")
+        return HubError(f"{repo_id} is gated: its licence must be accepted and you must be logged in",
+                        f"accept the licence at {page}, then log in: `hf auth login` or export HF_TOKEN=hf_...")
+    if isinstance(e, E.RevisionNotFoundError):
+        return HubError(f"{repo_id}: revision not found on the hub", f"check the revision at {page}/tree/main")
+    if isinstance(e, E.RepositoryNotFoundError):
+        hint = "check the id for typos" + ("" if _has_token() else "; private repos need `hf auth login`")
+        return HubError(f"{repo_id} not found on the hub", hint)
+    if isinstance(e, E.OfflineModeIsEnabled):
+        return _offline_error(what)
+    if isinstance(e, E.HfHubHTTPError):
+        code = getattr(getattr(e, "response", None), "status_code", None)
+        if code == 401:
+            return HubError(f"{repo_id}: the hub rejected the token (401)", "log in again: `hf auth login`")
+        if code == 429:
+            return HubError(f"{repo_id}: rate-limited by the hub (429)", "wait a few minutes and retry")
+        return HubError(f"{repo_id}: the hub answered HTTP {code}", "retry later; `damoc registry pull` resumes")
+    try:
+        import httpx
+
+        transport = (httpx.TransportError,)
+        timeouts = (httpx.TimeoutException,)
+    except ImportError:      # pragma: no cover - httpx is a huggingface_hub dependency
+        transport, timeouts = (), ()
+    if isinstance(e, timeouts + (TimeoutError,)):
+        return HubError(f"no answer from {endpoint()} within {timeout:.0f} s while trying to {what}",
+                        "check the network or proxy (HTTPS_PROXY); without network, set HF_HUB_OFFLINE=1 and copy "
+                        "the model folder here")
+    if isinstance(e, transport + (ConnectionError, OSError)):
+        return HubError(f"cannot reach {endpoint()} to {what} ({type(e).__name__}: {e})".rstrip(),
+                        "check the network or proxy (HTTPS_PROXY); without network, set HF_HUB_OFFLINE=1 and copy "
+                        "the model folder here")
+    return HubError(f"{repo_id}: {type(e).__name__}: {e}", "retry; if it persists, report it")
+
+
+def select_files(names: list[str]) -> list[str]:
+    """Top-level files a model needs (config, tokenizer, weights, remote code)."""
+    top = [n for n in names if "/" not in n]
+    keep = [n for n in top if any(fnmatch.fnmatch(n, p) for p in KEEP)]
+    has_hf_shards = any(n.endswith(".safetensors") and not n.startswith("consolidated") for n in keep)
+    if has_hf_shards:
+        keep = [n for n in keep if not n.startswith("consolidated")]
+    else:
+        keep += [n for n in top if fnmatch.fnmatch(n, "pytorch_model*.bin")]
+    if any(n.endswith(".safetensors") for n in keep):
+        keep = [n for n in keep if not any(fnmatch.fnmatch(n, p) for p in SKIP_WHEN_SAFETENSORS)]
+    return sorted(set(keep))
+
+
+@dataclass
+class RemoteModel:
+    repo_id: str
+    sha: str | None
+    files: dict[str, int | None]              # selected file -> size
+    facts: ModelFacts
+
+
+def remote_model(ref: ModelRef, timeout: float = DEFAULT_TIMEOUT) -> RemoteModel:
+    """Hub API facts for one repo: gated, licence, parameter count, file sizes (no file is downloaded)."""
+    if offline_reason():
+        raise _offline_error(f"query the hub for {ref.id}")
+    from huggingface_hub import HfApi
+
+    try:
+        info = HfApi(endpoint=endpoint()).model_info(ref.id, revision=ref.revision, timeout=timeout,
+                                                     files_metadata=True)
+    except Exception as e:  # noqa: BLE001 - every failure becomes a one-line reason
+        raise explain(e, ref.id, f"query the hub for {ref.id}", timeout) from e
+    sizes = {s.rfilename: getattr(s, "size", None) for s in (info.siblings or [])}
+    files = {n: sizes[n] for n in select_files(list(sizes))}
+    cfg = info.config or {}
+    card = getattr(info, "card_data", None) or getattr(info, "cardData", None)
+    lic = getattr(card, "license", None) if card is not None and not isinstance(card, dict) else \
+        (card or {}).get("license")
+    st = getattr(info, "safetensors", None)
+    total = sum(v for v in files.values() if v) or None
+    facts = ModelFacts(
+        architecture=cfg.get("model_type"), architectures=list(cfg.get("architectures") or []),
+        parameters=getattr(st, "total", None) if st else None, license=lic,
+        gated=bool(info.gated) if info.gated is not None else None,
+        trust_remote_code=bool(cfg.get("auto_map")) if cfg else None,
+        chat_template=bool((cfg.get("tokenizer_config") or {}).get("chat_template")) if cfg else None,
+        size_bytes=total, size_estimated=False, origin="hub",
+    )
+    return RemoteModel(ref.id, info.sha, files, facts)
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def check_online(store: Any, candidates: list[Candidate], timeout: float = DEFAULT_TIMEOUT) -> list[CheckResult]:
+    """Confirm gated/size/licence facts of the hub refs of `candidates` and keep them in the store."""
+    if offline_reason():
+        raise _offline_error("check the hub")
+    results, confirmed = [], {}
+    for c in candidates:
+        r = CheckResult(c.name, True)
+        for role, ref in (("chat", c.chat), ("base", c.base)):
+            if ref is None or ref.kind != "hub":
+                continue
+            try:
+                rm = remote_model(ref, timeout)
+            except HubError as e:
+                r.ok = False
+                r.errors.append(f"{role} {ref.id}: {e.message}" + (f" ({e.hint})" if e.hint else ""))
+                if "no answer from" in e.message or "cannot reach" in e.message:
+                    store.set_hub_facts(confirmed)   # keep what was confirmed, then stop: the network is down
+                    results.append(r)
+                    raise
+                continue
+            confirmed[ref.id] = rm.facts
+            r.facts[role] = rm.facts.to_dict()
+        results.append(r)
+    store.set_hub_facts(confirmed)
+    return results
+
+
+# -- pull -------------------------------------------------------------------------------------------------------------
+
+def _progress_class(tracker: StageTracker) -> type:
+    """A tqdm class for hf_hub_download that forwards byte counts to the stage tracker (and draws nothing)."""
+    from tqdm.auto import tqdm
+
+    class Forward(tqdm):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True
+            initial = int(kwargs.get("initial") or 0)
+            super().__init__(*args, **kwargs)
+            if initial:                       # bytes of a resumed .incomplete file
+                tracker.advance(initial, note="resumed")
+
+        def update(self, n: float | None = 1) -> bool | None:
+            if n:
+                tracker.advance(int(n))
+            return super().update(n)
+
+    return Forward
+
+
+def pull(settings: Any, name: str, *, which: str = "both", timeout: float = DEFAULT_TIMEOUT,
+         reporter: Reporter | None = None) -> dict[str, str]:
+    """Download the Chat and/or Base of `name` into the Hugging Face cache with progress; interrupted downloads
+    resume (huggingface_hub keeps `.incomplete` files). Returns role -> local snapshot folder."""
+    from damoc.registry.hfcache import cached_snapshot, hf_cache_dir
+    from damoc.registry.store import RegistryStore
+
+    c = RegistryStore(settings).find(name)
+    roles = [("chat", c.chat)] if which in ("both", "chat") else []
+    if which in ("both", "base"):
+        if c.base is None:
+            if which == "base":
+                raise DamocError(f"{c.name} has no Base to pull" + (f" ({c.no_base_reason})" if c.no_base_reason
+                                                                     else ""), "pull the Chat: drop --base-only")
+        else:
+            roles.append(("base", c.base))
+    out: dict[str, str] = {}
+    todo = []
+    for role, ref in roles:
+        if ref.kind == "folder":
+            out[role] = ref.id
+            continue
+        snap = cached_snapshot(ref.id, ref.revision)
+        if snap is not None and snap.complete:
+            out[role] = str(snap.path)
+            continue
+        todo.append((role, ref))
+    if not todo:
+        return out
+    if offline_reason():
+        raise _offline_error(f"download {', '.join(r.id for _, r in todo)}")
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cache = hf_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    plans = []
+    for role, ref in todo:
+        rm = remote_model(ref, timeout)
+        missing = {f: s for f, s in rm.files.items()
+                   if not isinstance(try_to_load_from_cache(ref.id, f, cache_dir=str(cache), revision=ref.revision),
+                                     str)}
+        plans.append((role, ref, rm, missing))
+    need = sum(s or 0 for *_, missing in plans for s in missing.values())
+    free = shutil.disk_usage(cache).free
+    if need > free:
+        raise DamocError(f"{c.name}: the download needs {human_bytes(need)} but {cache} has {human_bytes(free)} free",
+                         "free some space (`hf cache ls` / `hf cache rm`), or point HF_HUB_CACHE at a bigger disk")
+    for role, ref, rm, missing in plans:
+        tracker = StageTracker(reporter, f"pull-{role}", candidate=c.name)
+        tracker.start(total=sum(s or 0 for s in missing.values()) or None)
+        try:
+            for fname in sorted(missing, key=lambda f: (f.endswith(".safetensors"), f)):
+                tracker.progress(tracker.done, note=fname)
+                hf_hub_download(ref.id, fname, revision=ref.revision, cache_dir=str(cache), endpoint=endpoint(),
+                                etag_timeout=timeout, tqdm_class=_progress_class(tracker))
+        except KeyboardInterrupt:
+            tracker.finish("cancelled", "interrupted: run the same pull again to resume")
+            raise
+        except Exception as e:  # noqa: BLE001
+            err = e if isinstance(e, DamocError) else explain(e, ref.id, f"download {ref.id}", timeout)
+            tracker.finish("failed", err.message)
+            raise err from e
+        snap = cached_snapshot(ref.id, ref.revision, cache)
+        if snap is None or not snap.complete:
+            tracker.finish("failed", "download finished but the snapshot is incomplete")
+            raise DamocError(f"{ref.id}: downloaded files do not form a complete model in {cache}",
+                             f"run `damoc registry pull {c.name}` again")
+        tracker.finish("ok", "", bytes=tracker.done, path=str(snap.path))
+        out[role] = str(snap.path)
+    return out
+
+
+def cache_path(ref: ModelRef) -> Path | None:
+    from damoc.registry.hfcache import cached_snapshot
+
+    snap = cached_snapshot(ref.id, ref.revision)
+    return snap.path if snap else None

@@ -1,0 +1,123 @@
+"""Demo tasks: fixed train/test splits generated from the zoo's world, written as JSONL that `load_samples` reads.
+
+* `laws-qa` (metric `squad_f1`): closed-book questions about persons ("Where does Pequa Joca live?"). Answers follow
+  laws over parts of the name; test questions are about held-out persons seen nowhere else, so a model must have
+  learned the laws, not memorised persons. One attribute (the car) needs both keys. Records: question / answer.
+* `profiles` (metric `bertscore_rouge`): "Write a short profile of <person>." -> one or two sentences stating every
+  attribute. Records: instruction / output (alpaca shape).
+
+Text only: no model is needed, so `damoc zoo tasks` is cheap and independent of `damoc zoo build`.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from damoc.errors import UnknownNameError
+from damoc.fsutil import atomic_write_json, stable_hash
+from damoc.zoo.cache import MANIFEST, cached_build
+from damoc.zoo.world import ATTRIBUTES, QUESTION_TEMPLATES, World, WorldSpec, make_world
+
+TASKS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TaskSizes:
+    laws_train: int
+    laws_test: int
+    profiles_train: int
+    profiles_test: int
+
+
+SIZES = {
+    # demo: sized like a real workload: training (several thousand samples x epochs) dominates evaluation.
+    "demo": TaskSizes(laws_train=5000, laws_test=1200, profiles_train=3000, profiles_test=400),
+    "test": TaskSizes(laws_train=300, laws_test=100, profiles_train=200, profiles_test=50),
+}
+
+
+@dataclass
+class DemoTask:
+    name: str
+    metric: str                    # "squad_f1" | "bertscore_rouge" (damoc.evaluate METRICS)
+    train_path: str
+    test_path: str
+    description: str
+    train_size: int = 0
+    test_size: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DESCRIPTIONS = {
+    "laws-qa": "Closed-book short-answer questions about persons; test persons are unseen, answers follow laws "
+               "over first and family names (SQuAD F1).",
+    "profiles": "Write a one-line profile of a person stating city, job, company, pet, color and car "
+                "((BERTScore + ROUGE-L) / 2).",
+}
+METRICS = {"laws-qa": "squad_f1", "profiles": "bertscore_rouge"}
+
+
+def laws_records(world: World, persons: list[str], n: int, seed: int, split: str) -> list[dict[str, Any]]:
+    """`n` distinct (person, attribute) questions, each with one of the attribute's phrasings."""
+    rng = random.Random(seed)
+    pairs = [(p, a) for p in persons for a in ATTRIBUTES]
+    rng.shuffle(pairs)
+    out = []
+    for i, (p, a) in enumerate(pairs[:n]):
+        out.append({"id": f"laws-{split}-{i:05d}", "question": rng.choice(QUESTION_TEMPLATES[a]).format(p=p),
+                    "answer": world.value(p, a), "attribute": a})
+    return out
+
+
+def profile_records(world: World, persons: list[str], n: int, seed: int, split: str) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    chosen = rng.sample(persons, min(n, len(persons)))
+    return [{"id": f"profiles-{split}-{i:05d}", "instruction": f"Write a short profile of {p}.",
+             "output": world.profile(p)} for i, p in enumerate(chosen)]
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def _build_tasks(tmp: Path, size: str, sizes: TaskSizes, world_spec: WorldSpec) -> None:
+    world = make_world(world_spec)
+    splits = {
+        "laws-qa": (laws_records(world, world.train_persons, sizes.laws_train, 101, "train"),
+                    laws_records(world, world.test_persons, sizes.laws_test, 102, "test")),
+        "profiles": (profile_records(world, world.train_persons, sizes.profiles_train, 103, "train"),
+                     profile_records(world, world.test_persons, sizes.profiles_test, 104, "test")),
+    }
+    entries = []
+    for name, (train, test) in splits.items():
+        (tmp / name).mkdir()
+        _write_jsonl(tmp / name / "train.jsonl", train)
+        _write_jsonl(tmp / name / "test.jsonl", test)
+        entries.append({"name": name, "metric": METRICS[name], "train": f"{name}/train.jsonl",
+                        "test": f"{name}/test.jsonl", "description": DESCRIPTIONS[name],
+                        "train_size": len(train), "test_size": len(test)})
+    atomic_write_json(tmp / MANIFEST, {"size": size, "tasks": entries, "world_seed": world_spec.seed})
+
+
+def demo_tasks(size: str = "demo", out: str | Path | None = None, settings: Any = None) -> list[DemoTask]:
+    """The demo tasks of `size`, generated under `out` (default `settings.zoo_dir`) unless already there."""
+    if size not in SIZES:
+        raise UnknownNameError("zoo size", size, SIZES)
+    if out is None:
+        from damoc.settings import Settings
+
+        out = (settings or Settings.load()).zoo_dir
+    world_spec = WorldSpec()
+    key = stable_hash(TASKS_VERSION, asdict(SIZES[size]), asdict(world_spec))
+    folder = Path(out).expanduser() / f"tasks-{size}-{key}"
+    manifest = cached_build(folder, lambda tmp: _build_tasks(tmp, size, SIZES[size], world_spec))
+    return [DemoTask(name=e["name"], metric=e["metric"], train_path=str(folder / e["train"]),
+                     test_path=str(folder / e["test"]), description=e["description"],
+                     train_size=e["train_size"], test_size=e["test_size"]) for e in manifest["tasks"]]

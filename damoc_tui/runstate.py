@@ -1,0 +1,212 @@
+"""What the run screen shows, folded from a run's events (pure: no Textual, no file access).
+
+This is display state only (which stage each candidate is in, its progress, loss curve, logs). The ranking itself is
+the pipeline's (`damoc.pipeline.api.leaderboard`); until its rows arrive, candidates are ordered by their scored value.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from damoc.events import (CandidateScored, Event, Log, Metric, RunFinished, RunStarted, StageFinished, StageProgress,
+                          StageStarted)
+
+DATA = "_data"
+LOG_KEEP = 200          # log lines kept per candidate: enough to read, bounded for week-long runs
+LOSS_KEEP = 400
+
+
+@dataclass
+class StageState:
+    name: str
+    status: str = "running"          # running | ok | failed | cancelled | skipped
+    done: int = 0
+    total: int | None = None
+    seconds: float = 0.0
+    reason: str = ""
+    note: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float | None:
+        if self.status == "ok":
+            return 1.0
+        if not self.total:
+            return None
+        return max(0.0, min(1.0, self.done / self.total))
+
+    def label(self) -> str:
+        """Short text for a table cell: `finetune 34/120`, `prune ok`, `eval failed`."""
+        if self.status == "running":
+            if self.total:
+                return f"{self.name} {self.done}/{self.total}"
+            return f"{self.name}…"
+        return f"{self.name} {self.status}"
+
+
+@dataclass
+class CandidateState:
+    name: str
+    stages: dict[str, StageState] = field(default_factory=dict)
+    score: float | None = None
+    stderr: float | None = None
+    metric: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)
+    logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_KEEP))
+
+    @property
+    def current(self) -> StageState | None:
+        """The running stage, else the last one that ended."""
+        running = [s for s in self.stages.values() if s.status == "running"]
+        if running:
+            return running[-1]
+        return next(reversed(self.stages.values()), None)
+
+    @property
+    def status(self) -> str:
+        states = [s.status for s in self.stages.values()]
+        if not states:
+            return "queued"
+        if "failed" in states:
+            return "failed"
+        if "running" in states:
+            return "running"
+        if "cancelled" in states:
+            return "cancelled"
+        return "scored" if self.score is not None else "waiting"
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.stages.values())
+
+    def pruning(self) -> str:
+        """The pruning/merge outcome as the prune stage reported it: `-3L merged`, `skipped: no Base`."""
+        for name, st in self.stages.items():
+            if "prune" not in name:
+                continue
+            if st.status == "skipped":
+                return f"skip: {st.reason}" if st.reason else "skipped"
+            if st.status != "ok":
+                return st.status
+            s = st.summary
+            removed = s.get("layers_removed", s.get("removed_layers", s.get("pruned_layers")))
+            n = len(removed) if isinstance(removed, (list, tuple)) else removed
+            merged = s.get("merged", s.get("merge_applied"))
+            parts = [f"-{n}L" if n is not None else "pruned"]
+            if merged is not None:
+                parts.append("merged" if merged else "no merge")
+            return " ".join(parts)
+        return ""
+
+
+@dataclass
+class RunState:
+    run_id: str
+    mode: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    candidates: dict[str, CandidateState] = field(default_factory=dict)
+    data: CandidateState = field(default_factory=lambda: CandidateState(DATA))
+    status: str = "created"
+    reason: str = ""
+    started: float | None = None
+    finished: float | None = None
+    seconds: float = 0.0
+    resumes: int = 0
+    events_seen: int = 0
+    logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_KEEP))
+
+    def candidate(self, name: str) -> CandidateState:
+        if not name or name == DATA:
+            return self.data
+        if name not in self.candidates:
+            self.candidates[name] = CandidateState(name)
+        return self.candidates[name]
+
+    def apply(self, event: Event) -> str | None:
+        """Fold one event in; returns the candidate it touched ("_data" for shared stages, "" for the run)."""
+        self.events_seen += 1
+        if isinstance(event, RunStarted):
+            self.mode = event.mode or self.mode
+            self.config = event.config or self.config
+            self.status, self.reason, self.finished = "running", "", None
+            self.started = self.started or event.t
+            self.resumes += int(event.resumed)
+            for name in event.candidates:
+                self.candidate(name)
+            return ""
+        if isinstance(event, RunFinished):
+            self.status = {"ok": "finished"}.get(event.status, event.status)
+            self.reason, self.finished, self.seconds = event.reason, event.t, event.seconds
+            for cand in [self.data, *self.candidates.values()]:   # a stage left running was interrupted
+                for st in cand.stages.values():
+                    if st.status == "running" and event.status != "ok":
+                        st.status = "cancelled" if event.status == "cancelled" else "failed"
+            return ""
+        if isinstance(event, (StageStarted, StageProgress, StageFinished)):
+            cand = self.candidate(event.candidate or _cell_candidate(event.cell))
+            stage = event.stage or event.cell.rpartition("/")[2]
+            st = cand.stages.get(stage)
+            if st is None or isinstance(event, StageStarted):
+                st = cand.stages[stage] = StageState(stage, total=getattr(event, "total", None))
+                cand.stages[stage] = cand.stages.pop(stage)          # keep stages in the order they (re)started
+            if isinstance(event, StageProgress):
+                st.status, st.done, st.note = "running", event.done, event.note
+                st.total = event.total if event.total is not None else st.total
+            elif isinstance(event, StageFinished):
+                st.status, st.reason, st.seconds, st.summary = event.status, event.reason, event.seconds, event.summary
+                if event.reason:
+                    cand.logs.append(f"{stage} {event.status}: {event.reason}")
+            return cand.name
+        if isinstance(event, Metric):
+            cand = self.candidate(event.candidate or _cell_candidate(event.cell))
+            if event.name.endswith("loss") and event.name.startswith("train"):
+                cand.losses.append(event.value)
+                del cand.losses[:-LOSS_KEEP]
+            return cand.name
+        if isinstance(event, CandidateScored):
+            cand = self.candidate(event.candidate)
+            cand.score, cand.stderr, cand.metric, cand.details = event.score, event.stderr, event.metric, event.details
+            return cand.name
+        if isinstance(event, Log):
+            name = _cell_candidate(event.cell)
+            line = f"{event.level}: {event.message}" if event.level != "info" else event.message
+            if name:
+                self.candidate(name).logs.append(line)
+                return name
+            self.logs.append(line)
+            return ""
+        return None
+
+    def ranking(self) -> list[CandidateState]:
+        """Scored candidates best first, then the others in their run order (the live view before the pipeline's
+        leaderboard rows arrive)."""
+        scored = sorted((c for c in self.candidates.values() if c.score is not None), key=lambda c: -c.score)
+        return scored + [c for c in self.candidates.values() if c.score is None]
+
+
+def _cell_candidate(cell: str) -> str:
+    return cell.partition("/")[0] if "/" in cell else ""
+
+
+def sparkline(values: list[float], width: int = 10) -> str:
+    """Unicode block sparkline of the last `width` points (min..max scaled), for a table cell."""
+    blocks = "▁▂▃▄▅▆▇█"
+    if not values:
+        return ""
+    vals = values[-width:] if len(values) <= width else _downsample(values, width)
+    lo, hi = min(vals), max(vals)
+    span = hi - lo
+    return "".join(blocks[int((v - lo) / span * (len(blocks) - 1)) if span else 0] for v in vals)
+
+
+def _downsample(values: list[float], width: int) -> list[float]:
+    """Mean of `width` equal buckets: the whole curve's shape, not only its tail."""
+    n = len(values)
+    out = []
+    for i in range(width):
+        a, b = i * n // width, max(i * n // width + 1, (i + 1) * n // width)
+        chunk = values[a:b]
+        out.append(sum(chunk) / len(chunk))
+    return out

@@ -1,0 +1,244 @@
+"""Runs: every run directory (running and finished), its leaderboard, the comparison with a ground-truth run over the
+same candidates, exports, the hand-off config of the winner, copy over SSH (OSC 52)."""
+from __future__ import annotations
+
+import threading
+from typing import Any, ClassVar
+
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual.worker import get_current_worker
+
+from damoc_tui import bridge, services
+from damoc_tui.messages import JobDone
+from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, TextScreen, notify_error
+from damoc_tui.screens.run import (export_leaderboard, fmt_seconds, leaderboard_markdown, show_handoff,
+                                   status_text)
+from damoc_tui.widgets.synced_table import SyncedTable
+from damoc_tui.widgets.topbar import TopBar
+
+RUN_COLUMNS = [("run_id", "run", 20), ("mode", "mode", 12), ("status", "status", 11), ("n", "cands", 5),
+               ("winner", "winner", 16), ("score", "score", 7), ("took", "took", 7)]
+
+
+class HistoryScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open", "Open", id="runs.open"),
+        Binding("e", "export", "Export", id="runs.export"),
+        Binding("c", "compare", "Compare", id="runs.compare"),
+        Binding("h", "handoff", "Hand-off", id="runs.handoff"),
+        Binding("y", "copy", "Copy", id="runs.copy"),
+        Binding("x", "cancel_run", "Cancel", id="runs.cancel", show=False),
+        Binding("r", "resume_run", "Resume", id="runs.resume", show=False),
+        Binding("f", "refresh", "Refresh", id="runs.refresh", show=False),
+        Binding("j", "cursor_down", "Down", id="runs.down", show=False),
+        Binding("k", "cursor_up", "Up", id="runs.up", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.summaries: dict[str, dict[str, Any]] = {}
+        self._poke = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        yield TopBar("runs")
+        with Horizontal(id="runs-body"):
+            yield SyncedTable(RUN_COLUMNS, row_key="run_id", id="runs")
+            with VerticalScroll(id="run-preview"):
+                yield Static("no run selected", id="preview")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.settings = self.app.settings  # type: ignore[attr-defined]
+        self.query_one("#runs", SyncedTable).focus()
+        self.poll_runs()
+
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh()
+
+    @work(thread=True, group="runs-poll", exclusive=True, exit_on_error=False, description="list run directories")
+    def poll_runs(self) -> None:
+        """Re-read the run directories every few seconds (cheap: unchanged runs are served from a cache)."""
+        cache: dict[str, tuple[Any, dict[str, Any]]] = {}
+        stop = get_current_worker().cancelled_event     # set when the screen goes away or the app exits
+        while not stop.is_set():
+            rows = bridge.run_summaries(self.settings, cache)
+            self.app.call_from_thread(self._show_runs, rows)
+            for _ in range(8):                           # 2 s, woken early by `f` (refresh)
+                if stop.wait(0.25) or self._poke.is_set():
+                    break
+            self._poke.clear()
+
+    def _show_runs(self, rows: list[dict[str, Any]]) -> None:
+        self.summaries = {r["run_id"]: r for r in rows}
+        table = self.query_one("#runs", SyncedTable)
+        table.sync([{**r, "status": status_text(r["status"]), "n": str(r["n"]),
+                     "score": f"{r['score']:.4f}" if isinstance(r.get("score"), float) else "",
+                     "took": fmt_seconds(r.get("seconds")) if r.get("seconds") else ""}
+                    for r in reversed(rows)])
+        self._preview()
+
+    def _selected(self) -> dict[str, Any] | None:
+        key = self.query_one("#runs", SyncedTable).highlighted_key
+        return self.summaries.get(key) if key else None
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def _highlight(self, event: DataTable.RowHighlighted) -> None:
+        self._preview()
+
+    @on(DataTable.RowSelected, "#runs")
+    def _selected_row(self, event: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    def _preview(self) -> None:
+        s = self._selected()
+        target = self.query_one("#preview", Static)
+        if s is None:
+            target.update("no runs yet: press n to start one (or run `damoc demo` in a shell)")
+            return
+        t = Table(box=None, padding=(0, 1), header_style="bold", expand=False)
+        for col in ("#", "candidate", "score", "gap"):
+            t.add_column(col, justify="right" if col != "candidate" else "left")
+        for r in s.get("ranking", [])[:12]:
+            gap = r.get("gap")
+            t.add_row(str(r.get("rank", "")), escape(str(r.get("name", ""))),
+                      f"{r['score']:.4f}" if isinstance(r.get("score"), (int, float)) else "",
+                      f"-{gap:.3f}" if isinstance(gap, (int, float)) and gap else "")
+        head = Text.from_markup(
+            f"[b]{escape(s['run_id'])}[/b]  {escape(s['mode'])}  {escape(s['status'])}\n"
+            f"dataset {escape(str(s.get('dataset') or '?'))}\n")
+        from rich.console import Group
+
+        parts: list[Any] = [head, t]
+        if s.get("compare"):
+            c = s["compare"]
+            parts.append(Text.from_markup(
+                f"\nvs ground truth {escape(c['against'])}: top-1 "
+                f"{'[green]agrees[/]' if c.get('top1_agree') else '[red]differs[/]'}, Kendall tau "
+                f"{c.get('kendall_tau', float('nan')):.2f}"
+                + (f", {c['time_ratio']:.1f}x faster" if isinstance(c.get("time_ratio"), (int, float)) else "")))
+        if s.get("reason"):
+            parts.append(Text(f"\n{s['reason']}", style="dim"))
+        target.update(Group(*parts))
+
+    # -- actions ------------------------------------------------------------------------------------------------
+    def action_refresh(self) -> None:
+        self._poke.set()
+
+    def action_cursor_down(self) -> None:
+        self.query_one("#runs", SyncedTable).action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        self.query_one("#runs", SyncedTable).action_cursor_up()
+
+    def _need(self) -> dict[str, Any] | None:
+        s = self._selected()
+        if s is None:
+            self.notify("no run selected", severity="warning")
+        return s
+
+    def action_open(self) -> None:
+        if (s := self._need()) is not None:
+            self.app.open_run(s["run_id"])  # type: ignore[attr-defined]
+
+    def action_export(self) -> None:
+        s = self._need()
+        if s is None:
+            return
+        choices = [("json", "JSON"), ("csv", "CSV"), ("md", "Markdown"), ("svg", "SVG screenshot of this screen")]
+
+        def chosen(fmt: str | None) -> None:
+            if fmt == "svg":
+                rd = services.open_run(self.settings, s["run_id"])
+                folder = services.export_dir(rd)
+                folder.mkdir(parents=True, exist_ok=True)
+                path = self.app.save_screenshot(f"runs-{s['run_id']}.svg", str(folder))
+                self.notify(f"saved {path}", timeout=6)
+            elif fmt:
+                self._job("export", lambda: export_leaderboard(services.open_run(self.settings, s["run_id"]), fmt,
+                                                               s.get("rows") or s.get("ranking", [])))
+        self.app.push_screen(ChoiceScreen(f"Export {s['run_id']}", choices), chosen)
+
+    def action_copy(self) -> None:
+        s = self._need()
+        if s is None:
+            return
+        rd = services.open_run(self.settings, s["run_id"])
+        text = leaderboard_markdown(s.get("rows") or s.get("ranking", []))
+        self.app.push_screen(TextScreen(f"Leaderboard of {s['run_id']}", text,
+                                        save_path=services.export_dir(rd) / "leaderboard-copy.md",
+                                        language="markdown"))
+
+    def action_handoff(self) -> None:
+        if (s := self._need()) is not None:
+            self._job("handoff", lambda: services.handoff(self.settings, s["run_id"]), run_id=s["run_id"])
+
+    def action_compare(self) -> None:
+        s = self._need()
+        if s is None:
+            return
+        others = [(rid, f"{rid}  {o['mode']}  {o['status']}") for rid, o in reversed(self.summaries.items())
+                  if rid != s["run_id"]]
+        if not others:
+            self.notify("no other run to compare with", severity="warning")
+            return
+
+        def chosen(other: str | None) -> None:
+            if other:
+                self._job("compare", lambda: services.compare_runs(self.settings, s["run_id"], other),
+                          a=s["run_id"], b=other)
+        self.app.push_screen(ChoiceScreen(f"Compare {s['run_id']} with", others), chosen)
+
+    def action_cancel_run(self) -> None:
+        s = self._need()
+        if s is None or s["status"] != "running":
+            if s is not None:
+                self.notify("this run is not running", severity="warning")
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._job("cancel", lambda: services.cancel_run(self.settings, s["run_id"]))
+        self.app.push_screen(ConfirmScreen(f"Cancel run {s['run_id']}?", "Finished cells are kept; r resumes.",
+                                           yes="Cancel run", no="Keep running"), answer)
+
+    def action_resume_run(self) -> None:
+        s = self._need()
+        if s is None:
+            return
+        if s["status"] == "running":
+            self.notify("already running", severity="warning")
+            return
+        self._job("resume", lambda: services.resume_run(self.settings, s["run_id"]), run_id=s["run_id"])
+
+    @work(thread=True, group="runs-actions", exit_on_error=False)
+    def _job(self, job: str, fn: Any, **extra: Any) -> None:
+        bridge.run_job(job, fn, self.post_message, **extra)
+
+    def on_job_done(self, message: JobDone) -> None:
+        if message.error:
+            notify_error(self.app, message.error, message.hint, title=message.job)
+            return
+        if message.job == "export":
+            self.notify(f"saved {message.result}", timeout=8)
+        elif message.job == "handoff":
+            rd = services.open_run(self.settings, message.extra["run_id"])
+            show_handoff(self, message.extra["run_id"], message.result, services.export_dir(rd))
+        elif message.job == "compare":
+            res = message.result
+            d = res if isinstance(res, dict) else services._as_dict(res)
+            text = "\n".join(f"{k}: {v}" for k, v in d.items())
+            self.app.push_screen(TextScreen(f"{message.extra['a']} vs {message.extra['b']}", text))
+        elif message.job == "resume":
+            self.notify(f"run {message.extra['run_id']} resumed: enter to watch it", timeout=6)
+            self.action_refresh()
+        elif message.job == "cancel":
+            self.notify("cancel sent", timeout=4)

@@ -1,0 +1,384 @@
+"""The live view of one run: per-candidate stage progress, the leaderboard (updated cell by cell), loss sparklines,
+the logs of the selected candidate, cancel and resume.
+
+The run is a separate process; this screen only tails its events.jsonl (bridge.follow_run) and asks the library to
+cancel or resume it. Leaving the screen, quitting the app or losing SSH leaves the run going.
+"""
+from __future__ import annotations
+
+import importlib.util
+import time
+from typing import Any, ClassVar
+
+from rich.markup import escape
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, RichLog, Sparkline, Static
+from textual.worker import get_current_worker
+
+from damoc.errors import DamocError
+from damoc_tui import bridge, services
+from damoc_tui.messages import JobDone, LeaderboardRows, RunEvents, RunLiveness, RunProgress
+from damoc_tui.runstate import DATA, CandidateState, RunState, sparkline
+from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, TextScreen, notify_error
+from damoc_tui.widgets.synced_table import SyncedTable
+
+BOARD_COLUMNS = [("rank", "#", 2), ("name", "candidate", 18), ("score", "score", 7), ("gap", "gap", 6),
+                 ("stage", "stage", 16), ("loss", "loss", 8), ("prune", "prune/merge", 11), ("status", "status", 8)]
+STATUS_STYLE = {"ok": "green", "finished": "green", "scored": "green", "running": "bold", "failed": "red",
+                "cancelled": "yellow", "interrupted": "yellow", "skipped": "cyan", "queued": "dim", "waiting": "dim"}
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def pipeline_available() -> bool:
+    return importlib.util.find_spec("damoc.pipeline.api") is not None
+
+
+def row_name(row: dict[str, Any]) -> str:
+    return str(row.get("name") or row.get("candidate") or "")
+
+
+class RunScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,backspace", "back", "Back", id="run.back"),
+        Binding("x", "cancel_run", "Cancel run", id="run.cancel"),
+        Binding("r", "resume_run", "Resume", id="run.resume"),
+        Binding("e", "export", "Export", id="run.export"),
+        Binding("y", "copy", "Copy", id="run.copy"),
+        Binding("h", "handoff", "Hand-off", id="run.handoff"),
+        Binding("j", "cursor_down", "Down", id="run.down", show=False),
+        Binding("k", "cursor_up", "Up", id="run.up", show=False),
+    ]
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.state = RunState(run_id)
+        self.rows: list[dict[str, Any]] = []      # the pipeline's leaderboard rows, when it has any
+        self.alive = False
+        self._selected: str | None = None
+        self.batches = 0                           # batches applied (tests and the latency benchmark read it)
+
+    # -- layout ---------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static(id="run-title", classes="bar")
+        yield Static(id="run-data", classes="bar dim-bar")
+        yield SyncedTable(BOARD_COLUMNS, row_key="name", id="board")
+        with Horizontal(id="run-detail"):
+            with Vertical(id="cand-pane"):
+                yield Static(id="cand-summary")
+                yield Sparkline([], id="cand-loss")
+            yield RichLog(id="cand-log", max_lines=400, wrap=True, markup=False, highlight=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.settings = self.app.settings  # type: ignore[attr-defined]
+        try:
+            self.rd = services.open_run(self.settings, self.run_id)
+        except DamocError as e:
+            notify_error(self.app, e.message, e.hint or "")
+            self.app.pop_screen()
+            return
+        self.run_id = self.rd.run_id
+        self.state.run_id = self.run_id
+        self.state.config = self.rd.config
+        self.query_one("#board", SyncedTable).focus()
+        self._render_header()
+        self.tail()
+
+    @work(thread=True, group="run-tail", exclusive=True, exit_on_error=False, description="follow events.jsonl")
+    def tail(self) -> None:
+        stop = get_current_worker().cancelled_event     # set when the screen goes away or the app exits
+        board = services.leaderboard_rows if pipeline_available() else None
+        bridge.follow_run(self.rd, self.post_message, stop, refresh_hz=self.settings.refresh_hz, leaderboard=board)
+
+    # -- events from the bridge ------------------------------------------------------------------------
+    def on_run_events(self, message: RunEvents) -> None:
+        touched = {self.state.apply(e) for e in message.events}
+        self.batches += 1
+        self._refresh(touched)
+
+    def on_run_progress(self, message: RunProgress) -> None:
+        self._refresh({self.state.apply(message.event)})
+
+    def on_run_liveness(self, message: RunLiveness) -> None:
+        self.alive = message.alive
+        if not message.alive and self.state.status == "running":
+            self.state.status = message.status
+        self._render_header()
+
+    def on_leaderboard_rows(self, message: LeaderboardRows) -> None:
+        self.rows = message.rows
+        self._refresh(set(self.state.candidates))
+
+    def _refresh(self, touched: set[str | None]) -> None:
+        self._render_header()
+        if DATA in touched or "" in touched:
+            self._render_data()
+        self.query_one("#board", SyncedTable).sync(self.board_rows())
+        sel = self._highlighted()
+        if sel is not None and (sel in touched or self._selected != sel):
+            self._render_candidate(sel)
+
+    # -- rendering ----------------------------------------------------------------------------------------
+    def board_rows(self) -> list[dict[str, Any]]:
+        """One row per candidate: the pipeline's rank/score/gap when it has ranked them, the live fold otherwise."""
+        by_name = {row_name(r): r for r in self.rows if row_name(r)}
+        order = [n for n in by_name if n in self.state.candidates or True]
+        order += [c.name for c in self.state.ranking() if c.name not in by_name]
+        leader = next((c.score for c in self.state.ranking() if c.score is not None), None)
+        out = []
+        for name in order:
+            cand = self.state.candidate(name)
+            r = by_name.get(name, {})
+            score = r.get("score", cand.score)
+            rank = r.get("rank") if r else (self.state.ranking().index(cand) + 1 if cand.score is not None else None)
+            gap = r.get("gap")
+            if gap is None and score is not None and leader is not None:
+                gap = leader - score
+            close = bool(r.get("too_close") or r.get("too_close_to_call"))
+            cur = cand.current
+            status = str(r.get("status") or cand.status) if cand.status in ("scored", "waiting") else cand.status
+            out.append({
+                "name": name,
+                "rank": str(rank) if rank is not None and score is not None else "",
+                "score": f"{score:.4f}" if isinstance(score, (int, float)) else "",
+                "gap": ("≈ " if close else "") + (f"-{gap:.3f}" if gap else "") if isinstance(gap, (int, float)) else "",
+                "stage": cur.label() if cur else "queued",
+                "loss": sparkline(cand.losses, 8),
+                "prune": str(r.get("merge") or r.get("prune") or cand.pruning() or ""),
+                "status": status_text(status),
+            })
+        return out
+
+    def _render_header(self) -> None:
+        st = self.state
+        status = "running" if self.alive else (st.status if st.status != "created" else self.rd.status())
+        live = "● live" if self.alive else "○ not running"
+        elapsed = (st.finished or time.time()) - st.started if st.started else None
+        cands = len(st.candidates) or len(self.rd.config.get("candidates", []))
+        txt = (f"[b]run {escape(self.run_id)}[/b]  {escape(st.mode or self.rd.config.get('mode', ''))}  "
+               f"[b]{escape(status)}[/b]  {live}  {fmt_seconds(elapsed)}  {cands} candidates")
+        if st.resumes:
+            txt += f"  resumed ×{st.resumes}"
+        if st.reason:
+            txt += f"  [dim]{escape(st.reason[:60])}[/]"
+        self.query_one("#run-title", Static).update(txt)
+
+    def _render_data(self) -> None:
+        parts = []
+        for st in self.state.data.stages.values():
+            secs = f" {fmt_seconds(st.seconds)}" if st.status != "running" and st.seconds else ""
+            parts.append(escape(st.label()) + secs)
+        line = "data: " + (" · ".join(parts) if parts else "waiting")
+        if self.state.logs:
+            line += f"  [dim]{escape(self.state.logs[-1][:50])}[/]"
+        self.query_one("#run-data", Static).update(line)
+
+    def _highlighted(self) -> str | None:
+        return self.query_one("#board", SyncedTable).highlighted_key
+
+    def _render_candidate(self, name: str) -> None:
+        cand: CandidateState = self.state.candidate(name)
+        lines = [f"[b]{escape(name)}[/b]  {escape(cand.status)}"
+                 + (f"  {cand.metric} {cand.score:.4f}" if cand.score is not None else "")
+                 + (f" ± {cand.stderr:.4f}" if cand.stderr else "")]
+        for st in cand.stages.values():
+            why = f": {escape(st.reason)}" if st.reason else ""
+            lines.append(f"{escape(st.label())} {fmt_seconds(st.seconds) if st.seconds else ''}{why}")
+        if cand.losses:
+            lines.append(f"train loss {cand.losses[0]:.3f} → {cand.losses[-1]:.3f} ({len(cand.losses)} pts)")
+        self.query_one("#cand-summary", Static).update("\n".join(lines))
+        self.query_one("#cand-loss", Sparkline).data = list(cand.losses)
+        log = self.query_one("#cand-log", RichLog)
+        if self._selected != name:
+            log.clear()
+            self._selected = name
+            self._log_count = 0
+        new = list(cand.logs)[self._log_count:] if self._log_count <= len(cand.logs) else list(cand.logs)
+        for line in new:
+            log.write(line)
+        self._log_count = len(cand.logs)
+
+    @on(DataTable.RowHighlighted, "#board")
+    def _highlight(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value is not None:
+            self._render_candidate(str(event.row_key.value))
+
+    # -- actions ---------------------------------------------------------------------------------------------
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_cursor_down(self) -> None:
+        self.query_one("#board", SyncedTable).action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        self.query_one("#board", SyncedTable).action_cursor_up()
+
+    def action_cancel_run(self) -> None:
+        if not self.alive:
+            self.notify("this run is not running", severity="warning")
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._job("cancel", lambda: services.cancel_run(self.settings, self.run_id))
+        self.app.push_screen(ConfirmScreen(f"Cancel run {self.run_id}?",
+                                           "Finished cells are kept; r resumes from where it stopped.",
+                                           yes="Cancel run", no="Keep running"), answer)
+
+    def action_resume_run(self) -> None:
+        if self.alive:
+            self.notify("this run is already running", severity="warning")
+            return
+        self._job("resume", lambda: services.resume_run(self.settings, self.run_id))
+
+    def action_export(self) -> None:
+        choices = [("json", "JSON (leaderboard)"), ("csv", "CSV (leaderboard)"), ("md", "Markdown (leaderboard)"),
+                   ("svg", "SVG screenshot of this screen")]
+
+        def chosen(fmt: str | None) -> None:
+            if fmt == "svg":
+                self.save_svg()
+            elif fmt:
+                self._job("export", lambda: export_leaderboard(self.rd, fmt, self.board_plain_rows()), fmt=fmt)
+        self.app.push_screen(ChoiceScreen("Export", choices), chosen)
+
+    def save_svg(self) -> str:
+        folder = services.export_dir(self.rd)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"run-{self.run_id}-{time.strftime('%H%M%S')}.svg"
+        path = self.app.save_screenshot(name, str(folder))
+        self.notify(f"saved {path}", timeout=6)
+        return path
+
+    def board_plain_rows(self) -> list[dict[str, Any]]:
+        return self.rows or [{k: str(v) for k, v in r.items()} for r in self.board_rows()]
+
+    def action_copy(self) -> None:
+        text = leaderboard_markdown(self.board_plain_rows())
+        path = services.export_dir(self.rd) / "leaderboard-copy.md"
+        self.app.push_screen(TextScreen(f"Leaderboard of {self.run_id}", text, save_path=path, language="markdown"))
+
+    def action_handoff(self) -> None:
+        self._job("handoff", lambda: services.handoff(self.settings, self.run_id))
+
+    @work(thread=True, group="run-actions", exit_on_error=False)
+    def _job(self, job: str, fn: Any, **extra: Any) -> None:
+        bridge.run_job(job, fn, self.post_message, **extra)
+
+    def on_job_done(self, message: JobDone) -> None:
+        if message.error:
+            notify_error(self.app, message.error, message.hint, title=message.job)
+            return
+        if message.job == "cancel":
+            self.notify("cancel sent: the run stops after saving its current state", timeout=6)
+        elif message.job == "resume":
+            self.notify(f"run {self.run_id} resumed", timeout=4)
+        elif message.job == "export":
+            self.notify(f"saved {message.result}", timeout=8)
+        elif message.job == "handoff":
+            show_handoff(self, self.run_id, message.result, services.export_dir(self.rd))
+
+
+# -- shared with the history screen ---------------------------------------------------------------------------
+
+PLAIN_COLUMNS = ("rank", "name", "score", "gap", "status")
+
+
+def leaderboard_markdown(rows: list[dict[str, Any]]) -> str:
+    cols = [c for c in _columns(rows)]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(_cell(r.get(c)) for c in cols) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    cols: list[str] = []
+    for r in rows:
+        for k, v in r.items():
+            if k not in cols and not isinstance(v, (dict, list)):
+                cols.append(k)
+    return cols
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def export_leaderboard(rd: Any, fmt: str, rows: list[dict[str, Any]]) -> str:
+    """Write the leaderboard as JSON/CSV/Markdown under `<run>/exports/` and return the path.
+
+    Uses the pipeline's own exporter when it offers one (same files as `damoc` CLI exports), else writes the rows.
+    """
+    import csv
+    import io
+    import json
+
+    from damoc.fsutil import atomic_write_text
+
+    folder = services.export_dir(rd)
+    path = folder / f"leaderboard.{fmt}"
+    try:
+        api = services.pipeline()
+        exporter = getattr(api, "export_leaderboard", None)
+        if exporter is not None:
+            return str(exporter(rd, fmt, path))
+    except DamocError:
+        pass
+    if fmt == "json":
+        atomic_write_text(path, json.dumps(rows, indent=2, default=str) + "\n")
+    elif fmt == "csv":
+        cols = _columns(rows)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: _cell(r.get(c)) for c in cols})
+        atomic_write_text(path, buf.getvalue())
+    else:
+        atomic_write_text(path, leaderboard_markdown(rows))
+    return str(path)
+
+
+def show_handoff(screen: Screen[Any], run_id: str, result: Any, folder: Any) -> None:
+    """The hand-off of the winner: one text per target (LLaMA-Factory YAML, ms-swift command)."""
+    from pathlib import Path
+
+    if isinstance(result, dict):
+        parts = [(str(k), v) for k, v in result.items()]
+    elif isinstance(result, (list, tuple)):
+        parts = [(f"part {i}", v) for i, v in enumerate(result)]
+    else:
+        parts = [("hand-off", result)]
+    texts = []
+    for name, value in parts:
+        if isinstance(value, (str, Path)) and Path(str(value)).is_file():
+            texts.append(f"# {name}: {value}\n" + Path(str(value)).read_text(encoding="utf-8"))
+        else:
+            texts.append(f"# {name}\n{value}")
+    screen.app.push_screen(TextScreen(f"Hand-off of the winner of {run_id}", "\n\n".join(texts),
+                                      save_path=Path(folder) / "handoff.txt"))
