@@ -132,38 +132,40 @@ def run_summaries(settings: Any, cache: dict[str, tuple[Any, dict[str, Any]]]) -
 
 
 def summarise_run(rd: RunDir, alive: bool) -> dict[str, Any]:
-    from damoc_tui.runstate import RunState
+    """What the Runs screen lists: mode, status, winner and ranking (the pipeline's leaderboard), wall time."""
+    from damoc_tui import services
 
     cfg = rd.config
-    state = RunState(rd.run_id)
-    for e in rd.events():
-        state.apply(e)
+    meta = rd.meta
     status = "running" if alive else rd.status()
-    rows: list[dict[str, Any]] = []
+    ranking: list[dict[str, Any]] = []
+    reason = ""
     try:
-        from damoc_tui import services
-
-        rows = services.leaderboard_rows(rd)
-    except (DamocError, OSError, ValueError, KeyError):
-        rows = []
-    if rows:
-        ranking = [{"rank": r.get("rank"), "name": r.get("name") or r.get("candidate"), "score": r.get("score"),
-                    "gap": r.get("gap")} for r in rows]
-    else:
-        ranked = [c for c in state.ranking() if c.score is not None]
-        lead = ranked[0].score if ranked else None
-        ranking = [{"rank": i + 1, "name": c.name, "score": c.score,
-                    "gap": (lead - c.score) if lead is not None and c.score is not None else None}
-                   for i, c in enumerate(ranked)]
-    winner = ranking[0] if ranking and ranking[0].get("score") is not None else {}
-    dataset = (cfg.get("dataset") or {}).get("train") if isinstance(cfg.get("dataset"), dict) else cfg.get("dataset")
+        lb = services.leaderboard(rd)
+        ranking = [{"rank": r.rank, "name": r.candidate, "score": r.score, "gap": r.gap, "too_close": r.too_close}
+                   for r in lb.rows if r.score is not None]
+        reason = lb.note
+    except (DamocError, OSError, ValueError, KeyError, TypeError):
+        pass                                   # a run of another version or half-created: listed without ranking
+    seconds = meta.get("seconds")
+    if seconds is None:
+        events = rd.events()
+        starts = [e.t for e in events if isinstance(e, RunStarted)]
+        ends = [e.seconds for e in events if isinstance(e, RunFinished)]
+        seconds = sum(ends) if ends else ((time.time() - starts[0]) if starts and alive else None)
+    for e in reversed(rd.events()) if status in ("failed", "cancelled", "interrupted") else []:
+        if isinstance(e, RunFinished) and e.reason:
+            reason = e.reason
+            break
+    dataset = (cfg.get("dataset") or {}).get("train") if isinstance(cfg.get("dataset"), dict) else None
+    winner = ranking[0] if ranking else {}
     return {
-        "run_id": rd.run_id, "mode": str(cfg.get("mode") or state.mode or ""), "status": status,
-        "n": len(cfg.get("candidates") or state.candidates), "candidates": list(cfg.get("candidates") or []),
-        "winner": str(winner.get("name") or ""), "score": winner.get("score"),
-        "seconds": state.seconds or ((state.finished or 0) - (state.started or 0)) or None,
-        "dataset": dataset, "ranking": ranking, "rows": rows, "reason": state.reason,
-        "label": cfg.get("label", ""),
+        "run_id": rd.run_id, "mode": str(cfg.get("mode") or meta.get("mode") or ""), "status": status,
+        "n": len(cfg.get("candidates") or meta.get("candidates") or []),
+        "candidates": list(cfg.get("candidates") or meta.get("candidates") or []),
+        "winner": str(winner.get("name") or ""), "score": winner.get("score"), "seconds": seconds,
+        "dataset": dataset or meta.get("dataset"), "ranking": ranking, "reason": reason,
+        "label": cfg.get("label", "") or meta.get("label", ""),
     }
 
 

@@ -36,13 +36,22 @@ class StageState:
             return None
         return max(0.0, min(1.0, self.done / self.total))
 
+    @property
+    def short(self) -> str:
+        """The stage's own name: `finetune-full-s0/finetune` -> `finetune`."""
+        return self.name.rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> str:
+        return self.name.rpartition("/")[0]
+
     def label(self) -> str:
-        """Short text for a table cell: `finetune 34/120`, `prune ok`, `eval failed`."""
+        """Short text for a table cell: `finetune 34/120`, `prune ok`, `evaluate failed`."""
         if self.status == "running":
             if self.total:
-                return f"{self.name} {self.done}/{self.total}"
-            return f"{self.name}…"
-        return f"{self.name} {self.status}"
+                return f"{self.short} {self.done}/{self.total}"
+            return f"{self.short}…"
+        return f"{self.short} {self.status}"
 
 
 @dataclass
@@ -58,11 +67,24 @@ class CandidateState:
 
     @property
     def current(self) -> StageState | None:
-        """The running stage, else the last one that ended."""
+        """The innermost running stage (a fine-tune cell's `finetune` step counter), else the last one that ended."""
         running = [s for s in self.stages.values() if s.status == "running"]
         if running:
             return running[-1]
-        return next(reversed(self.stages.values()), None)
+        top = self.top_stages()
+        return top[-1] if top else None
+
+    def top_stages(self) -> list[StageState]:
+        """The cells (not their sub-stages), in the order they started."""
+        return [s for s in self.stages.values() if not s.parent]
+
+    def live_label(self, st: StageState) -> str:
+        """A cell's label, with its running sub-stage's progress when it has one."""
+        if st.status == "running":
+            subs = [s for s in self.stages.values() if s.parent == st.name and s.status == "running"]
+            if subs:
+                return subs[-1].label()
+        return st.label()
 
     @property
     def status(self) -> str:
@@ -82,23 +104,20 @@ class CandidateState:
         return sum(s.seconds for s in self.stages.values())
 
     def pruning(self) -> str:
-        """The pruning/merge outcome as the prune stage reported it: `-3L merged`, `skipped: no Base`."""
-        for name, st in self.stages.items():
-            if "prune" not in name:
-                continue
-            if st.status == "skipped":
-                return f"skip: {st.reason}" if st.reason else "skipped"
-            if st.status != "ok":
-                return st.status
-            s = st.summary
-            removed = s.get("layers_removed", s.get("removed_layers", s.get("pruned_layers")))
-            n = len(removed) if isinstance(removed, (list, tuple)) else removed
-            merged = s.get("merged", s.get("merge_applied"))
-            parts = [f"-{n}L" if n is not None else "pruned"]
-            if merged is not None:
-                parts.append("merged" if merged else "no merge")
-            return " ".join(parts)
-        return ""
+        """The pruning/merge outcome as the prune cell reported it: `-3/24 merged`, `skipped: no Base`."""
+        st = self.stages.get("prune")
+        if st is None:
+            return ""
+        if st.status == "skipped":
+            return f"skip: {st.reason}" if st.reason else "skipped"
+        if st.status != "ok":
+            return st.status
+        s = st.summary
+        before, after = s.get("layers_before"), s.get("layers_after")
+        out = f"-{before - after}/{before}" if isinstance(before, int) and isinstance(after, int) else "pruned"
+        if s.get("merge_rule"):
+            return out + " merged"
+        return out + (" no merge" if "skip_reason" in s else "")
 
 
 @dataclass
@@ -146,7 +165,7 @@ class RunState:
             return ""
         if isinstance(event, (StageStarted, StageProgress, StageFinished)):
             cand = self.candidate(event.candidate or _cell_candidate(event.cell))
-            stage = event.stage or event.cell.rpartition("/")[2]
+            stage = _stage_key(event.cell, event.stage)
             st = cand.stages.get(stage)
             if st is None or isinstance(event, StageStarted):
                 st = cand.stages[stage] = StageState(stage, total=getattr(event, "total", None))
@@ -184,6 +203,13 @@ class RunState:
         leaderboard rows arrive)."""
         scored = sorted((c for c in self.candidates.values() if c.score is not None), key=lambda c: -c.score)
         return scored + [c for c in self.candidates.values() if c.score is None]
+
+
+def _stage_key(cell: str, stage: str) -> str:
+    """`cand/finetune-full-s0/finetune` -> `finetune-full-s0/finetune`; a bare stage name when there is no cell."""
+    if "/" in cell:
+        return cell.partition("/")[2]
+    return stage or cell
 
 
 def _cell_candidate(cell: str) -> str:

@@ -44,11 +44,14 @@ def open_run(settings: Settings, run_id: str) -> Any:
     return RunDir.open(settings.runs_dir, run_id)
 
 
+def leaderboard(rd: Any) -> Any:
+    """The pipeline's Leaderboard of a run directory (ranking, gaps, too-close marks, exports)."""
+    return pipeline().leaderboard(rd)
+
+
 def leaderboard_rows(rd: Any) -> list[dict[str, Any]]:
-    """The pipeline's leaderboard of a run directory as plain row dicts."""
-    res = pipeline().leaderboard(rd)
-    rows = getattr(res, "rows", res)
-    return [r if isinstance(r, dict) else _as_dict(r) for r in rows]
+    """The pipeline's leaderboard rows as dicts, best first (`name` added for the candidate)."""
+    return [{"name": r["candidate"], **r} for r in leaderboard(rd).to_dict()["rows"]]
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:

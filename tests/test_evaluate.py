@@ -67,7 +67,8 @@ def test_rouge_l_by_hand_and_unicode():
 
     # LCS("the cat sat on the mat", "the cat lay on the mat") = the cat on the mat = 5 of 6 -> P = R = F = 5/6
     assert rouge_l(["the cat sat on the mat"], [["the cat lay on the mat"]])[0] == pytest.approx(5 / 6)
-    assert rouge_l(["running dogs"], [["the dog runs", "dogs running"]])[0] == pytest.approx(1.0)   # stemmed, max
+    # stemmed: "dogs running" -> [dog, run] vs [the, dog, run]: LCS 2, P 1, R 2/3 -> F 0.8 (max over references)
+    assert rouge_l(["dogs running"], [["cats", "the dog runs"]])[0] == pytest.approx(0.8)
     assert rouge_l(["Ελληνικά κείμενα"], [["Ελληνικά κείμενα"]])[0] == pytest.approx(1.0)
     assert rouge_l(["中文测试"], [["中文"]])[0] == pytest.approx(2 * (0.5 * 1) / 1.5)
     assert rouge_l(["anything"], [[""]])[0] == 0.0
@@ -102,7 +103,7 @@ def test_pick_metric_on_the_paper_datasets(shared_data):
     want = {"pubmedqa/test.jsonl": "bertscore_rouge", "squad/test.jsonl": "squad_f1",
             "mmlu/dev.jsonl": "mc_accuracy", "alpaca/test.jsonl": "bertscore_rouge"}
     for rel, metric in want.items():
-        assert pick_metric(load_samples(shared_data / rel).samples[:300]) == metric, rel
+        assert pick_metric(load_samples(shared_data / rel, skip_bad=True).samples[:300]) == metric, rel
 
 
 # -- prompts -------------------------------------------------------------------------------------------------
@@ -232,9 +233,9 @@ def test_finetuned_chat_model_beats_its_base(chat_dir):
 def test_bertscore_rouge_through_evaluate(llama_dir):
     from damoc.models import load_tokenizer
 
-    answers = {"cat": "the cat is red", "dog": "it is blue", "bird": "", "lake": "two"}
-    be = ScriptedBackend(load_tokenizer(llama_dir), answers)
-    items = [Sample(id=k, question=f"what is the color of the {k}", answer=v) for k, v in answers.items()]
+    refs = {"cat": "the cat is red", "dog": "it is blue", "bird": "green", "lake": "two"}
+    be = ScriptedBackend(load_tokenizer(llama_dir), {**refs, "bird": ""})
+    items = [Sample(id=k, question=f"what is the color of the {k}", answer=v) for k, v in refs.items()]
     res = evaluate(be, items, metric="bertscore_rouge", secondary=())
     assert res.per_item[0] == pytest.approx(100.0, abs=0.01) and res.per_item[3] == pytest.approx(100.0, abs=0.01)
     assert res.per_item[2] == 0.0                              # an empty answer scores 0
@@ -263,3 +264,19 @@ def test_zoo_candidate_zero_shot(test_zoo, test_tasks):
     test = load_samples(task.test_path).samples[:8]
     res = evaluate(test_zoo[0].chat_path, test, metric=task.metric)
     assert res.n == 8 and 0 <= res.score <= 100 and res.secondary["answer_loglik"][0] < 0
+
+
+def test_zoo_proxy_finetune_raises_answer_loglik(test_zoo, test_tasks):
+    """A short proxy fine-tune of a real zoo candidate moves the teacher-forced answer score the right way."""
+    from damoc.data import load_samples
+    from damoc.finetune import FinetuneConfig, finetune
+
+    task = test_tasks[0]
+    train = load_samples(task.train_path).samples[:64]
+    test = load_samples(task.test_path).samples[:40]
+    cand = test_zoo[0]
+    zero = evaluate(cand.chat_path, test, metric=task.metric)
+    ft = finetune(cand.chat_path, train, FinetuneConfig(lr=1e-3, effective_batch=8, min_steps=40))
+    assert ft.steps == 40 and ft.final_loss < ft.losses[0]
+    tuned = evaluate(ft, test, metric=task.metric)
+    assert tuned.secondary["answer_loglik"][0] > zero.secondary["answer_loglik"][0] + 0.3

@@ -21,7 +21,7 @@ def test_defaults_are_the_papers():
     assert (c.filter.method, c.filter.ratio) == ("graphcut", 0.1)
     assert (c.prune.threshold, c.prune.sparsity) == (0.85, 0.2)
     assert (c.finetune.full.lr, c.finetune.full.effective_batch, c.finetune.full.epochs) == (1e-5, 64, 3.0)
-    assert c.compress.rate == 0.5 and c.compress.bertscore_threshold == 0.9
+    assert c.compress.rate == 0.5 and c.compress.method == "damoc"
 
 
 def test_overrides_are_typed_and_checked(tmp_path):
@@ -190,6 +190,16 @@ def test_leaderboard_tolerance_with_one_seed_and_method_choice():
     assert not any(r.too_close for r in far.rows)
 
 
+def test_equal_scores_are_ordered_by_answer_loglik():
+    cells = {"A/finetune-full-s0": _done(method="full", score=0.0, secondary={"answer_loglik": -2.0}),
+             "B/finetune-full-s0": _done(method="full", score=0.0, secondary={"answer_loglik": -1.0}),
+             "C/finetune-full-s0": _done(method="full", score=0.0),
+             "D/finetune-full-s0": _done(method="full", score=0.0)}
+    lb = build_leaderboard(run_id="r", mode="damoc", candidates=list("ABCD"), methods=["full"], seeds=[0],
+                           cells=cells)
+    assert [(r.candidate, r.rank) for r in lb.rows] == [("B", 1), ("A", 2), ("C", 3), ("D", 3)]
+
+
 # -- compare ------------------------------------------------------------------------------------------
 
 def test_rank_correlations_against_hand_computed_values():
@@ -257,3 +267,36 @@ def test_handoff_uses_the_dataset_path_and_paper_hyperparameters(tmp_path):
     assert "finetuning_type: lora" in files["llamafactory_sft.yaml"] and "--tuner_type lora" in files["swift_sft.sh"]
     assert "--check_model false" in files["swift_sft.sh"]
     assert '--columns \'{"question": "instruction", "answer": "output", "context": "input"}\'' in files["swift_sft.sh"]
+
+
+# -- executor -----------------------------------------------------------------------------------------
+
+def test_local_executor_places_one_job_per_gpu(tmp_path, monkeypatch):
+    """Two visible GPUs: two jobs run at once, each with its own CUDA_VISIBLE_DEVICES; the third waits for a free
+    slot. (Real subprocesses; the 'worker' is a stand-in that records its device and time span.)"""
+    import sys
+
+    from damoc.pipeline.executor import LocalExecutor, WorkerJob, visible_gpus
+
+    class Probe(WorkerJob):
+        def argv(self, run_dir, python=sys.executable):
+            code = ("import os, time, json; t0 = time.time(); time.sleep(1.0); "
+                    "print(json.dumps([os.environ.get('CUDA_VISIBLE_DEVICES'), t0, time.time()]))")
+            return [python, "-c", code]
+
+    done = []
+    ex = LocalExecutor(tmp_path, gpus=["0", "1"], poll=0.05)
+    results = ex.run([Probe(f"j{i}", [f"c{i}"]) for i in range(3)], on_done=done.append)
+    assert [r.returncode for r in results] == [0, 0, 0] and len(done) == 3
+    spans = {r.job.name: json.loads(Path(r.log).read_text().strip().splitlines()[-1]) for r in results}
+    assert {spans["j0"][0], spans["j1"][0]} == {"0", "1"}            # one job per GPU
+    assert spans["j0"][1] < spans["j1"][2] and spans["j1"][1] < spans["j0"][2]   # j0 and j1 overlapped
+    assert spans["j2"][1] >= min(spans["j0"][2], spans["j1"][2]) - 0.05        # j2 waited for a free GPU
+    # CPU only: one at a time, no device set
+    seq = LocalExecutor(tmp_path / "cpu", gpus=[], poll=0.05).run([Probe("a", ["a"]), Probe("b", ["b"])])
+    sa, sb = (json.loads(Path(r.log).read_text().strip().splitlines()[-1]) for r in seq)
+    assert sa[0] is None and sb[1] >= sa[2] - 0.05
+    # device discovery never imports torch
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert visible_gpus("auto") == ["2", "3"] and visible_gpus("auto", device="cpu") == []
+    assert visible_gpus("0,1") == ["0", "1"] and visible_gpus("none") == []

@@ -24,6 +24,7 @@ def _tokenizer_json(tmp_root: str) -> str:
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator([CORPUS], vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>", "<pad>"])
+    Path(tmp_root).mkdir(parents=True, exist_ok=True)
     path = Path(tmp_root) / "tokenizer.json"
     bpe.save(str(path))
     return str(path)

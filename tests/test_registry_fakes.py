@@ -85,7 +85,8 @@ def write_cached(cache: Path, repo_id: str, *, complete: bool = True, **kw: Any)
     (repo / "blobs").mkdir(exist_ok=True)
     for f in sorted(staging.iterdir()):
         if not complete and f.suffix == ".safetensors":
-            continue                      # a partial download: config present, weights not yet
+            f.unlink()                    # a partial download: config present, weights not yet
+            continue
         data = f.read_bytes()
         blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
         blob.write_bytes(data)
@@ -107,8 +108,9 @@ class FakeHub:
     `gated` repos answer 403 GatedRepo on file downloads, like the real hub without accepted terms."""
 
     def __init__(self, repos: dict[str, dict[str, bytes]], gated: set[str] | None = None,
-                 config: dict[str, dict[str, Any]] | None = None) -> None:
+                 config: dict[str, dict[str, Any]] | None = None, fail_once: set[str] | None = None) -> None:
         self.repos, self.gated, self.config = repos, gated or set(), config or {}
+        self.fail_once = set(fail_once or ())     # file names whose first GET answers 500 (an interrupted pull)
         self.requests: list[tuple[str, str, str | None]] = []     # (method, path, Range header)
         hub = self
 
@@ -163,6 +165,10 @@ class FakeHub:
                     return
                 if name not in files:
                     self._send(404, b"{}", {"X-Error-Code": "EntryNotFound"}, head)
+                    return
+                if not head and name in hub.fail_once:
+                    hub.fail_once.discard(name)
+                    self._send(500, b"{}", {}, head)
                     return
                 data = files[name]
                 etag = hashlib.sha256(data).hexdigest()

@@ -43,7 +43,8 @@ def make_model(out: Path, *, arch: str = "llama", hidden: int = 32, layers: int 
     """Save a random tiny model + tokenizer to `out` and return the folder. A wide init (0.3, not HF's 0.02) makes
     a random model's greedy output vary with the prompt instead of repeating one token."""
     import torch
-    from transformers import AutoModelForCausalLM, GPTNeoXConfig, LlamaConfig, Phi3Config
+    from transformers import (AutoModelForCausalLM, Gemma2Config, GPTNeoXConfig, LlamaConfig, MistralConfig,
+                              Phi3Config, Qwen2Config, Qwen3Config)
 
     out = Path(out)
     tok = make_tokenizer(out, chat=chat)
@@ -56,6 +57,15 @@ def make_model(out: Path, *, arch: str = "llama", hidden: int = 32, layers: int 
         cfg = Phi3Config(num_key_value_heads=4, **common)
     elif arch == "gpt_neox":
         cfg = GPTNeoXConfig(**common)
+    elif arch == "qwen2":
+        cfg = Qwen2Config(num_key_value_heads=2, **common)
+    elif arch == "qwen3":
+        cfg = Qwen3Config(num_key_value_heads=2, head_dim=hidden // 4, **common)
+    elif arch == "mistral":
+        cfg = MistralConfig(num_key_value_heads=2, head_dim=hidden // 4, sliding_window=None, **common)
+    elif arch == "gemma2":      # feasibility.md T8: explicit head_dim, query scale and window
+        cfg = Gemma2Config(num_key_value_heads=2, head_dim=hidden // 4, query_pre_attn_scalar=hidden // 4,
+                           sliding_window=16, **common)
     else:
         raise ValueError(arch)
     torch.manual_seed(seed)

@@ -75,16 +75,27 @@ def list_cmd(as_json: bool, family: str | None, source: str | None, local_only: 
 
     from damoc.registry.models import human_count
 
-    t = Table(title=f"{len(cands)} candidates", title_justify="left")
-    for col in ("name", "family", "chat", "base", "where", "size", "params", "layers", "capability"):
-        t.add_column(col, overflow="fold")
-    for c in cands:
-        flags = " [red]gated[/]" if c.chat_facts.gated else ""
-        flags += " [magenta]remote-code[/]" if c.chat_facts.trust_remote_code else ""
-        t.add_row(c.name + ("*" if c.paper else "") + flags, c.family, c.chat.id,
-                  c.base.id if c.base else "[dim]—[/]", _where(c), _size(c), human_count(c.chat_facts.parameters),
-                  str(c.chat_facts.layers or "?"), _flag(c, short=True))
+    from rich import box
+
     con = out_console()
+    # the full table needs ~150 columns; narrower terminals drop columns (`show NAME` has everything)
+    full, medium = con.width >= 150, con.width >= 100
+    t = Table(title=f"{len(cands)} candidates", title_justify="left", box=box.SIMPLE_HEAD)
+    t.add_column("name", no_wrap=True)
+    cols = [("family", full), ("chat", medium), ("base", medium), ("where", True), ("size", True),
+            ("params", full), ("layers", full), ("capability", True)]
+    for col, show_it in cols:
+        if show_it:
+            t.add_column(col, no_wrap=col in ("size", "params", "capability", "where"),
+                         overflow="fold")
+    for c in cands:
+        flags = (" [red]gated[/]" if c.chat_facts.gated else "") + \
+            (" [magenta]remote[/]" if c.chat_facts.trust_remote_code else "")
+        values = {"family": c.family, "chat": c.chat.id, "base": c.base.id if c.base else "[dim]—[/]",
+                  "where": _where(c), "size": _size(c), "params": human_count(c.chat_facts.parameters),
+                  "layers": str(c.chat_facts.layers or "?"), "capability": _flag(c, short=True)}
+        t.add_row(c.name + ("*" if c.paper else "") + (flags if full else ""),
+                  *[values[col] for col, show_it in cols if show_it])
     con.print(t)
     con.print("[dim]* one of the DaMoC paper's eight candidates; ↓ = to download; ≈ = estimated from the catalog "
               "(confirm with `damoc registry check --online`); why: `damoc registry show NAME`[/]")
@@ -359,19 +370,33 @@ def preflight_cmd(names: tuple[str, ...], sets: tuple[str, ...], config_file: Pa
     from rich.table import Table
 
     con = out_console()
+    from rich import box
+
     t = Table(title=f"pre-flight on {pf.device} ({pf.bytes_per_weight}-byte weights, seq_len {pf.config.seq_len}, "
-                    f"batch {pf.config.batch_size})", title_justify="left")
-    for col in ("candidate", "download", "calibration", "full FT", "LoRA FT", "run disk", "skipped"):
-        t.add_column(col, overflow="fold")
+                    f"batch {pf.config.batch_size})", title_justify="left", box=box.SIMPLE_HEAD,
+              pad_edge=False, padding=(0, 1))
+    t.add_column("candidate", no_wrap=True)
+    for col in ("pull", "calib", "full FT", "LoRA FT", "disk"):
+        t.add_column(col, no_wrap=True, justify="right")
     for c in pf.candidates:
         mem = lambda m: human_bytes(m.total) if m else "?"
-        skipped = "; ".join(f"{s.stage}: {s.reason}" for s in c.skipped) or "—"
         t.add_row(c.name, human_bytes(c.download_bytes, approx=c.download_estimated) if c.download_bytes else "local",
-                  mem(c.calibration), mem(c.full_ft), mem(c.lora_ft), human_bytes(c.work_disk_bytes), skipped)
+                  mem(c.calibration), mem(c.full_ft), mem(c.lora_ft), human_bytes(c.work_disk_bytes))
     con.print(t)
     con.print(f"total download {human_bytes(pf.total_download_bytes)}, run outputs up to "
               f"{human_bytes(pf.total_work_disk_bytes)}, peak memory {human_bytes(pf.peak_memory_bytes)} "
               f"(available {human_bytes(pf.memory_available_bytes)}); formula: docs/registry.md")
+    for c in pf.candidates:
+        dl = next((st for st in c.skipped if st.stage == "download"), None)
+        if dl is not None:
+            con.print(f"[yellow]{c.name}[/]: not local, every stage waits: {dl.reason.split(': ', 1)[-1]}")
+            continue
+        groups: dict[tuple[str, str], list[str]] = {}
+        for st in c.skipped:
+            groups.setdefault((st.status, st.reason), []).append(st.stage)
+        for (status, reason), stages in groups.items():
+            con.print(f"[yellow]{c.name}[/]: {' + '.join(stages)} {'blocked' if status == 'blocked' else 'skipped'}: "
+                      f"{reason.removeprefix('pruning skipped: ')}")
     for w in pf.warnings:
         con.print(f"[yellow]warning:[/] {w}")
 

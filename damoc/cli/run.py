@@ -51,25 +51,55 @@ def _follow(s: Any, run_id: str, *, quiet: bool = False) -> str:
 
 
 def _print_leaderboard(lb: Any) -> None:
+    """A compact table (fits 80 columns); long reasons become numbered notes under it."""
     from rich.table import Table
 
     con = out_console()
-    t = Table(title=f"run {lb.run_id} ({lb.mode}) - {lb.metric or 'score'}", title_justify="left")
-    for col, just in (("#", "right"), ("candidate", "left"), ("score", "right"), ("gap", "right"),
-                      ("method", "left"), ("layers pruned", "right"), ("merge", "left"), ("prune s", "right"),
-                      ("fine-tune s", "right"), ("eval s", "right"), ("status", "left")):
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    notes: list[str] = []
+
+    def note(text: str) -> str:
+        if text not in notes:
+            notes.append(text)
+        return f"[{notes.index(text) + 1}]"
+
+    from rich import box
+
+    both = len(lb.methods) > 1
+    pruning = lb.mode == "damoc"
+    t = Table(title=f"run {lb.run_id} ({lb.mode}) - {lb.metric or 'score'}", title_justify="left",
+              box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True, padding=(0, 1))
+    cols = [("#", "right"), ("candidate", "left"), ("score", "right"), ("±", "right"), ("gap", "right")]
+    cols += [("method", "left")] if both else []
+    cols += [("pruned", "right"), ("merge", "left")] if pruning else []
+    cols += [("train/eval s", "right"), ("status", "left")]
+    for col, just in cols:
+        t.add_column(col, justify=just, no_wrap=col != "status")  # type: ignore[arg-type]
     for r in lb.rows:
-        score = "" if r.score is None else f"{r.score:.2f}" + (f" ± {r.stderr:.2f}" if r.stderr is not None else "")
-        if r.too_close:
-            score += " ≈"
-        status = r.status + (f": {r.reason}" if r.reason else "")
-        t.add_row(str(r.rank or ""), r.candidate, score, "" if r.gap is None else f"{r.gap:.2f}", r.method or "",
-                  r.layers, r.merge, _s(r.times.get("prune")), _s(r.times.get("finetune")),
-                  _s(r.times.get("evaluate")), status)
+        score = "" if r.score is None else f"{r.score:.2f}" + (" ≈" if r.too_close else "")
+        cells = [str(r.rank or ""), r.candidate, score, "" if r.stderr is None else f"{r.stderr:.2f}",
+                 "" if r.gap is None else f"{r.gap:.2f}"]
+        if both:
+            cells.append(r.method or "")
+        if pruning:
+            merge = r.merge
+            if merge.startswith("skipped:"):
+                merge = "no " + note(merge.removeprefix("skipped:").strip())
+            elif merge.startswith("applied ("):
+                merge = merge.removeprefix("applied (").rstrip(")")
+            cells += [r.layers, merge]
+        status = r.status + (" " + note(f"{r.candidate}: {r.reason}") if r.reason else "")
+        te = [_s(r.times.get("finetune")), _s(r.times.get("evaluate"))]
+        cells += ["/".join(te) if any(te) else "", status]
+        t.add_row(*cells)
     con.print(t)
-    if lb.shared_times:
-        con.print("shared data stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in lb.shared_times.items()))
+    for i, n in enumerate(notes, 1):
+        con.print(f"[dim][{i}][/] {n}", highlight=False)
+    times = {**lb.shared_times}
+    prune = sum(r.times.get("prune", 0.0) for r in lb.rows)
+    if prune:
+        times["prune (all)"] = prune
+    if times:
+        con.print("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
     if lb.too_close_to_call:
         con.print(f"[yellow]≈ too close to call[/]: {lb.note}")
     mw = lb.method_winners()
@@ -276,15 +306,18 @@ def compare(run_a: str, run_b: str, as_json: bool) -> None:
                                              "speed-ups.")
 @click.option("--task", default=None, help="Demo task (default: the first, laws-qa).")
 @click.option("--size", type=click.Choice(["demo", "test"]), default=None, help="Zoo size (default: settings).")
+@click.option("--candidates", default=None, help="A subset of the zoo (comma-separated; default: all).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a demo config value.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def demo(verify: bool, task: str | None, size: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+def demo(verify: bool, task: str | None, size: str | None, candidates: str | None, sets: tuple[str, ...],
+         as_json: bool) -> None:
     """The main job: build (or reuse) the offline demo zoo and run DaMoC on a demo task, live."""
     from damoc.pipeline import demo as D
 
     s = settings()
+    names = [n for n in (candidates or "").split(",") if n] or None
     res = D.run_demo(s, size=size or s.zoo_size, task=task, overrides=list(sets), verify=verify,
-                     follow=lambda run_id: _follow(s, run_id), console=err_console())
+                     follow=lambda run_id: _follow(s, run_id), console=err_console(), candidates=names)
     if as_json:
         echo_json(res)
         return

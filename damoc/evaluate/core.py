@@ -96,6 +96,9 @@ class EvalContext:
         self._preds: list[str] | None = None
 
     def _chunk(self) -> int:
+        # progress granularity; vLLM schedules its own batches and wants large submissions
+        if getattr(self.backend, "name", "") == "vllm":
+            return 512
         return max(1, (self.batch_size or 16) * 2)
 
     def predictions(self) -> list[str]:

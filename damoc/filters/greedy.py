@@ -70,15 +70,19 @@ def graphcut_greedy(E: Any, budget: int, lam: float = 0.4, *, device: str = "cpu
     c = X.sum(0, dtype=torch.float64)
     diag = (X * X).sum(1).double()
     maxnorm = float(diag.max().sqrt()) if n else 0.0
+    dmin, dmax = (float(diag.min()), float(diag.max())) if n else (0.0, 0.0)
     u_all = torch.zeros(d, dtype=torch.float64, device=X.device)   # sum of all picks
     picked = torch.zeros(n, dtype=torch.bool, device=X.device)
     order: list[int] = []
     gains: list[float] = []
     refreshes = 0
+    inf = float("inf")
     while len(order) < budget:
         refreshes += 1
-        v = (c - 2.0 * lam * u_all).float()
-        g = (X @ v).double() - lam * diag
+        v64 = c - 2.0 * lam * u_all
+        vnorm = float(v64.norm())
+        vhat = v64 / vnorm if vnorm > 0 else v64
+        g = (X @ v64.float()).double() - lam * diag
         g[picked] = -torch.inf
         avail = n - len(order)
         k = min(pool, avail)
@@ -87,20 +91,32 @@ def graphcut_greedy(E: Any, budget: int, lam: float = 0.4, *, device: str = "cpu
             tau = float(top.values[k])
             idx = top.indices[:k]
         else:
-            tau = -float("inf")
+            tau = -inf
             idx = torch.nonzero(~picked).flatten()
         idx, _ = torch.sort(idx)          # ascending ids: argmax then breaks ties by the lowest index, as submodlib
         gp = g[idx].clone()
         Xp = X[idx]
-        u = torch.zeros(d, dtype=torch.float64, device=X.device)
-        slack = 1e-6 * (abs(tau) + 1.0) if tau != -float("inf") else 0.0
+        u = torch.zeros(d, dtype=torch.float64, device=X.device)     # sum of the picks since this refresh
+        slack = 1e-6 * (abs(tau) + 1.0) if tau != -inf else 0.0
         while len(order) < budget:
             j = int(torch.argmax(gp))
             best = float(gp[j])
-            if best == -float("inf"):
+            if best == -inf:
                 break
-            if tau != -float("inf") and best < tau + 2.0 * lam * maxnorm * float(u.norm()) + slack:
-                break                     # an outside point might beat it: refresh
+            if tau != -inf and len(order) and u.any():
+                # Bound every outside point's gain now. Since the refresh it changed by -2 lam <x, u>. Split u
+                # into its part along v (the refresh's gain direction: g0(x) + lam s_xx = |v| <x, vhat>) and the
+                # rest w: g(x) = (1 - beta) (g0(x) + lam s_xx) - lam s_xx - 2 lam <x, w>, beta = 2 lam <u, vhat> / |v|.
+                # With g0(x) <= tau this is <= (1 - beta) tau - beta lam s_xx + 2 lam |x| |w|. Picks lie along v,
+                # so this is far tighter than plain Cauchy-Schwarz on u.
+                alpha = float(u @ vhat)
+                beta = 2.0 * lam * alpha / vnorm if vnorm > 0 else inf
+                if beta > 1.0:
+                    break
+                wnorm = float((u - alpha * vhat).norm())
+                bound = (1.0 - beta) * tau - beta * lam * (dmin if beta >= 0 else dmax) + 2.0 * lam * maxnorm * wnorm
+                if best < bound + slack:
+                    break                 # an outside point might beat it: refresh
             x = int(idx[j])
             order.append(x)
             gains.append(best)

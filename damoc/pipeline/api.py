@@ -184,7 +184,8 @@ def compare_runs(settings: Any, run_a: str, run_b: str) -> Comparison:
         raise DamocError(f"run {empty} has no scored candidate yet", f"wait for it: damoc attach {empty}")
     return compare_scores(sa, sb, run_a=a.run_id, run_b=b.run_id, seconds_a=run_seconds(a),
                           seconds_b=run_seconds(b), train_seconds_a=la.train_seconds(),
-                          train_seconds_b=lb.train_seconds())
+                          train_seconds_b=lb.train_seconds(), order_a=[r["name"] for r in la.ranking],
+                          order_b=[r["name"] for r in lb.ranking])
 
 
 def handoff_for(settings: Any, rd: RunDir, lb: Leaderboard | None = None) -> dict[str, str]:

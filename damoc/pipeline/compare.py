@@ -100,17 +100,19 @@ def _ratio(num: float, den: float) -> float | None:
 
 def compare_scores(scores_a: dict[str, float], scores_b: dict[str, float], *, run_a: str = "A", run_b: str = "B",
                    seconds_a: float = 0.0, seconds_b: float = 0.0, train_seconds_a: float = 0.0,
-                   train_seconds_b: float = 0.0) -> Comparison:
+                   train_seconds_b: float = 0.0, order_a: list[str] | None = None,
+                   order_b: list[str] | None = None) -> Comparison:
     """Compare two candidate -> score maps (higher is better) over the candidates both scored.
 
-    Top-1 is taken over the common candidates (a candidate that failed in one run cannot be the agreed winner);
-    rankings order by score, then name, so that exact ties are broken the same way in both runs.
+    Top-1 is taken over the common candidates (a candidate that failed in one run cannot be the agreed winner),
+    in the order `order_a`/`order_b` when given (the leaderboards' order, which breaks exact ties by the secondary
+    score), else by score then name.
     """
     common = sorted(set(scores_a) & set(scores_b))
     xa = [scores_a[c] for c in common]
     xb = [scores_b[c] for c in common]
-    rank_a = sorted(common, key=lambda c: (-scores_a[c], c))
-    rank_b = sorted(common, key=lambda c: (-scores_b[c], c))
+    rank_a = [c for c in order_a if c in common] if order_a else sorted(common, key=lambda c: (-scores_a[c], c))
+    rank_b = [c for c in order_b if c in common] if order_b else sorted(common, key=lambda c: (-scores_b[c], c))
     top_a = rank_a[0] if rank_a else None
     top_b = rank_b[0] if rank_b else None
     agree = top_a is not None and top_a == top_b   # exact ties are broken by name in both rankings

@@ -52,14 +52,17 @@ class FilterSection(_Section):
 
 
 class CompressSection(_Section):
-    """Token compression of the filtered samples (question-conditioned perplexity + BERTScore gate)."""
+    """Token compression of the filtered samples (question-conditioned perplexity + BERTScore gate, Eq. 1-2)."""
 
     enabled: bool = True
     rate: float = Field(0.5, gt=0, le=1, description="target fraction of tokens kept")
-    compressor: str = Field("", description="registry name or model folder of the small LM that scores tokens; "
-                                            "empty = the smallest candidate of the run")
-    rewriter: str = Field("", description="registry name or folder of the rewriting LM; empty = the compressor")
-    bertscore_threshold: float = Field(0.9, ge=0, le=1)
+    method: str = Field("damoc", description="compressor of damoc.compress.COMPRESSORS (damoc, llmlingua, ...)")
+    model: str = Field("", description="registry name or model folder of the small LM that scores tokens; "
+                                       "empty = the smallest candidate of the run")
+    rewriter: str = Field("", description="registry name or folder of the LM that rewrites samples failing the "
+                                          "BERTScore gate; empty = no rewriting (they keep their original text)")
+    threshold: float | None = Field(None, description="BERTScore F1 gate; None = the encoder's equivalent of the "
+                                                      "paper's 0.9")
     params: dict[str, Any] = Field(default_factory=dict)
 
 

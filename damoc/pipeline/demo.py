@@ -76,9 +76,8 @@ def _timed_run(settings: Any, cfg: Any, follow: Callable[[str], str]) -> tuple[s
 
 def run_demo(settings: Any, *, size: str = "demo", task: str | None = None, overrides: list[str] | None = None,
              verify: bool = False, follow: Callable[[str], str], console: Any = None,
-             diagnose: bool = True) -> dict[str, Any]:
+             diagnose: bool = True, candidates: list[str] | None = None) -> dict[str, Any]:
     from damoc.pipeline import api
-    from damoc.pipeline.recipes import recipe_overrides
     from damoc.zoo import demo_tasks
 
     overrides = list(overrides or [])
@@ -92,6 +91,12 @@ def run_demo(settings: Any, *, size: str = "demo", task: str | None = None, over
         from damoc.errors import UnknownNameError
         raise UnknownNameError("demo task", task or "", [t.name for t in tasks])
     names = [c.name for c in zoo]
+    if candidates:
+        unknown = [n for n in candidates if n not in names]
+        if unknown:
+            from damoc.errors import UnknownNameError
+            raise UnknownNameError("zoo candidate", unknown[0], names)
+        names = list(candidates)
     say(f"[bold]demo[/]: task {chosen.name} ({chosen.description}); {len(names)} candidates: {', '.join(names)}")
 
     cfg = demo_config(settings, size, chosen, names, overrides)

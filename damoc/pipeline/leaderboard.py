@@ -5,7 +5,8 @@ Score of a candidate = mean over seeds of its evaluation score for one fine-tuni
 carries both methods' scores, the ranking uses the better one, and `method` says which one won for that model
 (paper sec. 5.4). `stderr` is the evaluation's standard error (mean over seeds). "Too close to call" marks the leader
 and every row whose gap to it is within the seed-to-seed spread (max - min over seeds, the larger of the two rows')
-when two or more seeds ran, else within `leaderboard.tolerance`.
+when two or more seeds ran, else within `leaderboard.tolerance`. Equal scores are ordered by the evaluation's answer
+log-likelihood (`TIEBREAK`); a rank is shared only when both are equal.
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SHARED_STAGES = ("prepare", "filter", "compress")
+# Equal primary scores (common when tiny models all score 0 F1) are ordered by the teacher-forced answer
+# log-likelihood, the low-noise secondary signal damoc.evaluate reports (zoo-spike.md, "Metric").
+TIEBREAK = "answer_loglik"
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Row:
     reason: str = ""
     too_close: bool = False
     steps: int | None = None
+    tiebreak: float | None = None  # mean answer log-likelihood: orders rows whose primary scores are equal
 
     @property
     def layers(self) -> str:
@@ -180,6 +185,7 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
             row.merge = "skipped: " + (prune_skips or {}).get(name, "pruning not planned")
         stderrs: list[float] = []
         steps: list[int] = []
+        tiebreaks: dict[str, list[float]] = {}
         for stage, c in mine.items():
             if c["state"] != "done" or stage == "prune":
                 continue
@@ -188,6 +194,9 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
                 continue
             m = res.get("method") or ("zero-shot" if not res.get("few_shot") else "few-shot")
             row.seed_scores.setdefault(m, []).append(float(res["score"]))
+            tb = (res.get("secondary") or {}).get(TIEBREAK)
+            if tb is not None:
+                tiebreaks.setdefault(m, []).append(float(tb))
             if res.get("stderr") is not None:
                 stderrs.append(float(res["stderr"]))
             if res.get("steps"):
@@ -202,6 +211,8 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
             best = row.seed_scores[row.method]
             row.seed_spread = (max(best) - min(best)) if len(best) > 1 else None
             row.stderr = _mean(stderrs) if stderrs else None
+            tb = tiebreaks.get(row.method)
+            row.tiebreak = _mean(tb) if tb else None
             row.steps = max(steps) if steps else None
         states = [c["state"] for c in mine.values()]
         failed = [(k, c) for k, c in mine.items() if c["state"] in ("failed", "cancelled")]
@@ -224,12 +235,13 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
             row.status, row.reason = "failed", "no score produced"
         rows.append(row)
 
-    scored = sorted((r for r in rows if r.score is not None), key=lambda r: (-r.score, r.candidate))  # type: ignore
+    def key(r: Row) -> tuple[float, float]:
+        return (r.score, r.tiebreak if r.tiebreak is not None else float("-inf"))  # type: ignore[return-value]
+
+    scored = sorted((r for r in rows if r.score is not None), key=lambda r: (-key(r)[0], -key(r)[1], r.candidate))
     rest = sorted((r for r in rows if r.score is None), key=lambda r: r.candidate)
-    prev: float | None = None
     for i, r in enumerate(scored):
-        r.rank = scored[i - 1].rank if prev is not None and r.score == prev else i + 1
-        prev = r.score
+        r.rank = scored[i - 1].rank if i and key(r) == key(scored[i - 1]) else i + 1
     note = ""
     if scored:
         lead = scored[0]

@@ -48,6 +48,7 @@ class CandidatePlan:
     parameters: int | None = None
     stages: list[StageDecision] = field(default_factory=list)
     error: str = ""                 # set when the candidate cannot run at all (shown as failed)
+    source: str = "registry"        # registry | folder (an ad-hoc model folder given as a candidate)
 
     def decision(self, stage: str) -> StageDecision | None:
         return next((s for s in self.stages if s.stage == stage), None)
@@ -152,7 +153,8 @@ def resolve_candidate(settings: Any, name: str, variant: str) -> CandidatePlan:
     elif not Path(model).exists():
         error = f"{variant} checkpoint {model} not found on disk (pull it: damoc registry pull {cname})"
     return CandidatePlan(name=cname, chat_path=chat, base_path=base, model_path=model, merge_supported=merge_ok,
-                         merge_reason=merge_reason, parameters=params, error=error)
+                         merge_reason=merge_reason, parameters=params, error=error,
+                         source="folder" if _is_model_dir(p) else "registry")
 
 
 def _abs(path: str | None) -> str | None:
@@ -164,9 +166,9 @@ def _resolve_model_ref(settings: Any, ref: str, cands: list[CandidatePlan]) -> s
     if not ref:
         pool = [c for c in cands if not c.error and c.chat_path]
         if not pool:
-            raise ConfigError("no candidate can serve as the token compressor",
-                              "set compress.compressor to a model folder or registry name")
-        return min(pool, key=lambda c: (c.parameters or 0) if c.parameters else 0).chat_path or ""
+            raise ConfigError("no candidate can serve as the token-scoring model",
+                              "set compress.model to a model folder or registry name")
+        return min(pool, key=lambda c: c.parameters or float("inf")).chat_path or ""
     for c in cands:
         if c.name == ref and c.chat_path:
             return c.chat_path
@@ -211,9 +213,9 @@ def make_plan(settings: Any, config: RunConfig, *, with_preflight: bool = True) 
             continue
         params = dict(d.params)
         if d.stage == "compress":
-            params["compressor_path"] = _resolve_model_ref(settings, config.compress.compressor, cands)
+            params["model_path"] = _resolve_model_ref(settings, config.compress.model, cands)
             params["rewriter_path"] = (_resolve_model_ref(settings, config.compress.rewriter, cands)
-                                       if config.compress.rewriter else params["compressor_path"])
+                                       if config.compress.rewriter else None)
         if d.stage == "filter":
             params["seed"] = config.seeds[0]
         cells.append(CellSpec(DATA_CANDIDATE, d.stage, d.stage, needs=[train_from], params=params))
@@ -247,7 +249,8 @@ def make_plan(settings: Any, config: RunConfig, *, with_preflight: bool = True) 
 
     preflight = None
     if with_preflight:
-        preflight, warn = _preflight(settings, [c.name for c in cands if not c.error], config)
+        names = [c.name for c in cands if not c.error and c.source == "registry"]
+        preflight, warn = _preflight(settings, names, config) if names else (None, "")
         if warn:
             warnings.append(warn)
     return Plan(mode=config.mode, config=config.to_dict(), candidates=cands, data=data, cells=cells,

@@ -169,20 +169,21 @@ class RunDir:
 
     def follow(self, *, poll: float = 0.25, stop: Callable[[], bool] | None = None,
                until_finished: bool = True) -> Iterator[Event]:
-        """Yield events as they are appended (tail -f); ends at `run_finished` or when `stop()` is true."""
-        from damoc.events import RunFinished
+        """Yield events as they are appended (tail -f); ends at the last session's `run_finished` (a resumed run
+        has one per session) once the driver is gone, or when `stop()` is true."""
         offset = 0
         while True:
             events, offset = read_events(self.events_path, offset)
-            finished = False
-            for e in events:
-                yield e
-                finished = finished or isinstance(e, RunFinished)
-            if (finished and until_finished) or (stop is not None and stop()):
+            yield from events
+            if stop is not None and stop():
+                return
+            # the driver clears its pid before it appends run_finished, so "no driver and nothing left to read"
+            # is the end: finished, cancelled, or died (interrupted). An earlier session's run_finished does not
+            # end the stream while a resumed driver is alive.
+            if until_finished and not events and not self.is_alive() \
+                    and not read_events(self.events_path, offset)[0]:
                 return
             if not events:
-                if until_finished and not self.is_alive() and not read_events(self.events_path, offset)[0]:
-                    return
                 time.sleep(poll)
 
     def cell(self, candidate: str, stage: str) -> Cell:

@@ -132,9 +132,13 @@ def run_compress(params: dict[str, Any], samples: list[Sample], out: Path, repor
                  device: str) -> dict[str, Any]:
     from damoc.compress import CompressConfig, compress_dataset
 
-    values: dict[str, Any] = {"rate": params["rate"], **(params.get("params") or {})}
-    optional = {"compressor": params.get("compressor_path"), "rewriter": params.get("rewriter_path"),
-                "bertscore_threshold": params.get("bertscore_threshold"), "device": device}
+    values: dict[str, Any] = {"rate": params["rate"], "compressor": params.get("method") or "damoc",
+                              "model": params.get("model_path"), **(params.get("params") or {})}
+    if params.get("rewriter_path"):
+        values["rewriter"] = params["rewriter_path"]
+    if params.get("threshold") is not None:
+        values["threshold"] = params["threshold"]
+    optional = {"device": None if device == "auto" else device}
     cfg = build_config(CompressConfig, values, what="compress", optional=optional)
     res = compress_dataset(samples, cfg, reporter=reporter, settings=settings)
     write_samples_jsonl(out / TRAIN_FILE, list(res.samples))

@@ -252,7 +252,7 @@ def prune_candidate(chat_path: str | Path, base_path: str | Path | None, out_dir
         note = ""
         if rule_obj.merges and problem is not None:
             if not allow_no_base:
-                reason = f"pruning skipped: {problem}"
+                reason = problem if problem.lower().startswith("pruning skipped") else f"pruning skipped: {problem}"
                 tracker.finish("skipped", reason)
                 return PruneResult(layers_after=n, pruned=[], scores=list(scores or []), merge_rule=None,
                                    skip_reason=reason, out_path=None, seconds=time.perf_counter() - t0, **common)

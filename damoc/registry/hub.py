@@ -82,19 +82,14 @@ def explain(e: BaseException, repo_id: str, what: str, timeout: float) -> HubErr
         if code == 429:
             return HubError(f"{repo_id}: rate-limited by the hub (429)", "wait a few minutes and retry")
         return HubError(f"{repo_id}: the hub answered HTTP {code}", "retry later; `damoc registry pull` resumes")
-    try:
-        import httpx
-
-        transport = (httpx.TransportError,)
-        timeouts = (httpx.TimeoutException,)
-    except ImportError:      # pragma: no cover - httpx is a huggingface_hub dependency
-        transport, timeouts = (), ()
-    if isinstance(e, timeouts + (TimeoutError,)):
-        return HubError(f"no answer from {endpoint()} within {timeout:.0f} s while trying to {what}",
+    # huggingface_hub's HTTP client (httpx, or httpx2 in hub 2.x) is matched by class names, not imported
+    mro = {k.__name__ for k in type(e).__mro__}
+    if mro & {"TimeoutException", "TimeoutError", "ReadTimeout", "ConnectTimeout", "Timeout"}:
+        return HubError(f"no answer from {endpoint()} (timeout {timeout:g} s) while trying to {what}",
                         "check the network or proxy (HTTPS_PROXY); without network, set HF_HUB_OFFLINE=1 and copy "
                         "the model folder here")
-    if isinstance(e, transport + (ConnectionError, OSError)):
-        return HubError(f"cannot reach {endpoint()} to {what} ({type(e).__name__}: {e})".rstrip(),
+    if mro & {"TransportError", "ConnectError", "NetworkError", "ConnectionError", "OSError"}:
+        return HubError(f"cannot reach {endpoint()} to {what} ({type(e).__name__}: {e})",
                         "check the network or proxy (HTTPS_PROXY); without network, set HF_HUB_OFFLINE=1 and copy "
                         "the model folder here")
     return HubError(f"{repo_id}: {type(e).__name__}: {e}", "retry; if it persists, report it")
@@ -175,7 +170,7 @@ def check_online(store: Any, candidates: list[Candidate], timeout: float = DEFAU
             except HubError as e:
                 r.ok = False
                 r.errors.append(f"{role} {ref.id}: {e.message}" + (f" ({e.hint})" if e.hint else ""))
-                if "no answer from" in e.message or "cannot reach" in e.message:
+                if e.message.startswith(("no answer from", "cannot reach")):
                     store.set_hub_facts(confirmed)   # keep what was confirmed, then stop: the network is down
                     results.append(r)
                     raise
@@ -198,7 +193,7 @@ def _progress_class(tracker: StageTracker) -> type:
             kwargs["disable"] = True
             initial = int(kwargs.get("initial") or 0)
             super().__init__(*args, **kwargs)
-            if initial:                       # bytes of a resumed .incomplete file
+            if initial:                       # bytes of a resumed partial file (clients that resume byte-wise)
                 tracker.advance(initial, note="resumed")
 
         def update(self, n: float | None = 1) -> bool | None:
@@ -211,8 +206,9 @@ def _progress_class(tracker: StageTracker) -> type:
 
 def pull(settings: Any, name: str, *, which: str = "both", timeout: float = DEFAULT_TIMEOUT,
          reporter: Reporter | None = None) -> dict[str, str]:
-    """Download the Chat and/or Base of `name` into the Hugging Face cache with progress; interrupted downloads
-    resume (huggingface_hub keeps `.incomplete` files). Returns role -> local snapshot folder."""
+    """Download the Chat and/or Base of `name` into the Hugging Face cache with progress. An interrupted pull
+    resumes file by file: files already in the cache are not fetched again (huggingface_hub >= 1 downloads each file
+    to a process-unique temporary file, so the file in flight restarts). Returns role -> local snapshot folder."""
     from damoc.registry.hfcache import cached_snapshot, hf_cache_dir
     from damoc.registry.store import RegistryStore
 

@@ -354,8 +354,8 @@ def preflight(settings: Any, names: list[Any], config: dict[str, Any] | None = N
         for r in results:
             need = r.peak_memory(cfg.finetune)
             if need > mem:
-                warnings.append(f"{r.name}: needs up to {human_bytes(need)} of {'GPU' if device.startswith('cuda') else ''}"
-                                f"{'' if device.startswith('cuda') else 'RAM'} memory, {human_bytes(mem)} available "
+                where = "GPU memory" if device.startswith("cuda") else "RAM"
+                warnings.append(f"{r.name}: needs up to {human_bytes(need)} of {where}, {human_bytes(mem)} available "
                                 "(try LoRA, gradient_checkpointing, a smaller batch_size or seq_len)")
     return Preflight(cfg, device, w, results, total_dl, work, peak, mem, disk, warnings)
 

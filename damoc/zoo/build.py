@@ -40,7 +40,7 @@ class ZooCandidate:
 
 def pool_folder(size: str, out: Path) -> Path:
     rec = recipe(size)
-    return Path(out).expanduser() / f"{size}-{stable_hash(rec.to_dict())}"
+    return Path(out).expanduser() / f"{size}-{stable_hash(rec.cache_key())}"
 
 
 def build_zoo(size: str = "test", out: str | Path | None = None, settings: Any = None,
@@ -63,13 +63,12 @@ def build_zoo(size: str = "test", out: str | Path | None = None, settings: Any =
 
 def load_manifest(size: str, out: str | Path | None = None, settings: Any = None) -> dict[str, Any] | None:
     """The manifest of a built pool, or None when that pool is not built (never builds)."""
-    from damoc.fsutil import read_json
     from damoc.settings import Settings
-    from damoc.zoo.cache import MANIFEST
+    from damoc.zoo.cache import read_manifest
 
     settings = settings or Settings.load()
     folder = pool_folder(size, Path(out) if out is not None else settings.zoo_dir)
-    return read_json(folder / MANIFEST)
+    return read_manifest(folder)
 
 
 def _candidate(folder: Path, c: dict[str, Any]) -> ZooCandidate:
@@ -93,67 +92,107 @@ def _build_pool(tmp: Path, rec: ZooRecipe, settings: Any, reporter: Reporter | N
     import torch
 
     from damoc.models import hf_offline_env, resolve_device, set_threads
-    from damoc.zoo import world as W
-    from damoc.zoo.pretrain import encode_chat_pairs, encode_stream, pretrain, sft
-    from damoc.zoo.tokenizer import END, EOS, PAD, save_base_tokenizer, save_chat_tokenizer, train_tokenizer
 
     hf_offline_env(settings)
-    set_threads(settings.threads)
     device = resolve_device(settings.device)
-    t0 = time.perf_counter()
+    before = torch.get_num_threads()
+    set_threads(settings.threads or rec.threads)
+    try:
+        _train_and_save(tmp, rec, device, reporter)
+    finally:            # build_zoo runs inside callers' processes (the test session): leave their setting alone
+        torch.set_num_threads(before)
 
-    data = StageTracker(reporter, "zoo-data").start(3)
+
+@dataclass
+class PoolData:
+    """What every candidate of a pool trains on: the world, the shared tokenizer and the packed token streams."""
+
+    world: Any
+    tokenizer: Any
+    streams: dict[str, Any]
+    eos_id: int
+    pad_id: int
+    end_id: int
+
+
+def prepare_data(rec: ZooRecipe, reporter: Reporter | None = None) -> PoolData:
+    from damoc.zoo import world as W
+    from damoc.zoo.pretrain import encode_stream
+    from damoc.zoo.tokenizer import END, EOS, PAD, train_tokenizer
+
+    data = StageTracker(reporter, "zoo-data").start(2)
     world = W.make_world(rec.world)
     # The tokenizer corpus is fixed (same for every size) so test and demo pools share one vocabulary.
     tok_texts = [d for i, s in enumerate(W.STREAMS) for d in W.documents(world, s, rec.tokenizer_docs, 7000 + i)]
     tok_texts += [f"{u}\n{a}" for u, a in W.sft_pairs(world, rec.tokenizer_docs, 0.3, 7100, 0.1)]
     tokenizer = train_tokenizer(tok_texts, rec.vocab_size)
     data.advance(1, "tokenizer")
-    save_base_tokenizer(tokenizer, tmp / "tokenizer")
-    eos_id, pad_id = tokenizer.convert_tokens_to_ids(EOS), tokenizer.convert_tokens_to_ids(PAD)
-    end_id = tokenizer.convert_tokens_to_ids(END)
     streams = {s: encode_stream(tokenizer, W.documents(world, s, n, 8000 + i))
                for i, (s, n) in enumerate(rec.stream_docs)}
     data.advance(1, "corpus")
-    stream_tokens = {s: int(v.numel()) for s, v in streams.items()}
-    data.finish(tokens=stream_tokens, vocab=len(tokenizer))
+    data.finish(tokens={s: int(v.numel()) for s, v in streams.items()}, vocab=len(tokenizer))
+    return PoolData(world, tokenizer, streams, eos_id=tokenizer.convert_tokens_to_ids(EOS),
+                    pad_id=tokenizer.convert_tokens_to_ids(PAD), end_id=tokenizer.convert_tokens_to_ids(END))
 
-    entries = []
-    for spec in rec.candidates:
-        t_c = time.perf_counter()
-        torch.manual_seed(spec.seed)
-        model = _new_model(spec, rec, eos_id, pad_id)
-        pre = StageTracker(reporter, "pretrain", candidate=spec.name)
-        losses = pretrain(model, streams, spec.mix_dict(), steps=spec.pretrain_steps, batch_size=rec.batch_size,
-                          seq_len=rec.seq_len, lr=spec.lr, seed=spec.seed, device=device, tracker=pre)
-        pre.finish(loss=round(sum(losses[-10:]) / max(1, len(losses[-10:])), 4))
-        base_rel = None
-        if spec.has_base:
-            base_rel = f"{spec.name}/base"
-            _save(model, tmp / base_rel, eos_ids=[eos_id], pad_id=pad_id)
-            save_base_tokenizer(tokenizer, tmp / base_rel)
-        pairs = W.sft_pairs(world, rec.sft_samples, spec.sft_qa_share, 9000 + spec.seed, spec.sft_profile_share)
-        tr = StageTracker(reporter, "sft", candidate=spec.name)
-        sft_losses = sft(model, encode_chat_pairs(tokenizer, pairs), steps=spec.sft_steps,
-                         batch_size=rec.sft_batch_size, lr=spec.sft_lr, seed=spec.seed, pad_id=pad_id,
-                         device=device, tracker=tr)
-        tr.finish(loss=round(sum(sft_losses[-10:]) / max(1, len(sft_losses[-10:])), 4))
-        chat_rel = f"{spec.name}/chat"
-        _save(model, tmp / chat_rel, eos_ids=[end_id, eos_id], pad_id=pad_id)
-        save_chat_tokenizer(tokenizer, tmp / chat_rel)
-        entries.append({
-            "name": spec.name, "family": spec.family, "architecture": model.config.model_type,
-            "parameters": sum(p.numel() for p in model.parameters()), "layers": spec.layers,
-            "hidden_size": spec.hidden, "chat": chat_rel, "base": base_rel, "notes": spec.notes,
-            "pretrain_loss": round(sum(losses[-10:]) / max(1, len(losses[-10:])), 4),
-            "sft_loss": round(sum(sft_losses[-10:]) / max(1, len(sft_losses[-10:])), 4),
-            "seconds": round(time.perf_counter() - t_c, 2),
-        })
-        del model
+
+def train_candidate(spec: CandidateSpec, rec: ZooRecipe, data: PoolData, folder: Path, device: str,
+                    reporter: Reporter | None = None) -> dict[str, Any]:
+    """Pretrain the Base, save it (if the candidate ships one), run the Chat SFT, save the Chat. Returns the
+    manifest entry, with paths relative to `folder`."""
+    import torch
+
+    from damoc.zoo import world as W
+    from damoc.zoo.pretrain import encode_chat_pairs, pretrain, sft
+    from damoc.zoo.tokenizer import save_base_tokenizer, save_chat_tokenizer
+
+    t_c = time.perf_counter()
+    torch.manual_seed(spec.seed)
+    model = _new_model(spec, rec, data.eos_id, data.pad_id)
+    pre = StageTracker(reporter, "pretrain", candidate=spec.name)
+    losses = pretrain(model, data.streams, spec.mix_dict(), steps=spec.pretrain_steps, batch_size=rec.batch_size,
+                      seq_len=rec.seq_len, lr=spec.lr, seed=spec.seed, device=device, tracker=pre)
+    pre.finish(loss=_tail(losses))
+    base_rel = None
+    if spec.has_base:
+        base_rel = f"{spec.name}/base"
+        _save(model, folder / base_rel, eos_ids=[data.eos_id], pad_id=data.pad_id)
+        save_base_tokenizer(data.tokenizer, folder / base_rel)
+    pairs = W.sft_pairs(data.world, rec.sft_samples, spec.sft_qa_share, 9000 + spec.seed, spec.sft_profile_share)
+    tr = StageTracker(reporter, "sft", candidate=spec.name)
+    sft_losses = sft(model, encode_chat_pairs(data.tokenizer, pairs), steps=spec.sft_steps,
+                     batch_size=rec.sft_batch_size, lr=spec.sft_lr, seed=spec.seed, pad_id=data.pad_id,
+                     device=device, tracker=tr)
+    tr.finish(loss=_tail(sft_losses))
+    chat_rel = f"{spec.name}/chat"
+    _save(model, folder / chat_rel, eos_ids=[data.end_id, data.eos_id], pad_id=data.pad_id)
+    save_chat_tokenizer(data.tokenizer, folder / chat_rel)
+    return {
+        "name": spec.name, "family": spec.family, "architecture": model.config.model_type,
+        "parameters": sum(p.numel() for p in model.parameters()), "layers": spec.layers,
+        "hidden_size": spec.hidden, "chat": chat_rel, "base": base_rel, "notes": spec.notes,
+        "pretrain_loss": _tail(losses), "sft_loss": _tail(sft_losses),
+        "seconds": round(time.perf_counter() - t_c, 2),
+    }
+
+
+def _tail(losses: list[float], n: int = 10) -> float:
+    return round(sum(losses[-n:]) / max(1, len(losses[-n:])), 4)
+
+
+def _train_and_save(tmp: Path, rec: ZooRecipe, device: str, reporter: Reporter | None) -> None:
+    import torch
+
+    from damoc.zoo.tokenizer import save_base_tokenizer
+
+    t0 = time.perf_counter()
+    data = prepare_data(rec, reporter)
+    save_base_tokenizer(data.tokenizer, tmp / "tokenizer")
+    entries = [train_candidate(spec, rec, data, tmp, device, reporter) for spec in rec.candidates]
     atomic_write_json(tmp / "manifest.json", {
-        "size": rec.size, "recipe_hash": stable_hash(rec.to_dict()), "recipe": rec.to_dict(),
+        "size": rec.size, "recipe_hash": stable_hash(rec.cache_key()), "recipe": rec.to_dict(),
         "candidates": entries, "device": device, "torch_threads": torch.get_num_threads(),
-        "stream_tokens": stream_tokens, "seconds": round(time.perf_counter() - t0, 2),
+        "stream_tokens": {s: int(v.numel()) for s, v in data.streams.items()}, "vocab": len(data.tokenizer),
+        "seconds": round(time.perf_counter() - t0, 2),
     })
 
 

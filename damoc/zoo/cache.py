@@ -18,13 +18,20 @@ from damoc.fsutil import read_json
 MANIFEST = "manifest.json"
 
 
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        return read_json(Path(folder) / MANIFEST)
+    except (NotADirectoryError, PermissionError):
+        return None
+
+
 def cached_build(folder: Path, build: Callable[[Path], Any]) -> dict[str, Any]:
     """The manifest of `folder`, building it with `build(tmp_folder)` first when absent. `build` must write
     `MANIFEST` into the temp folder last."""
     from filelock import FileLock
 
     folder = Path(folder)
-    manifest = read_json(folder / MANIFEST)
+    manifest = read_manifest(folder)
     if manifest is not None:
         return manifest
     parent = folder.parent
@@ -33,7 +40,7 @@ def cached_build(folder: Path, build: Callable[[Path], Any]) -> dict[str, Any]:
     except OSError as e:
         raise DamocError(f"cannot create {parent}: {e.strerror}", "pass --out to a writable folder") from e
     with FileLock(str(parent / f".{folder.name}.lock")):
-        manifest = read_json(folder / MANIFEST)
+        manifest = read_manifest(folder)
         if manifest is not None:          # another process built it while we waited
             return manifest
         for stale in parent.glob(f".tmp-{folder.name}-*"):

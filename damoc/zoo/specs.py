@@ -59,7 +59,13 @@ class ZooRecipe:
     stream_docs: tuple[tuple[str, int], ...] = (("world", 4000), ("generic", 4000), ("qa", 2000))
     sft_samples: int = 2000
     candidates: tuple[CandidateSpec, ...] = ()
+    threads: int = 2                      # torch threads when settings.threads is 0 (not part of the cache key)
     version: int = BUILD_VERSION
+
+    def cache_key(self) -> dict[str, Any]:
+        d = self.to_dict()
+        d.pop("threads")
+        return d
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -125,7 +131,10 @@ def recipe(size: str) -> ZooRecipe:
         return ZooRecipe(size="demo", candidates=_demo_candidates(), batch_size=16, seq_len=128,
                          stream_docs=(("world", 30000), ("generic", 30000), ("qa", 12000)), sft_samples=3000)
     if size == "test":
+        # One thread: these models are so small that a second thread only adds synchronisation, and on a shared
+        # machine two spinning OpenMP threads per process were measured 30x slower than one.
         return ZooRecipe(size="test", candidates=_test_candidates(), batch_size=8, seq_len=64, sft_batch_size=8,
+                         threads=1,
                          stream_docs=(("world", 1500), ("generic", 1500), ("qa", 800)), sft_samples=300)
     raise UnknownNameError("zoo size", size, SIZES)
 

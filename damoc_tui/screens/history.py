@@ -19,13 +19,14 @@ from textual.worker import get_current_worker
 from damoc_tui import bridge, services
 from damoc_tui.messages import JobDone
 from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, TextScreen, notify_error
-from damoc_tui.screens.run import (export_leaderboard, fmt_seconds, leaderboard_markdown, show_handoff,
-                                   status_text)
+from damoc_tui.screens.run import export_leaderboard, fmt_seconds, show_handoff, status_text
 from damoc_tui.widgets.synced_table import SyncedTable
 from damoc_tui.widgets.topbar import TopBar
 
 RUN_COLUMNS = [("run_id", "run", 20), ("mode", "mode", 12), ("status", "status", 11), ("n", "cands", 5),
-               ("winner", "winner", 16), ("score", "score", 7), ("took", "took", 7)]
+               ("winner", "winner", 18), ("score", "score", 6), ("took", "took", 7)]
+RUN_COLUMNS_NARROW = [("run_id", "run", 20), ("mode", "mode", 8), ("status", "status", 9), ("winner", "winner", 12),
+                      ("score", "score", 6), ("took", "took", 6)]
 
 
 class HistoryScreen(Screen[None]):
@@ -50,7 +51,8 @@ class HistoryScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield TopBar("runs")
         with Horizontal(id="runs-body"):
-            yield SyncedTable(RUN_COLUMNS, row_key="run_id", id="runs")
+            narrow = self.app.size.width < 110
+            yield SyncedTable(RUN_COLUMNS_NARROW if narrow else RUN_COLUMNS, row_key="run_id", id="runs")
             with VerticalScroll(id="run-preview"):
                 yield Static("no run selected", id="preview")
         yield Footer()
@@ -117,14 +119,17 @@ class HistoryScreen(Screen[None]):
             f"dataset {escape(str(s.get('dataset') or '?'))}\n")
         from rich.console import Group
 
-        parts: list[Any] = [head, t]
-        if s.get("compare"):
+        parts: list[Any] = [head]
+        if s.get("compare"):          # first: the answer to "did the cheap run pick the real winner?"
             c = s["compare"]
+            tau = c.get("kendall_tau")
             parts.append(Text.from_markup(
-                f"\nvs ground truth {escape(c['against'])}: top-1 "
-                f"{'[green]agrees[/]' if c.get('top1_agree') else '[red]differs[/]'}, Kendall tau "
-                f"{c.get('kendall_tau', float('nan')):.2f}"
-                + (f", {c['time_ratio']:.1f}x faster" if isinstance(c.get("time_ratio"), (int, float)) else "")))
+                f"vs ground truth {escape(c['against'])}: top-1 "
+                f"{'[green]agrees[/]' if c.get('top1_agree') else '[red]differs[/]'}"
+                + (f", Kendall tau {tau:.2f}" if isinstance(tau, (int, float)) else "")
+                + (f", {c['time_ratio']:.1f}x less time" if isinstance(c.get("time_ratio"), (int, float)) else "")
+                + "\n"))
+        parts.append(t)
         if s.get("reason"):
             parts.append(Text(f"\n{s['reason']}", style="dim"))
         target.update(Group(*parts))
@@ -163,19 +168,14 @@ class HistoryScreen(Screen[None]):
                 path = self.app.save_screenshot(f"runs-{s['run_id']}.svg", str(folder))
                 self.notify(f"saved {path}", timeout=6)
             elif fmt:
-                self._job("export", lambda: export_leaderboard(services.open_run(self.settings, s["run_id"]), fmt,
-                                                               s.get("rows") or s.get("ranking", [])))
+                self._job("export", lambda: export_leaderboard(services.open_run(self.settings, s["run_id"]), fmt))
         self.app.push_screen(ChoiceScreen(f"Export {s['run_id']}", choices), chosen)
 
     def action_copy(self) -> None:
-        s = self._need()
-        if s is None:
-            return
-        rd = services.open_run(self.settings, s["run_id"])
-        text = leaderboard_markdown(s.get("rows") or s.get("ranking", []))
-        self.app.push_screen(TextScreen(f"Leaderboard of {s['run_id']}", text,
-                                        save_path=services.export_dir(rd) / "leaderboard-copy.md",
-                                        language="markdown"))
+        """The leaderboard as Markdown in a viewer: y copies it (OSC 52), s saves it."""
+        if (s := self._need()) is not None:
+            self._job("copy", lambda: services.leaderboard(services.open_run(self.settings, s["run_id"])).to_markdown(),
+                      run_id=s["run_id"])
 
     def action_handoff(self) -> None:
         if (s := self._need()) is not None:
@@ -232,6 +232,10 @@ class HistoryScreen(Screen[None]):
         elif message.job == "handoff":
             rd = services.open_run(self.settings, message.extra["run_id"])
             show_handoff(self, message.extra["run_id"], message.result, services.export_dir(rd))
+        elif message.job == "copy":
+            rd = services.open_run(self.settings, message.extra["run_id"])
+            self.app.push_screen(TextScreen(f"Leaderboard of {rd.run_id}", message.result,
+                                            save_path=services.export_dir(rd) / "leaderboard.md"))
         elif message.job == "compare":
             res = message.result
             d = res if isinstance(res, dict) else services._as_dict(res)

@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Footer, Input, ProgressBar, Static
 
 from damoc_tui import bridge, services
 from damoc_tui.messages import JobDone, JobProgress
-from damoc_tui.screens.modals import ConfirmScreen, FormScreen, notify_error
+from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, FormScreen, notify_error
 from damoc_tui.widgets.synced_table import SyncedTable
 from damoc_tui.widgets.topbar import TopBar
 
@@ -46,8 +46,10 @@ def candidate_row(c: Any, selected: bool) -> dict[str, Any]:
         wpre = Text("none", style="red")
     elif cap is not None and cap.base_path:
         wpre = Text("yes", style="green")
+    elif c.base.kind == "hub":
+        wpre = Text("hub", style="yellow")            # declared, not downloaded
     else:
-        wpre = Text("remote", style="yellow")
+        wpre = Text("gone", style="red")              # a folder that is no longer there
     loc = WHERE_LABEL.get(s.get("chat_location") or "", s.get("chat_location") or "?")
     if s.get("local"):
         where = f"{loc} {human_bytes(s.get('size_bytes'))}" if s.get("size_bytes") else loc
@@ -57,9 +59,16 @@ def candidate_row(c: Any, selected: bool) -> dict[str, Any]:
     flags = ("G" if s.get("gated") else "") + ("R" if s.get("trust_remote_code") else "") + (
         "P" if s.get("paper") else "")
     return {"key": c.name, "sel": Text("●", style="bold") if selected else "", "name": c.name,
-            "merge": Text(label, style=style), "wpre": wpre, "where": where.replace(" B", "B").replace(" ", " "),
+            "merge": Text(label, style=style), "wpre": wpre, "where": _tight(where),
             "params": human_count(s.get("parameters")) if s.get("parameters") else "?",
             "layers": str(s.get("layers") or "?"), "flags": flags}
+
+
+def _tight(text: str) -> str:
+    """`hub ≈15.7 GB` -> `hub ≈15.7GB`: the size column fits 80 columns."""
+    for unit in ("KB", "MB", "GB", "TB"):
+        text = text.replace(f" {unit}", unit)
+    return text
 
 
 def sort_key(mode: str, c: Any) -> tuple[Any, ...]:
@@ -147,7 +156,7 @@ class RegistryScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield TopBar("registry")
         with Horizontal(id="reg-filter"):
-            yield Input(placeholder="search name, family, architecture (/)", id="reg-search")
+            yield Input(placeholder="/ search name, family, architecture", id="reg-search", compact=True)
             yield Static("", id="reg-mode")
         with Horizontal(id="reg-body"):
             yield SyncedTable(COLUMNS, row_key="key", id="reg-table")
@@ -315,12 +324,31 @@ class RegistryScreen(Screen[None]):
                                            yes="Remove", no="Keep"), answer)
 
     def action_scan(self) -> None:
-        self._job("scan", lambda: scan_cache(self.settings, self._progress("scan")))
+        """Scan the Hugging Face cache, and optionally folders, for Chat/Base pairs."""
+        def done(values: dict[str, str] | None) -> None:
+            if values is not None:
+                folders = [p for p in values.get("paths", "").split() if p]
+                self.notify("scanning…", timeout=2)
+                self._job("scan", lambda: scan_cache(self.settings, folders))
+        self.app.push_screen(FormScreen("Scan for models", [("paths", "Folders to scan as well (space-separated, "
+                                                                      "optional)", "e.g. /data/models")],
+                                        note="The Hugging Face cache is always scanned; new pairs are registered."),
+                             done)
 
     def action_check(self) -> None:
+        """Recompute capabilities from local files, or confirm catalog facts on the hub."""
         c = self.current()
         name = c.name if c is not None else None
-        self._job("check", lambda: check_candidates(self.settings, name), name=name)
+
+        def chosen(what: str | None) -> None:
+            if what == "local":
+                self.notify("rechecking local files…", timeout=2)
+                self.reload()
+            elif what == "online":
+                self._job("check", lambda: check_online(self.settings, name), name=name)
+        self.app.push_screen(ChoiceScreen(f"Check {name or 'all'}", [
+            ("local", "recompute capabilities from the files on this machine"),
+            ("online", f"confirm gated/size/licence of {name or 'every candidate'} on the hub (network)")]), chosen)
 
     def action_pull(self) -> None:
         c = self.current()
@@ -332,16 +360,9 @@ class RegistryScreen(Screen[None]):
 
         def answer(yes: bool | None) -> None:
             if yes:
-                self._job("pull", lambda: pull_candidate(self.settings, c.name, self._progress("pull")), name=c.name)
+                self._job("pull", lambda: pull_candidate(self.settings, c.name, self.post_message), name=c.name)
         self.app.push_screen(ConfirmScreen(f"Download {c.name}?", c.merge_reason, yes="Download", no="Not now"),
                              answer)
-
-    def _progress(self, job: str) -> Any:
-        post = self.post_message
-
-        def report(done: float, total: float | None = None, note: str = "") -> None:
-            post(JobProgress(job, done, total, note))
-        return report
 
     @work(thread=True, group="registry-actions", exit_on_error=False)
     def _job(self, job: str, fn: Any, **extra: Any) -> None:
@@ -368,10 +389,11 @@ class RegistryScreen(Screen[None]):
             self.loaded = True
             self._render_table()
             return
-        note = {"add": lambda r: f"added {getattr(r, 'name', r)}",
+        note = {"add": lambda r: f"added {r.name}: " + ("sparse merging supported" if r.merge_supported
+                                                         else r.merge_reason),
                 "remove": lambda r: f"{message.extra.get('name')}: {r}",
                 "scan": lambda r: f"scan: {r}", "check": lambda r: f"checked: {r}",
-                "pull": lambda r: f"pulled {message.extra.get('name')}"}.get(message.job, lambda r: f"{message.job} done")
+                "pull": lambda r: f"pulled {message.extra.get('name')}: {r}"}.get(message.job, lambda r: f"{message.job} done")
         self.notify(note(message.result), timeout=5)
         if message.job == "remove" and message.extra.get("name") in self.app.selected_candidates:  # type: ignore[attr-defined]
             self.app.selected_candidates.remove(message.extra["name"])  # type: ignore[attr-defined]
@@ -381,49 +403,95 @@ class RegistryScreen(Screen[None]):
 # -- registry operations (run in thread workers) --------------------------------------------------------------
 
 def add_candidate(settings: Any, chat: str, base: str | None, name: str | None) -> Any:
-    reg = services.registry()
-    maker = getattr(reg, "new_candidate", None) or getattr(reg, "make_candidate", None)
-    if maker is not None:
-        cand = maker(chat=chat, base=base, name=name)
-    else:
-        from damoc.registry.models import Candidate, ModelRef, check_name
+    """Register a Chat (+ Base) as `damoc registry add` does: folders are read now (facts, family check), hub ids
+    are registered as they are (nothing is downloaded)."""
+    from damoc.errors import DamocError
+    from damoc.registry.assess import assess, local_facts, locate
+    from damoc.registry.models import Candidate, ModelFacts, ModelRef, check_name
+    from damoc.registry.store import RegistryStore
 
-        chat_ref = ModelRef.parse(chat, role="Chat")
-        base_ref = ModelRef.parse(base, role="Base") if base else None
-        cand = Candidate(name=check_name(name or _derive_name(chat_ref.id)), chat=chat_ref, base=base_ref,
-                         source="user")
-    reg.RegistryStore(settings).add(cand)
-    return cand
+    def facts(ref: ModelRef, role: str) -> ModelFacts | None:
+        _, path, problem = locate(ref)
+        if ref.kind == "folder" and path is None:
+            raise DamocError(f"{role} {ref.id}: {problem}",
+                             "point at the folder that holds config.json and the *.safetensors files")
+        return local_facts(path) if path else None
+
+    cref = ModelRef.parse(chat, role="Chat")
+    bref = ModelRef.parse(base, role="Base") if base else None
+    cf = facts(cref, "Chat")
+    bf = facts(bref, "Base") if bref else None
+    if cf and bf and cf.architecture != bf.architecture:
+        raise DamocError(f"Chat and Base are of different families: Chat is {cf.architecture}, Base is "
+                         f"{bf.architecture}", "give the Base the Chat was fine-tuned from, or leave Base empty")
+    store = RegistryStore(settings)
+    cand = Candidate(name=check_name(name or _derive_name(cref.id)), chat=cref, base=bref,
+                     family=(cf.architecture if cf else "") or "", source="user",
+                     no_base_reason="" if bref else "none given", chat_facts=cf or ModelFacts(origin="none"),
+                     base_facts=bf)
+    store.add(cand)
+    return assess(cand, store.hub_facts())
 
 
 def _derive_name(ref: str) -> str:
+    """The folder or repo name; for `.../qwen-tiny/chat` the parent's (a bare `chat`/`base` says nothing)."""
     import re
+    from pathlib import PurePath
 
-    tail = ref.rstrip("/").rsplit("/", 1)[-1]
-    return re.sub(r"[^A-Za-z0-9._+-]", "-", tail).strip("-.") or "candidate"
-
-
-def scan_cache(settings: Any, progress: Any) -> Any:
-    reg = services.registry()
-    fn = getattr(reg, "scan", None) or getattr(reg, "scan_hf_cache", None)
-    if fn is None:
-        raise services.DamocError("scanning is not available in this build", "use damoc registry scan")
-    res = fn(settings)
-    return f"{len(res)} found" if isinstance(res, (list, tuple)) else res
+    p = PurePath(ref.rstrip("/"))
+    label = p.name
+    if label.lower() in ("chat", "base", "instruct", "model", "hf", "main") and p.parent.name:
+        label = p.parent.name
+    return re.sub(r"[^A-Za-z0-9._+-]", "-", label).strip("-.") or "candidate"
 
 
-def check_candidates(settings: Any, name: str | None) -> Any:
-    reg = services.registry()
-    fn = getattr(reg, "check", None)
-    if fn is None:
-        raise services.DamocError("check is not available in this build", "use damoc registry check")
-    res = fn(settings, [name] if name else None)
-    return f"{len(res)} candidate(s)" if isinstance(res, (list, tuple)) else res
+def scan_cache(settings: Any, paths: list[str] | None = None) -> str:
+    from pathlib import Path
+
+    from damoc.registry.scan import scan
+    from damoc.registry.store import RegistryStore
+
+    rep = scan(RegistryStore(settings), [Path(p).expanduser() for p in (paths or [])], hf_cache=True)
+    parts = [f"{len(rep.added)} added"]
+    if rep.known:
+        parts.append(f"{len(rep.known)} already known")
+    if rep.skipped:
+        parts.append(f"{len(rep.skipped)} skipped")
+    added = ", ".join(c.name for c in rep.added[:5])
+    return "; ".join(parts) + (f" ({added})" if added else "")
 
 
-def pull_candidate(settings: Any, name: str, progress: Any) -> Any:
-    reg = services.registry()
-    fn = getattr(reg, "pull", None)
-    if fn is None:
-        raise services.DamocError("pull is not available in this build", f"use damoc registry pull {name}")
-    return fn(settings, name)
+def check_online(settings: Any, name: str | None) -> str:
+    from damoc.registry.hub import check_online as online
+    from damoc.registry.store import RegistryStore
+
+    store = RegistryStore(settings)
+    cands = [store.get(name)] if name else store.list()
+    res = online(store, cands)
+    bad = [e for r in res for e in r.errors]
+    return f"{sum(r.ok for r in res)}/{len(res)} confirmed on the hub" + (f"; {bad[0]}" if bad else "")
+
+
+class _PostProgress:
+    """A damoc Reporter that turns the pull's stage events into JobProgress messages (thread-safe posts)."""
+
+    def __init__(self, post: Any, job: str) -> None:
+        self.post, self.job = post, job
+
+    def emit(self, event: Any) -> None:
+        from damoc.events import StageProgress, StageStarted
+
+        if isinstance(event, (StageStarted, StageProgress)):
+            from damoc.registry.models import human_bytes
+
+            done = getattr(event, "done", 0)
+            note = f"{event.stage} {human_bytes(done)}" + (f" / {human_bytes(event.total)}" if event.total else "")
+            note += f" {event.note}" if getattr(event, "note", "") else ""
+            self.post(JobProgress(self.job, done, event.total, note))
+
+
+def pull_candidate(settings: Any, name: str, post: Any) -> str:
+    from damoc.registry.hub import pull
+
+    paths = pull(settings, name, reporter=_PostProgress(post, "pull"))
+    return ", ".join(f"{role} in {p}" for role, p in paths.items())

@@ -27,8 +27,11 @@ from damoc_tui.runstate import DATA, CandidateState, RunState, sparkline
 from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, TextScreen, notify_error
 from damoc_tui.widgets.synced_table import SyncedTable
 
-BOARD_COLUMNS = [("rank", "#", 2), ("name", "candidate", 18), ("score", "score", 7), ("gap", "gap", 6),
-                 ("stage", "stage", 16), ("loss", "loss", 8), ("prune", "prune/merge", 11), ("status", "status", 8)]
+# (key, label, width): the narrow set fits 80 columns, the wide one is used from 110 columns on
+BOARD_COLUMNS = [("rank", "#", 2), ("name", "candidate", 22), ("score", "score", 6), ("gap", "gap", 6),
+                 ("stage", "stage", 18), ("loss", "loss", 10), ("prune", "prune/merge", 12), ("status", "status", 9)]
+BOARD_COLUMNS_NARROW = [("rank", "#", 2), ("name", "candidate", 14), ("score", "score", 6), ("gap", "gap", 6),
+                        ("stage", "stage", 13), ("loss", "loss", 5), ("prune", "prune", 8), ("status", "status", 7)]
 STATUS_STYLE = {"ok": "green", "finished": "green", "scored": "green", "running": "bold", "failed": "red",
                 "cancelled": "yellow", "interrupted": "yellow", "skipped": "cyan", "queued": "dim", "waiting": "dim"}
 
@@ -48,12 +51,36 @@ def status_text(status: str) -> Text:
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
+def stage_cell(cand: CandidateState) -> str:
+    """What a candidate is doing: the running step with its progress, the failed stage, or done/queued."""
+    running = [s for s in cand.stages.values() if s.status == "running"]
+    if running:
+        return running[-1].label()
+    bad = [s for s in cand.stages.values() if s.status in ("failed", "cancelled")]
+    if bad:
+        return f"{bad[0].short} {bad[0].status}"
+    if not cand.stages:
+        return "queued"
+    return "done" if cand.score is not None else "waiting"
+
+
 def pipeline_available() -> bool:
     return importlib.util.find_spec("damoc.pipeline.api") is not None
 
 
 def row_name(row: dict[str, Any]) -> str:
     return str(row.get("name") or row.get("candidate") or "")
+
+
+def _prune_cell(row: dict[str, Any]) -> str:
+    """`layers` ("2/24") and `merge` ("applied (rule)" / "skipped: why") of a leaderboard row, in 11 columns."""
+    merge = str(row.get("merge") or "")
+    layers = str(row.get("layers") or "")
+    if merge.startswith("skipped"):
+        return "skipped"
+    if layers:
+        return f"-{layers}" + (" merged" if merge.startswith("applied") else "")
+    return merge
 
 
 class RunScreen(Screen[None]):
@@ -81,7 +108,8 @@ class RunScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="run-title", classes="bar")
         yield Static(id="run-data", classes="bar dim-bar")
-        yield SyncedTable(BOARD_COLUMNS, row_key="name", id="board")
+        narrow = self.app.size.width < 110
+        yield SyncedTable(BOARD_COLUMNS_NARROW if narrow else BOARD_COLUMNS, row_key="name", id="board")
         with Horizontal(id="run-detail"):
             with Vertical(id="cand-pane"):
                 yield Static(id="cand-summary")
@@ -140,34 +168,40 @@ class RunScreen(Screen[None]):
 
     # -- rendering ----------------------------------------------------------------------------------------
     def board_rows(self) -> list[dict[str, Any]]:
-        """One row per candidate: the pipeline's rank/score/gap when it has ranked them, the live fold otherwise."""
+        """One row per candidate in the pipeline's order (rank, score, gap, merge from its leaderboard, recomputed
+        when a cell finishes), with the live stage, progress and loss from the events in between."""
         by_name = {row_name(r): r for r in self.rows if row_name(r)}
-        order = [n for n in by_name if n in self.state.candidates or True]
-        order += [c.name for c in self.state.ranking() if c.name not in by_name]
-        leader = next((c.score for c in self.state.ranking() if c.score is not None), None)
+        order = list(by_name) + [c.name for c in self.state.ranking() if c.name not in by_name]
+        ranked = [c for c in self.state.ranking() if c.score is not None]
         out = []
         for name in order:
             cand = self.state.candidate(name)
-            r = by_name.get(name, {})
-            score = r.get("score", cand.score)
-            rank = r.get("rank") if r else (self.state.ranking().index(cand) + 1 if cand.score is not None else None)
-            gap = r.get("gap")
-            if gap is None and score is not None and leader is not None:
-                gap = leader - score
-            close = bool(r.get("too_close") or r.get("too_close_to_call"))
-            cur = cand.current
-            status = str(r.get("status") or cand.status) if cand.status in ("scored", "waiting") else cand.status
+            r = by_name.get(name)
+            if r is not None:
+                score, rank, gap, close = r.get("score"), r.get("rank"), r.get("gap"), bool(r.get("too_close"))
+                status = cand.status if cand.status in ("running", "queued") and self.alive else str(r.get("status"))
+                prune = _prune_cell(r) or cand.pruning()
+            else:                 # not ranked by the pipeline yet: the live fold
+                score = cand.score
+                rank = ranked.index(cand) + 1 if cand in ranked else None
+                gap = (ranked[0].score - score) if score is not None and ranked else None
+                close, status, prune = False, cand.status, cand.pruning()
             out.append({
                 "name": name,
                 "rank": str(rank) if rank is not None and score is not None else "",
                 "score": f"{score:.4f}" if isinstance(score, (int, float)) else "",
-                "gap": ("≈ " if close else "") + (f"-{gap:.3f}" if gap else "") if isinstance(gap, (int, float)) else "",
-                "stage": cur.label() if cur else "queued",
-                "loss": sparkline(cand.losses, 8),
-                "prune": str(r.get("merge") or r.get("prune") or cand.pruning() or ""),
+                "gap": ("≈" if close else "") + (f"-{gap:.3f}" if gap else ("lead" if rank == 1 else ""))
+                if isinstance(gap, (int, float)) else "",
+                "stage": stage_cell(cand),
+                "loss": sparkline(cand.losses, self._loss_width),
+                "prune": prune,
                 "status": status_text(status),
             })
         return out
+
+    @property
+    def _loss_width(self) -> int:
+        return 10 if self.app.size.width >= 110 else 5
 
     def _render_header(self) -> None:
         st = self.state
@@ -259,7 +293,7 @@ class RunScreen(Screen[None]):
             if fmt == "svg":
                 self.save_svg()
             elif fmt:
-                self._job("export", lambda: export_leaderboard(self.rd, fmt, self.board_plain_rows()), fmt=fmt)
+                self._job("export", lambda: export_leaderboard(self.rd, fmt), fmt=fmt)
         self.app.push_screen(ChoiceScreen("Export", choices), chosen)
 
     def save_svg(self) -> str:
@@ -270,13 +304,9 @@ class RunScreen(Screen[None]):
         self.notify(f"saved {path}", timeout=6)
         return path
 
-    def board_plain_rows(self) -> list[dict[str, Any]]:
-        return self.rows or [{k: str(v) for k, v in r.items()} for r in self.board_rows()]
-
     def action_copy(self) -> None:
-        text = leaderboard_markdown(self.board_plain_rows())
-        path = services.export_dir(self.rd) / "leaderboard-copy.md"
-        self.app.push_screen(TextScreen(f"Leaderboard of {self.run_id}", text, save_path=path, language="markdown"))
+        """The leaderboard as Markdown in a viewer: y copies it (OSC 52), s saves it."""
+        self._job("copy", lambda: services.leaderboard(self.rd).to_markdown())
 
     def action_handoff(self) -> None:
         self._job("handoff", lambda: services.handoff(self.settings, self.run_id))
@@ -297,88 +327,30 @@ class RunScreen(Screen[None]):
             self.notify(f"saved {message.result}", timeout=8)
         elif message.job == "handoff":
             show_handoff(self, self.run_id, message.result, services.export_dir(self.rd))
+        elif message.job == "copy":
+            self.app.push_screen(TextScreen(f"Leaderboard of {self.run_id}", message.result,
+                                            save_path=services.export_dir(self.rd) / "leaderboard.md"))
 
 
 # -- shared with the history screen ---------------------------------------------------------------------------
 
-PLAIN_COLUMNS = ("rank", "name", "score", "gap", "status")
-
-
-def leaderboard_markdown(rows: list[dict[str, Any]]) -> str:
-    cols = [c for c in _columns(rows)]
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        out.append("| " + " | ".join(_cell(r.get(c)) for c in cols) + " |")
-    return "\n".join(out) + "\n"
-
-
-def _columns(rows: list[dict[str, Any]]) -> list[str]:
-    cols: list[str] = []
-    for r in rows:
-        for k, v in r.items():
-            if k not in cols and not isinstance(v, (dict, list)):
-                cols.append(k)
-    return cols
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    return str(v).replace("|", "\\|").replace("\n", " ")
-
-
-def export_leaderboard(rd: Any, fmt: str, rows: list[dict[str, Any]]) -> str:
-    """Write the leaderboard as JSON/CSV/Markdown under `<run>/exports/` and return the path.
-
-    Uses the pipeline's own exporter when it offers one (same files as `damoc` CLI exports), else writes the rows.
-    """
-    import csv
-    import io
-    import json
-
+def export_leaderboard(rd: Any, fmt: str) -> str:
+    """Write the pipeline's leaderboard as JSON/CSV/Markdown under `<run>/exports/` and return the path (the same
+    content as the pipeline's own exports)."""
     from damoc.fsutil import atomic_write_text
 
-    folder = services.export_dir(rd)
-    path = folder / f"leaderboard.{fmt}"
-    try:
-        api = services.pipeline()
-        exporter = getattr(api, "export_leaderboard", None)
-        if exporter is not None:
-            return str(exporter(rd, fmt, path))
-    except DamocError:
-        pass
-    if fmt == "json":
-        atomic_write_text(path, json.dumps(rows, indent=2, default=str) + "\n")
-    elif fmt == "csv":
-        cols = _columns(rows)
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: _cell(r.get(c)) for c in cols})
-        atomic_write_text(path, buf.getvalue())
-    else:
-        atomic_write_text(path, leaderboard_markdown(rows))
+    lb = services.leaderboard(rd)
+    text = {"json": lb.to_json, "csv": lb.to_csv, "md": lb.to_markdown}[fmt]()
+    path = services.export_dir(rd) / f"leaderboard.{fmt}"
+    atomic_write_text(path, text if text.endswith("\n") else text + "\n")
     return str(path)
 
 
 def show_handoff(screen: Screen[Any], run_id: str, result: Any, folder: Any) -> None:
-    """The hand-off of the winner: one text per target (LLaMA-Factory YAML, ms-swift command)."""
+    """The hand-off of the winner (the pipeline's file name -> text: LLaMA-Factory YAML, ms-swift command)."""
     from pathlib import Path
 
-    if isinstance(result, dict):
-        parts = [(str(k), v) for k, v in result.items()]
-    elif isinstance(result, (list, tuple)):
-        parts = [(f"part {i}", v) for i, v in enumerate(result)]
-    else:
-        parts = [("hand-off", result)]
-    texts = []
-    for name, value in parts:
-        if isinstance(value, (str, Path)) and Path(str(value)).is_file():
-            texts.append(f"# {name}: {value}\n" + Path(str(value)).read_text(encoding="utf-8"))
-        else:
-            texts.append(f"# {name}\n{value}")
-    screen.app.push_screen(TextScreen(f"Hand-off of the winner of {run_id}", "\n\n".join(texts),
+    parts = result.items() if isinstance(result, dict) else [("hand-off", result)]
+    text = "\n\n".join(f"# ---- {name}\n{value}" for name, value in parts)
+    screen.app.push_screen(TextScreen(f"Hand-off of the winner of {run_id}", text,
                                       save_path=Path(folder) / "handoff.txt"))

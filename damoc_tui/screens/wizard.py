@@ -53,6 +53,51 @@ def merge_rules() -> list[tuple[str, str]]:
     return rules + [(e.name, f"{e.name}: {e.description}"[:70]) for e in MERGE_RULES]
 
 
+def compressors() -> list[tuple[str, str]]:
+    try:
+        from damoc.compress import COMPRESSORS
+    except ImportError:
+        return [("damoc", "damoc")]
+    out = [(e.name, f"{e.name}: {e.description}"[:70]) for e in COMPRESSORS]
+    return out or [("damoc", "damoc")]
+
+
+# widget id -> (run-config key, kind). Initial values come from RunConfig's defaults; a key this version of the
+# config does not have disables its widget instead of sending an unknown setting.
+FIELDS: dict[str, tuple[str, str]] = {
+    "w-train": ("dataset.train", "str"), "w-test": ("dataset.test", "opt_str"),
+    "w-test-fraction": ("dataset.test_fraction", "float"), "w-max-train": ("dataset.max_train", "opt_int"),
+    "w-max-test": ("dataset.max_test", "opt_int"),
+    "w-filter-on": ("filter.enabled", "bool"), "w-filter-ratio": ("filter.ratio", "float"),
+    "w-filter-count": ("filter.count", "opt_int"),
+    "w-comp-on": ("compress.enabled", "bool"), "w-comp-method": ("compress.method", "select"),
+    "w-comp-rate": ("compress.rate", "float"), "w-comp-gate": ("compress.threshold", "opt_float"),
+    "w-comp-model": ("compress.model", "str"), "w-comp-rewriter": ("compress.rewriter", "str"),
+    "w-prune-on": ("prune.enabled", "bool"), "w-prune-threshold": ("prune.threshold", "float"),
+    "w-prune-sparsity": ("prune.sparsity", "float"), "w-prune-rule": ("prune.rule", "select"),
+    "w-prune-nobase": ("prune.allow_no_base", "bool"),
+    "w-mode": ("mode", "select"), "w-variant": ("variant", "select"), "w-metric": ("evaluate.metric", "select"),
+    "w-seeds": ("seeds", "list_int"), "w-label": ("label", "str"),
+}
+DEFAULT_SENTINEL = "__default__"        # Select value standing for "" (the module's default)
+_MISSING = object()
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return _MISSING
+        d = d[part]
+    return d
+
+
+def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        d = d.setdefault(part, {})
+    d[last] = value
+
+
 def _num(text: str, kind: type = float) -> Any:
     text = text.strip()
     if not text:
@@ -130,7 +175,7 @@ class WizardScreen(Screen[None]):
                 yield Input(placeholder="path/to/test.jsonl", id="w-test", compact=True)
                 with Horizontal(classes="row"):
                     yield Label("held-out fraction ")
-                    yield Input(value="0.1", id="w-test-fraction", compact=True, classes="short")
+                    yield Input(id="w-test-fraction", compact=True, classes="short")
                     yield Label("  max train ")
                     yield Input(placeholder="all", id="w-max-train", compact=True, classes="short")
                     yield Label("  max test ")
@@ -142,7 +187,7 @@ class WizardScreen(Screen[None]):
                 yield OptionList(id="w-filter-method", compact=True)
                 with Horizontal(classes="row"):
                     yield Label("ratio kept ")
-                    yield Input(value="0.1", id="w-filter-ratio", compact=True, classes="short")
+                    yield Input(id="w-filter-ratio", compact=True, classes="short")
                     yield Label("  or count ")
                     yield Input(placeholder="-", id="w-filter-count", compact=True, classes="short")
                 yield Static(RATIO_WARNING, id="w-ratio-note", classes="note")
@@ -150,28 +195,33 @@ class WizardScreen(Screen[None]):
                 yield Checkbox("compress the tokens of each sample (question-conditioned perplexity)", True,
                                id="w-comp-on", compact=True)
                 with Horizontal(classes="row"):
+                    yield Label("method ")
+                    yield Select([(label, name) for name, label in compressors()], value=compressors()[0][0],
+                                 id="w-comp-method", compact=True, allow_blank=False)
+                with Horizontal(classes="row"):
                     yield Label("rate (fraction of tokens kept) ")
-                    yield Input(value="0.5", id="w-comp-rate", compact=True, classes="short")
+                    yield Input(id="w-comp-rate", compact=True, classes="short")
                     yield Label("  BERTScore gate ")
-                    yield Input(value="0.9", id="w-comp-gate", compact=True, classes="short")
+                    yield Input(placeholder="auto", id="w-comp-gate", compact=True, classes="short")
                 yield Label("compressor LM (registry name or folder; empty = the smallest candidate)")
                 yield Input(placeholder="smallest candidate", id="w-comp-model", compact=True)
-                yield Label("rewriter LM for samples that fail the gate (empty = the compressor)")
-                yield Input(placeholder="the compressor", id="w-comp-rewriter", compact=True)
-                yield Static("Samples whose compressed form scores below the gate are rewritten, then kept "
-                             "uncompressed if they still fail.", classes="note")
+                yield Label("rewriter LM for samples that fail the gate (empty = no rewriting)")
+                yield Input(placeholder="no rewriting", id="w-comp-rewriter", compact=True)
+                yield Static("The gate keeps a compressed sample only when its BERTScore against the original is "
+                             "above the threshold (auto = the encoder's equivalent of the paper's 0.9); the others "
+                             "are rewritten by the rewriter, or kept as they were.", classes="note")
             with VerticalScroll(id="step-prune", classes="step"):
                 yield Checkbox("prune layers and sparse-merge the task vector (Chat candidates with a Base)", True,
                                id="w-prune-on", compact=True)
                 with Horizontal(classes="row"):
                     yield Label("similarity threshold ")
-                    yield Input(value="0.85", id="w-prune-threshold", compact=True, classes="short")
+                    yield Input(id="w-prune-threshold", compact=True, classes="short")
                     yield Label("  merge sparsity ")
-                    yield Input(value="0.2", id="w-prune-sparsity", compact=True, classes="short")
+                    yield Input(id="w-prune-sparsity", compact=True, classes="short")
                 with Horizontal(classes="row"):
                     yield Label("merge rule ")
-                    yield Select([(label, value or "__default__") for value, label in merge_rules()],
-                                 value="__default__", id="w-prune-rule", compact=True, allow_blank=False)
+                    yield Select([(label, value or DEFAULT_SENTINEL) for value, label in merge_rules()],
+                                 value=DEFAULT_SENTINEL, id="w-prune-rule", compact=True, allow_blank=False)
                 yield Checkbox("prune Chat candidates without a Base by plain dropping", False, id="w-prune-nobase",
                                compact=True)
                 yield Static("", id="w-prune-skips", classes="note")
@@ -189,7 +239,7 @@ class WizardScreen(Screen[None]):
                         yield RadioButton("both", id="ft-both")
                 with Horizontal(classes="row"):
                     yield Label("seeds ")
-                    yield Input(value="0", id="w-seeds", compact=True, classes="short")
+                    yield Input(id="w-seeds", compact=True, classes="short")
                     yield Label("  fine-tune ")
                     yield Select([("Chat checkpoints", "chat"), ("Base checkpoints", "base")], value="chat",
                                  id="w-variant", compact=True, allow_blank=False)
@@ -201,6 +251,9 @@ class WizardScreen(Screen[None]):
                 with Horizontal(classes="row"):
                     yield Label("label ")
                     yield Input(placeholder="optional name of this run", id="w-label", compact=True)
+                yield Label("more settings, as `damoc run --set` takes them (space-separated key=value)")
+                yield Input(placeholder="e.g. finetune.proxy_min_steps=50 dataset.max_train=2000", id="w-extra",
+                            compact=True)
                 yield Static("Two seeds let the leaderboard tell a real gap from seed noise; with one, "
                              "leaderboard.tolerance is used.", classes="note")
             with VerticalScroll(id="step-check", classes="step"):
@@ -227,10 +280,45 @@ class WizardScreen(Screen[None]):
         ol.add_options(opts)
         names = [n for n, _, _ in methods]
         ol.highlighted = [o.id for o in ol.options].index("graphcut" if "graphcut" in names else names[0])
+        self._fill_defaults()
         self._show_step()
         self.load_registry()
         if self.initial_dataset:
             self.inspect(self.initial_dataset)
+
+    def _fill_defaults(self) -> None:
+        """Every field starts at the run config's default (the paper's recipe)."""
+        from damoc.pipeline.config import RunConfig
+
+        self.defaults = RunConfig().to_dict()
+        for wid, (key, kind) in FIELDS.items():
+            widget = self.query_one(f"#{wid}")
+            value = _get(self.defaults, key)
+            if value is _MISSING:
+                widget.disabled = True
+                widget.tooltip = f"{key} is not a setting of this version's run config"
+                continue
+            if kind == "bool":
+                widget.value = bool(value)
+            elif kind == "select":
+                from textual.widgets._select import InvalidSelectValueError
+
+                try:
+                    widget.value = DEFAULT_SENTINEL if value in ("", None) else value
+                except InvalidSelectValueError:      # a default this form does not offer: keep the form's own
+                    pass
+            elif kind == "list_int":
+                widget.value = ",".join(str(v) for v in value)
+            elif wid not in ("w-train",) or not widget.value:
+                widget.value = "" if value is None else str(value)
+        method = _get(self.defaults, "filter.method")
+        ol = self.query_one("#w-filter-method", OptionList)
+        ids = [o.id for o in ol.options]
+        if method in ids:
+            ol.highlighted = ids.index(method)
+        ft = _get(self.defaults, "ft")
+        if ft in ("full", "lora", "both"):
+            self.query_one(f"#ft-{ft}", RadioButton).value = True
 
     # -- steps ------------------------------------------------------------------------------------------------------
     def _show_step(self) -> None:
@@ -340,9 +428,12 @@ class WizardScreen(Screen[None]):
             elif c.merge_supported:
                 lines.append(f"[green]{escape(name)}: pruned + sparse merge[/]")
             elif nobase:
-                lines.append(f"[yellow]{escape(name)}: layers dropped, merge skipped ({escape(c.merge_reason)})[/]")
+                why = c.merge_reason.removeprefix("pruning skipped: ")
+                lines.append(f"[yellow]{escape(name)}: layers dropped, merge skipped ({escape(why)})[/]")
             else:
-                lines.append(f"[red]{escape(name)}: pruning skipped: {escape(c.merge_reason)}[/]")
+                why = c.merge_reason if c.merge_reason.startswith("pruning skipped") else \
+                    f"pruning skipped: {c.merge_reason}"
+                lines.append(f"[red]{escape(name)}: {escape(why)}[/]")
         self.query_one("#w-prune-skips", Static).update("\n".join(lines) or "no candidate selected")
 
     @on(Checkbox.Changed)
@@ -421,40 +512,41 @@ class WizardScreen(Screen[None]):
 
     # -- the config ---------------------------------------------------------------------------------------------------
     def config_data(self) -> dict[str, Any]:
-        """The run config as a dict, field by field from the form (validated by the library, not here)."""
-        val = lambda sel: self.query_one(sel, Input).value.strip()  # noqa: E731
-        ft = {"ft-full": "full", "ft-lora": "lora", "ft-both": "both"}
+        """The run config as a dict, field by field from the form (validated by the library, not here: a bad number
+        is passed through as text so the error names its setting)."""
+        data: dict[str, Any] = {"candidates": self.selected(), "filter": {"method": self.filter_method()}}
         pressed = self.query_one("#w-ft", RadioSet).pressed_button
-        rule = self.query_one("#w-prune-rule", Select).value
-        data: dict[str, Any] = {
-            "mode": self.query_one("#w-mode", Select).value,
-            "ft": ft.get(pressed.id if pressed is not None else "ft-full", "full"),
-            "variant": self.query_one("#w-variant", Select).value,
-            "candidates": self.selected(),
-            "seeds": [_num(s, int) for s in val("#w-seeds").split(",") if s.strip()] or [0],
-            "label": val("#w-label"),
-            "dataset": {"train": val("#w-train"), "test": val("#w-test") or None,
-                        "test_fraction": _num(val("#w-test-fraction")) or 0.1,
-                        "max_train": _num(val("#w-max-train"), int), "max_test": _num(val("#w-max-test"), int)},
-            "filter": {"enabled": self.query_one("#w-filter-on", Checkbox).value, "method": self.filter_method(),
-                       "ratio": _num(val("#w-filter-ratio")) or 0.1, "count": _num(val("#w-filter-count"), int)},
-            "compress": {"enabled": self.query_one("#w-comp-on", Checkbox).value,
-                         "rate": _num(val("#w-comp-rate")) or 0.5,
-                         "bertscore_threshold": _num(val("#w-comp-gate")) if val("#w-comp-gate") else 0.9,
-                         "compressor": val("#w-comp-model"), "rewriter": val("#w-comp-rewriter")},
-            "prune": {"enabled": self.query_one("#w-prune-on", Checkbox).value,
-                      "threshold": _num(val("#w-prune-threshold")) or 0.85,
-                      "sparsity": _num(val("#w-prune-sparsity")) if val("#w-prune-sparsity") else 0.2,
-                      "rule": "" if rule in ("__default__", Select.BLANK) else rule,
-                      "allow_no_base": self.query_one("#w-prune-nobase", Checkbox).value},
-            "evaluate": {"metric": self.query_one("#w-metric", Select).value},
-        }
+        data["ft"] = (pressed.id or "ft-full").removeprefix("ft-") if pressed is not None else "full"
+        for wid, (key, kind) in FIELDS.items():
+            widget = self.query_one(f"#{wid}")
+            if widget.disabled:
+                continue
+            if kind == "bool":
+                value: Any = bool(widget.value)
+            elif kind == "select":
+                value = "" if widget.value in (DEFAULT_SENTINEL, Select.BLANK) else widget.value
+            else:
+                text = str(widget.value).strip()
+                if kind == "list_int":
+                    value = [_num(p, int) for p in text.split(",") if p.strip()] or _get(self.defaults, key)
+                elif kind in ("opt_int", "opt_float", "opt_str"):
+                    value = None if not text else (text if kind == "opt_str" else
+                                                   _num(text, int if kind == "opt_int" else float))
+                elif kind in ("int", "float"):
+                    value = _num(text, int if kind == "int" else float) if text else _get(self.defaults, key)
+                else:
+                    value = text
+            _set(data, key, value)
         return data
 
     def build_config(self) -> Any:
-        from damoc.pipeline.config import validate_config
+        """Form values, then the `--set` style extras (checked against the schema, did-you-mean), validated."""
+        from damoc.pipeline.config import apply_override, validate_config
 
-        return validate_config(self.config_data(), "the wizard")
+        data = self.config_data()
+        for item in self.query_one("#w-extra", Input).value.split():
+            apply_override(data, item)
+        return validate_config(data, "the wizard")
 
     @work(thread=True, group="wizard-plan", exclusive=True, exit_on_error=False)
     def check(self) -> None:

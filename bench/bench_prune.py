@@ -1,0 +1,306 @@
+"""Evidence for layer pruning and sparse merging on the demo zoo (issue 7).
+
+Part A, perplexity. For every zoo pair with a Base: Eq. 3 scores, the layers pruned at the threshold (k/N), and the
+held-out perplexity of the unpruned Chat, of plain dropping, of every merge rule, and of LaCo at the same depth.
+Two held-out perplexities:
+  * raw    - the acceptance check's: the test records' fields joined as plain text, every token scored;
+  * answer - the fine-tuning objective: answer (+EOS) tokens given the chat-framed prompt.
+
+Part B (--finetune), ranking. Every candidate is proxy fine-tuned (`damoc.finetune`, the proxy recipe: a training
+subset with PROXY_MIN_STEPS optimizer steps) unpruned, dropped and dropped+merged, then evaluated on the task's test
+set. Does dropped+merged keep the unpruned proxies' candidate order (Kendall tau) better than dropped alone?
+Candidates without a Base stay unpruned in every variant, as in a real run.
+
+    HF_HUB_OFFLINE=1 python bench/bench_prune.py --size demo [--finetune] [--threads 1]
+
+Writes JSON to <damoc home>/bench/prune-<size>.json (resumable: finished cells are reused) and prints the tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RULES = ["drop", "additive", "additive_scaled", "convex", "paper", "literal"]
+
+
+def raw_texts(test_path: str, n: int = 40) -> list[str]:
+    texts = []
+    with open(test_path) as f:
+        for line in f:
+            r = json.loads(line)
+            texts.append(" ".join(str(r.get(k, "")) for k in
+                                  ("instruction", "input", "question", "context", "output", "answer")))
+            if len(texts) >= n:
+                break
+    return texts
+
+
+def raw_ppl(path: str, texts: list[str]) -> float:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    m = AutoModelForCausalLM.from_pretrained(path).eval()
+    nll = n = 0.0
+    with torch.no_grad():
+        for t in texts:
+            ids = tok(t, return_tensors="pt", truncation=True, max_length=256)["input_ids"]
+            if ids.shape[1] < 2:
+                continue
+            out = m(ids, labels=ids)
+            nll += out.loss.item() * (ids.shape[1] - 1)
+            n += ids.shape[1] - 1
+    return math.exp(nll / n)
+
+
+def answer_ppl(path: str, samples: list[Any]) -> float:
+    import torch
+
+    from damoc.finetune.data import IGNORE_INDEX, encode_sample
+    from damoc.models import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(path)
+    m = load_causal_lm(path, device="cpu")
+    nll = n = 0.0
+    with torch.no_grad():
+        for s in samples:
+            f = encode_sample(tok, s, max_length=256)
+            ids = torch.tensor([f.input_ids])
+            labels = torch.tensor([f.labels])
+            logits = m(ids).logits[0, :-1].float()
+            tgt = labels[0, 1:]
+            keep = tgt != IGNORE_INDEX
+            nll += float(torch.nn.functional.cross_entropy(logits[keep], tgt[keep], reduction="sum"))
+            n += int(keep.sum())
+    return math.exp(nll / n)
+
+
+def kendall(a: list[float], b: list[float]) -> float:
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic)
+
+
+class Store:
+    """Results JSON, saved after every cell so an interrupted bench resumes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def get(self, *keys: str) -> Any:
+        d = self.data
+        for k in keys:
+            if not isinstance(d, dict) or k not in d:
+                return None
+            d = d[k]
+        return d
+
+    def put(self, value: Any, *keys: str) -> None:
+        d = self.data
+        for k in keys[:-1]:
+            d = d.setdefault(k, {})
+        d[keys[-1]] = value
+        from damoc.fsutil import atomic_write_json
+
+        atomic_write_json(self.path, self.data)
+
+
+def part_a(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: Store, work: Path) -> None:
+    from damoc.data import load_samples
+    from damoc.models import load_causal_lm, load_tokenizer
+    from damoc.prune import choose_layers, get_rule, texts_from_samples
+    from damoc.prune.api import compute_scores, write_pruned
+    from damoc.prune.laco import laco_prune
+
+    task = tasks[0]
+    texts = raw_texts(task.test_path)
+    test = load_samples(task.test_path).samples
+    test = random.Random(0).sample(test, min(args.answer_items, len(test)))
+    train = load_samples(task.train_path).samples
+    for c in zoo:
+        if not c.base_path:
+            continue
+        key = f"{c.name}|{args.calib}|{args.threshold}"
+        row = store.get("ppl", key) or {}
+        t0 = time.time()
+        if "scores" not in row:
+            calib = texts_from_samples(train, load_tokenizer(c.chat_path), n=64) if args.calib == "data" else None
+            scores, info = compute_scores(c.chat_path, calib, device="cpu")
+            row.update(scores=scores, calibration=info, layers=c.layers)
+            row["pruned"] = choose_layers(scores, args.threshold)
+        for model_name, path in (("chat", c.chat_path), ("base", c.base_path)):
+            if model_name not in row:
+                row[model_name] = {"raw": raw_ppl(path, texts), "answer": answer_ppl(path, test)}
+        if row["pruned"]:
+            for r in RULES:
+                if r in row:
+                    continue
+                out = work / f"{c.name}-{r}"
+                write_pruned(c.chat_path, out, row["pruned"], base_path=c.base_path, scores=row["scores"],
+                             rule=get_rule(r), sparsity=args.sparsity)
+                row[r] = {"raw": raw_ppl(str(out), texts), "answer": answer_ppl(str(out), test)}
+            if "laco" not in row:
+                model, tok = load_causal_lm(c.chat_path, device="cpu"), load_tokenizer(c.chat_path)
+                res = laco_prune(model, tok, texts_from_samples(train, tok, n=8), max_remove=len(row["pruned"]))
+                out = work / f"{c.name}-laco"
+                model.save_pretrained(out)
+                tok.save_pretrained(out)
+                row["laco"] = {"raw": raw_ppl(str(out), texts), "answer": answer_ppl(str(out), test),
+                               "removed": res.removed}
+        row["seconds"] = row.get("seconds", 0) + time.time() - t0
+        store.put(row, "ppl", key)
+        print(f"  {c.name}: pruned {row['pruned']} of {c.layers}", file=sys.stderr, flush=True)
+
+
+def print_part_a(args: argparse.Namespace, zoo: list[Any], store: Store) -> None:
+    cols = ["chat"] + RULES + ["laco"]
+    for metric in ("raw", "answer"):
+        print(f"\n### held-out {metric} perplexity (threshold {args.threshold}, calibration {args.calib}, "
+              f"sparsity {args.sparsity})\n")
+        print("| pair | k/N | pruned | " + " | ".join("unpruned" if c == "chat" else c for c in cols) + " |")
+        print("|---|---|---|" + "---|" * len(cols))
+        wins = {r: 0 for r in RULES[1:] + ["laco"]}
+        gain = {r: [] for r in wins}
+        pairs = 0
+        for c in zoo:
+            row = store.get("ppl", f"{c.name}|{args.calib}|{args.threshold}")
+            if not row:
+                continue
+            k = len(row["pruned"])
+            cells = [f"{row[col][metric]:.2f}" if col in row else "-" for col in cols]
+            print(f"| {c.name} | {k}/{row['layers']} | {row['pruned']} | " + " | ".join(cells) + " |")
+            if k:
+                pairs += 1
+                for r in wins:
+                    wins[r] += row[r][metric] <= row["drop"][metric]
+                    gain[r].append(math.log(row[r][metric] / row["drop"][metric]))
+        if pairs:
+            print(f"\nvs plain dropping over {pairs} pruned pairs (wins = perplexity <= drop; mean log-ratio < 0 "
+                  "is better):")
+            for r in wins:
+                print(f"  {r:<16} wins {wins[r]}/{pairs}   mean log(ppl/drop) {sum(gain[r]) / pairs:+.4f}")
+
+
+def part_b(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: Store, work: Path) -> None:
+    from damoc.data import load_samples
+    from damoc.evaluate import evaluate
+    from damoc.finetune import PROXY_MIN_STEPS, FinetuneConfig, finetune
+    from damoc.prune import get_rule
+    from damoc.prune.api import write_pruned
+
+    task = tasks[0]
+    train = load_samples(task.train_path).samples
+    test = load_samples(task.test_path).samples
+    subset = random.Random(args.seed).sample(train, max(1, int(len(train) * args.proxy_fraction)))
+    cfg = FinetuneConfig(method="full", lr=args.lr, epochs=1, effective_batch=16, min_steps=PROXY_MIN_STEPS,
+                         seed=args.seed, device="cpu")
+    variants = ["unpruned", "drop", args.rule]
+    for c in zoo:
+        row = store.get("ppl", f"{c.name}|{args.calib}|{args.threshold}") if c.base_path else None
+        pruned = row["pruned"] if row else []
+        for v in variants:
+            key = f"{c.name}|{v}|{args.threshold}|{args.seed}"
+            if store.get("ft", key):
+                continue
+            path = c.chat_path
+            if v != "unpruned" and pruned:
+                path = str(work / f"{c.name}-{v}")
+                if not (Path(path) / "config.json").is_file():
+                    write_pruned(c.chat_path, path, pruned, base_path=c.base_path, scores=row["scores"],
+                                 rule=get_rule(v), sparsity=args.sparsity)
+            elif v != "unpruned" and store.get("ft", f"{c.name}|unpruned|{args.threshold}|{args.seed}"):
+                store.put(store.get("ft", f"{c.name}|unpruned|{args.threshold}|{args.seed}"), "ft", key)
+                continue   # nothing pruned (no Base or no layer): identical to the unpruned proxy
+            t0 = time.time()
+            res = finetune(path, subset, cfg, keep_model=True)
+            ev = evaluate(res, test, metric=task.metric, backend="transformers")
+            store.put({"score": ev.score, "stderr": ev.stderr, "loglik": ev.secondary.get("answer_loglik"),
+                       "steps": res.steps, "seconds": time.time() - t0, "pruned": pruned if v != "unpruned" else []},
+                      "ft", key)
+            print(f"  {c.name} {v}: {task.metric} {ev.score:.2f} +- {ev.stderr:.2f} ({time.time() - t0:.0f}s)",
+                  file=sys.stderr, flush=True)
+
+
+def print_part_b(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: Store) -> None:
+    variants = ["unpruned", "drop", args.rule]
+    rows = []
+    for c in zoo:
+        cells = [store.get("ft", f"{c.name}|{v}|{args.threshold}|{args.seed}") for v in variants]
+        if all(cells):
+            rows.append((c, cells))
+    if not rows:
+        return
+    print(f"\n### proxy fine-tune on {tasks[0].name} ({tasks[0].metric}), {args.proxy_fraction:.0%} of train, "
+          f"seed {args.seed}\n")
+    print("| candidate | Base | pruned | " + " | ".join(variants) + " | loglik " + " / ".join(variants) + " |")
+    print("|---|---|---|" + "---|" * (len(variants) + 1))
+    for c, cells in rows:
+        ll = " / ".join(f"{x['loglik'][0]:.3f}" if x.get("loglik") else "-" for x in cells)
+        print(f"| {c.name} | {'yes' if c.base_path else 'no'} | {cells[1]['pruned']} | "
+              + " | ".join(f"{x['score']:.2f} +- {x['stderr']:.2f}" for x in cells) + f" | {ll} |")
+    for label, subset in (("all candidates", rows), ("candidates with a Base", [r for r in rows if r[0].base_path])):
+        if len(subset) < 3:
+            continue
+        ref = [r[1][0]["score"] for r in subset]
+        ref_ll = [r[1][0]["loglik"][0] if r[1][0].get("loglik") else 0.0 for r in subset]
+        out = []
+        for j, v in enumerate(variants[1:], 1):
+            tau = kendall(ref, [r[1][j]["score"] for r in subset])
+            tau_ll = kendall(ref_ll, [r[1][j]["loglik"][0] if r[1][j].get("loglik") else 0.0 for r in subset])
+            out.append(f"{v}: tau {tau:+.2f} (loglik tau {tau_ll:+.2f})")
+        print(f"\nKendall tau vs the unpruned proxies' order, {label} ({len(subset)}): " + "; ".join(out))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="demo", choices=["test", "demo"])
+    ap.add_argument("--threshold", type=float, default=0.85)
+    ap.add_argument("--sparsity", type=float, default=0.2)
+    ap.add_argument("--calib", default="self", choices=["self", "data"],
+                    help="calibration: self-generated (the CLI default) or 64 training samples (the pipeline's)")
+    ap.add_argument("--answer-items", type=int, default=300, help="test items for the answer perplexity")
+    ap.add_argument("--finetune", action="store_true", help="also run part B (proxy fine-tunes)")
+    ap.add_argument("--rule", default="additive", help="merge rule compared with dropping in part B")
+    ap.add_argument("--proxy-fraction", type=float, default=0.15)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
+    ap.add_argument("--out", default=None, help="results JSON (default <home>/bench/prune-<size>.json)")
+    ap.add_argument("--zoo-out", default=None, help="where the zoo is built/cached (default: the settings' zoo dir)")
+    ap.add_argument("--print-only", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+
+    from damoc.settings import Settings
+    from damoc.zoo import build_zoo, demo_tasks
+
+    torch.set_num_threads(args.threads)
+    settings = Settings.load()
+    zoo = build_zoo(size=args.size, out=args.zoo_out, settings=settings)
+    tasks = demo_tasks(size=args.size, out=args.zoo_out, settings=settings)
+    out = Path(args.out) if args.out else settings.home / "bench" / f"prune-{args.size}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    store = Store(out)
+    work = settings.cache_dir / "bench-prune" / args.size
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if not args.print_only:
+        part_a(args, zoo, tasks, store, work)
+    print_part_a(args, zoo, store)
+    if args.finetune:
+        if not args.print_only:
+            part_b(args, zoo, tasks, store, work)
+        print_part_b(args, zoo, tasks, store)
+    print(f"\n(results in {out}; {time.time() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

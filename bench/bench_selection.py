@@ -1,0 +1,170 @@
+"""Selection benchmark: DaMoC vs ground truth (grid search) vs the zero-shot baseline, full and LoRA.
+
+    python bench/bench_selection.py                      # demo zoo: laws-qa + PubMedQA (../shared/data), full + lora
+    python bench/bench_selection.py --tasks laws-qa --ft full --out bench/results/selection.json
+
+For each task and fine-tuning method it runs, over the same candidates and the same harness:
+  * DaMoC (the paper's recipe), timed end to end (process start-up, data stages, pruning, training, evaluation),
+  * the ground truth: a full-data fine-tune of every candidate with the same hyper-parameters,
+  * the zero-shot baseline (once per task: it does not fine-tune),
+and reports wall-time ratios (end to end and training only), top-1 agreement and Kendall tau against the ground
+truth. When DaMoC misses the winner, the proxy is re-run with stages switched off (filter only, filter +
+compression) to show which stage moved the ranking, instead of tuning the task until it passes.
+
+Runs are real `damoc` runs (driver + worker subprocesses) under the current DAMOC_HOME; nothing is written to the
+checkout unless --out points there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+def _follow_quiet(settings: Any, run_id: str) -> str:
+    from damoc.pipeline import api
+    return api.wait_run(settings, run_id)
+
+
+def _follow_live(settings: Any, run_id: str) -> str:
+    from damoc.cli.run import _follow
+    return _follow(settings, run_id)
+
+
+def _task_inputs(settings: Any, name: str, size: str) -> tuple[str, str, str]:
+    """(train, test, metric) of a demo task or of a ../shared/data task."""
+    if name == "pubmedqa":
+        d = SHARED / "pubmedqa"
+        if not d.is_dir():
+            raise SystemExit(f"{d} not found: PubMedQA needs ../shared/data")
+        return str(d / "train.jsonl"), str(d / "test.jsonl"), "bertscore_rouge"
+    from damoc.zoo import demo_tasks
+    for t in demo_tasks(size, settings=settings):
+        if t.name == name:
+            return t.train_path, t.test_path, t.metric
+    raise SystemExit(f"unknown task {name!r}")
+
+
+# per-task harness on top of the demo's (dotted keys)
+TASK_EXTRA: dict[str, dict[str, Any]] = {
+    # PubMedQA answers are long: cap the generation and the evaluated items, the same in every arm
+    "pubmedqa": {"dataset.max_test": 100, "evaluate.max_new_tokens": 48, "finetune.full.max_length": 384,
+                 "finetune.lora.max_length": 384},
+}
+
+
+def _config(settings: Any, size: str, train: str, test: str, metric: str, names: list[str], mode: str, ft: str,
+            task: str, overrides: list[str]) -> Any:
+    from damoc.pipeline.config import load_config
+    from damoc.pipeline.demo import DEMO_BASE
+
+    base = {**DEMO_BASE[size], **TASK_EXTRA.get(task, {}), "dataset.train": train, "dataset.test": test,
+            "evaluate.metric": metric, "candidates": names, "mode": mode, "ft": ft, "label": f"bench-{task}"}
+    return load_config(None, overrides, base)
+
+
+def _run(settings: Any, cfg: Any, follow: Any) -> dict[str, Any]:
+    from damoc.pipeline import api
+
+    t0 = time.perf_counter()
+    h = api.start_run(settings, cfg, detach=True)
+    status = follow(settings, h.run_id)
+    secs = time.perf_counter() - t0
+    lb = api.leaderboard(api.open_run(settings, h.run_id))
+    stage: dict[str, float] = dict(lb.shared_times)
+    for r in lb.rows:
+        for k, v in r.times.items():
+            stage[k] = stage.get(k, 0.0) + v
+    return {"run_id": h.run_id, "status": status, "seconds": secs, "train_seconds": lb.train_seconds(),
+            "stage_seconds": stage, "ranking": lb.ranking, "winner": lb.winner,
+            "too_close_to_call": lb.too_close_to_call,
+            "rows": [{"name": r.candidate, "score": r.score, "stderr": r.stderr, "layers": r.layers, "merge": r.merge,
+                      "steps": r.steps, "status": r.status, "reason": r.reason} for r in lb.rows]}
+
+
+def _agreement(settings: Any, a: dict[str, Any], gt: dict[str, Any]) -> dict[str, Any]:
+    from damoc.pipeline import api
+    c = api.compare_runs(settings, a["run_id"], gt["run_id"])
+    return {"top1_agree": c.top1_agree, "kendall_tau": c.kendall_tau, "spearman_rho": c.spearman_rho,
+            "winner": c.top1_a, "ground_truth_winner": c.top1_b}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", default="laws-qa,pubmedqa", help="demo task names and/or pubmedqa")
+    ap.add_argument("--ft", default="full,lora", help="full, lora or both, comma-separated")
+    ap.add_argument("--size", default="demo", choices=["demo", "test"])
+    ap.add_argument("--candidates", default="", help="subset of the zoo (default: all)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="extra config override (all runs)")
+    ap.add_argument("--no-diagnose", action="store_true", help="skip the ablations when DaMoC misses")
+    ap.add_argument("--quiet", action="store_true", help="no live progress")
+    ap.add_argument("--out", default="", help="write the JSON report here")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from damoc.pipeline.demo import ensure_zoo
+    from damoc.pipeline.recipes import recipe_overrides
+    from damoc.settings import Settings
+
+    settings = Settings.load()
+    follow = _follow_quiet if args.quiet else _follow_live
+    zoo = ensure_zoo(settings, args.size)
+    names = [n for n in args.candidates.split(",") if n] or [c.name for c in zoo]
+    report: dict[str, Any] = {"size": args.size, "candidates": names, "tasks": {}, "started": time.time()}
+    for task in [t for t in args.tasks.split(",") if t]:
+        train, test, metric = _task_inputs(settings, task, args.size)
+        entry: dict[str, Any] = {"metric": metric}
+        mk = lambda mode, ft, extra=(): _config(settings, args.size, train, test, metric, names, mode, ft, task,  # noqa: E731
+                                               list(extra) + args.sets)
+        zs = _run(settings, mk("zero-shot", "full"), follow)
+        entry["zero_shot"] = zs
+        for ft in [f for f in args.ft.split(",") if f]:
+            dm = _run(settings, mk("damoc", ft), follow)
+            gt = _run(settings, mk("ground-truth", ft), follow)
+            res: dict[str, Any] = {"damoc": dm, "ground_truth": gt,
+                                   "speedup": gt["seconds"] / dm["seconds"],
+                                   "train_speedup": (gt["train_seconds"] / dm["train_seconds"]
+                                                     if dm["train_seconds"] else None),
+                                   "damoc_vs_gt": _agreement(settings, dm, gt),
+                                   "zero_shot_vs_gt": _agreement(settings, zs, gt)}
+            if not res["damoc_vs_gt"]["top1_agree"] and not args.no_diagnose:
+                abl = {}
+                for name in ("filter-only", "filter+compress"):
+                    run = _run(settings, mk("damoc", ft, recipe_overrides(name)), follow)
+                    abl[name] = {**_agreement(settings, run, gt), "run_id": run["run_id"], "seconds": run["seconds"]}
+                res["ablations"] = abl
+            entry[ft] = res
+            _print_line(task, ft, res)
+        report["tasks"][task] = entry
+    report["finished"] = time.time()
+    text = json.dumps(report, indent=2, default=str)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def _print_line(task: str, ft: str, r: dict[str, Any]) -> None:
+    d, z = r["damoc_vs_gt"], r["zero_shot_vs_gt"]
+    tau = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
+    ts = r["train_speedup"]
+    print(f"[{task} / {ft}] speed-up {r['speedup']:.1f}x end to end, "
+          f"{'n/a' if ts is None else f'{ts:.1f}x'} training; "
+          f"DaMoC top-1 {'yes' if d['top1_agree'] else 'NO'} ({d['winner']} vs {d['ground_truth_winner']}), "
+          f"tau {tau(d['kendall_tau'])}; zero-shot top-1 {'yes' if z['top1_agree'] else 'no'} ({z['winner']}), "
+          f"tau {tau(z['kendall_tau'])}", file=sys.stderr)
+    for k, v in (r.get("ablations") or {}).items():
+        print(f"    ablation {k}: winner {v['winner']}, top-1 {'yes' if v['top1_agree'] else 'no'}, "
+              f"tau {tau(v['kendall_tau'])}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

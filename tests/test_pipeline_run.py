@@ -1,0 +1,244 @@
+"""Whole runs on the test zoo, in real driver and worker subprocesses: DaMoC and ground truth end to end, one
+candidate failing on purpose, cancel / kill / resume without redoing finished cells, and the CLI contract.
+
+Step counts are tiny (`FAST`): these tests check orchestration and bookkeeping, not ranking quality (that is the
+benchmark's job, bench/bench_selection.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from damoc.events import CandidateScored, RunFinished, RunStarted, StageStarted
+
+FAST = ["finetune.full.lr=1e-3", "finetune.full.epochs=1", "finetune.full.effective_batch=8",
+        "finetune.full.micro_batch=8", "finetune.full.max_length=64", "finetune.proxy_min_steps=3",
+        "dataset.max_train=64", "dataset.max_test=12", "filter.ratio=0.25", "prune.calib_samples=8",
+        "evaluate.max_new_tokens=6"]
+
+
+@pytest.fixture
+def zoo_env(settings, test_zoo, test_tasks):
+    """The test zoo registered in this test's home; three candidates: two with a Base, one without."""
+    from damoc.registry import register_zoo
+
+    register_zoo(settings, test_zoo)
+    with_base = [c for c in test_zoo if c.base_path]
+    deep = max(with_base, key=lambda c: c.layers)          # most layers: the one most likely to be pruned
+    shallow = next(c for c in with_base if c.name != deep.name)
+    no_base = next(c for c in test_zoo if not c.base_path)
+    task = next(t for t in test_tasks if t.metric == "squad_f1")
+    return {"settings": settings, "task": task, "names": [deep.name, shallow.name, no_base.name], "zoo": test_zoo,
+            "deep": deep, "no_base": no_base}
+
+
+def _config(env, *extra, names=None, mode="damoc"):
+    from damoc.pipeline import api
+
+    return api.load_config(None, FAST + list(extra), {
+        "dataset.train": env["task"].train_path, "dataset.test": env["task"].test_path,
+        "candidates": names or env["names"], "mode": mode})
+
+
+def _wait(settings, run_id, timeout=600):
+    from damoc.pipeline import api
+    return api.wait_run(settings, run_id, timeout=timeout)
+
+
+def _wait_for(pred, timeout=300, poll=0.2):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return True
+        time.sleep(poll)
+    raise TimeoutError("condition not met")
+
+
+def _broken_candidate(env, tmp_path) -> Path:
+    """A copy of a zoo Chat model whose weights file is garbage: loading it fails inside the worker."""
+    src = Path(env["no_base"].chat_path)
+    dst = tmp_path / "broken-model"
+    shutil.copytree(src, dst)
+    for w in dst.glob("*.safetensors"):
+        w.write_bytes(b"not a safetensors file")
+    return dst
+
+
+def test_damoc_then_ground_truth_end_to_end(zoo_env, tmp_path):
+    from damoc.pipeline import api
+    from damoc.pipeline.compare import kendall_tau_b
+
+    s = zoo_env["settings"]
+    broken = _broken_candidate(zoo_env, tmp_path)
+    names = zoo_env["names"]
+    cfg = _config(zoo_env, names=names + [str(broken)])
+    h = api.start_run(s, cfg)
+    assert _wait(s, h.run_id) == "finished"
+    rd = api.open_run(s, h.run_id)
+    lb = api.leaderboard(rd)
+    rows = {r.candidate: r for r in lb.rows}
+    # the three zoo candidates are scored and ranked; the broken one failed with its reason, the others went on
+    assert sorted(r["name"] for r in lb.ranking) == sorted(names)
+    ranks = [r["rank"] for r in lb.ranking]
+    assert ranks[0] == 1 and ranks == sorted(ranks)
+    assert rows["broken-model"].status == "failed" and rows["broken-model"].reason
+    assert (rd.cell("broken-model", "finetune-full-s0").path / "error.log").is_file()
+    for n in names:
+        assert rows[n].status == "done" and rows[n].times["finetune"] > 0 and rows[n].times["evaluate"] > 0
+    # the data stages ran once, shared: GraphCut kept a quarter, compression shortened the samples
+    filt = rd.cell("_data", "filter").result()
+    comp = rd.cell("_data", "compress").result()
+    assert filt["n_out"] == 16 and filt["n_in"] == 64
+    assert comp["n_out"] == 16 and comp["tokens_out"] < comp["tokens_in"]
+    # recipe: the candidate without a Base was not pruned, with the reason shown; the others went through prune
+    assert rows[zoo_env["no_base"].name].merge.startswith("skipped:")
+    assert rd.cell(zoo_env["deep"].name, "prune").done
+    assert rows[zoo_env["deep"].name].layers_before == zoo_env["deep"].layers
+    # events: one run_started, one run_finished, a score per zoo candidate; cell markers agree with the rows
+    evs = rd.events()
+    assert sum(isinstance(e, RunStarted) for e in evs) == 1 and isinstance(evs[-1], RunFinished)
+    scored = {e.candidate: e.score for e in evs if isinstance(e, CandidateScored)}
+    assert scored == {n: rows[n].score for n in names}
+    assert (rd.path / "leaderboard.json").is_file() and (rd.path / "leaderboard.md").is_file()
+    assert json.loads((rd.path / "leaderboard.json").read_text())["winner"] == lb.winner
+    hand = rd.path / "handoff"
+    assert lb.winner in (hand / "llamafactory_sft.yaml").read_text()
+    assert zoo_env["task"].train_path in (hand / "llamafactory_dataset_info.json").read_text()
+
+    # ground truth over the same candidates, then compare the two runs
+    g = api.start_run(s, _config(zoo_env, mode="ground-truth"))
+    assert _wait(s, g.run_id) == "finished"
+    glb = api.leaderboard(api.open_run(s, g.run_id))
+    assert all(r.status == "done" and r.layers_before is None for r in glb.rows)   # no pruning in ground truth
+    c = api.compare_runs(s, h.run_id, g.run_id)
+    da = {r["name"]: r["score"] for r in lb.ranking}
+    gb = {r["name"]: r["score"] for r in glb.ranking}
+    assert c.common == sorted(names) and c.only_a == [] and c.only_b == []
+    assert c.kendall_tau == pytest.approx(kendall_tau_b([da[n] for n in sorted(names)], [gb[n] for n in sorted(names)]))
+    assert c.top1_agree == (lb.winner == glb.winner)
+    assert c.time_ratio == pytest.approx(c.seconds_b / c.seconds_a) and c.seconds_a > 0
+    # ground truth trains on four times the data the proxies saw
+    assert glb.rows[0].times["finetune"] > 0
+    assert {r.candidate: r.steps for r in glb.rows}[names[0]] > rows[names[0]].steps
+
+
+def test_cancel_kill_and_resume_never_redo_finished_cells(zoo_env):
+    from damoc.pipeline import api
+
+    s = zoo_env["settings"]
+    cfg = _config(zoo_env, "seeds=[0, 1]", "compress.enabled=false", "prune.enabled=false", mode="damoc")
+    h = api.start_run(s, cfg)
+    rd = api.open_run(s, h.run_id)
+    fts = [rd.cell(n, f"finetune-full-s{i}") for n in zoo_env["names"] for i in (0, 1)]
+    _wait_for(lambda: sum(c.done for c in fts) >= 1)
+    # 1) cancel (SIGTERM to the process group): the running cell is marked cancelled, the run ends cancelled
+    api.cancel_run(s, h.run_id)
+    assert _wait(s, h.run_id) == "cancelled"
+    assert any(c.state == "cancelled" for c in fts) or all(c.done for c in fts)
+    done1 = {c.key: c.marker.stat().st_mtime_ns for c in fts if c.done}
+    filter_mtime = rd.cell("_data", "filter").marker.stat().st_mtime_ns
+    # 2) resume, then kill -9 the whole process group (a killed terminal, an OOM kill)
+    api.resume_run(s, h.run_id)
+    _wait_for(lambda: sum(c.done for c in fts) > len(done1) or not rd.is_alive())
+    pid = int(rd.meta["pid"]) if rd.meta.get("pid") else None
+    if pid and rd.is_alive():
+        os.killpg(pid, signal.SIGKILL)
+        _wait_for(lambda: not rd.is_alive(), timeout=30)
+        assert rd.status() == "interrupted"
+    done2 = {c.key: c.marker.stat().st_mtime_ns for c in fts if c.done}
+    # 3) resume to the end
+    api.resume_run(s, h.run_id)
+    assert _wait(s, h.run_id) == "finished"
+    assert all(c.done for c in fts)
+    # finished cells were never redone: same markers, and no stage_started for them after they finished
+    for key, mtime in {**done1, **done2}.items():
+        assert rd.cell(*key.split("/", 1)).marker.stat().st_mtime_ns == mtime
+    assert rd.cell("_data", "filter").marker.stat().st_mtime_ns == filter_mtime
+    evs = rd.events()
+    starts = [i for i, e in enumerate(evs) if isinstance(e, RunStarted)]
+    assert len(starts) >= 2 and all(evs[i].resumed for i in starts[1:])
+    for key in done1:
+        restarted = [e for e in evs[starts[1]:] if isinstance(e, StageStarted) and e.cell == key]
+        assert not restarted, f"{key} was run again after resume"
+    lb = api.leaderboard(rd)
+    assert len(lb.ranking) == 3 and all(r.seed_spread is not None for r in lb.rows)   # two seeds each
+
+
+def test_a_dying_worker_fails_only_its_candidate(zoo_env):
+    """kill -9 of a worker mid-cell: that cell is failed ('worker process died'), the driver serves the remaining
+    candidates with a new worker, and a resume redoes only the failed one."""
+    from damoc.pipeline import api
+
+    s = zoo_env["settings"]
+    cfg = _config(zoo_env, "compress.enabled=false", "prune.enabled=false", "filter.enabled=false",
+                  mode="ground-truth")
+    h = api.start_run(s, cfg)
+    rd = api.open_run(s, h.run_id)
+    first = rd.cell(zoo_env["names"][0], "finetune-full-s0")
+    _wait_for(lambda: first.running_marker.is_file())
+    worker_pid = json.loads(first.running_marker.read_text())["pid"]
+    os.kill(worker_pid, signal.SIGKILL)
+    assert _wait(s, h.run_id) == "finished"
+    lb = api.leaderboard(rd)
+    rows = {r.candidate: r for r in lb.rows}
+    assert rows[zoo_env["names"][0]].status == "failed" and "worker process died" in rows[zoo_env["names"][0]].reason
+    assert all(rows[n].status == "done" for n in zoo_env["names"][1:])
+    others = {n: rd.cell(n, "finetune-full-s0").marker.stat().st_mtime_ns for n in zoo_env["names"][1:]}
+    api.resume_run(s, h.run_id)
+    assert _wait(s, h.run_id) == "finished"
+    assert all(r.status == "done" for r in api.leaderboard(rd).rows)
+    assert {n: rd.cell(n, "finetune-full-s0").marker.stat().st_mtime_ns for n in others} == others
+
+
+def _damoc(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "damoc", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_cli_contract(zoo_env, isolated_home):
+    task, names = zoo_env["task"], zoo_env["names"][:2]
+    common = ["--dataset", task.train_path, "--test", task.test_path, "--candidates", ",".join(names)]
+    sets = [a for kv in FAST + ["compress.enabled=false"] for a in ("--set", kv)]
+    dry = _damoc("run", *common, "--dry-run", "--json", *sets)
+    assert dry.returncode == 0, dry.stderr
+    plan = json.loads(dry.stdout)
+    assert [c["stage"] for c in plan["cells"] if c["candidate"] == "_data"] == ["prepare", "filter"]
+    assert plan["preflight"] is not None
+    bad = _damoc("run", *common, "--set", "filter.ratoi=0.1")
+    assert bad.returncode == 2 and "did you mean ratio" in bad.stderr
+    unknown = _damoc("run", *common[:4], "--candidates", "nosuch-model")
+    assert unknown.returncode == 2 and "nosuch-model" in unknown.stderr
+
+    r = _damoc("run", *common, "--mode", "zero-shot", "--json", *sets)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["mode"] == "zero-shot" and out["seconds"] > 0 and out["run_id"]
+    assert sorted(x["name"] for x in out["ranking"]) == sorted(names)
+    assert out["ranking"][0]["rank"] == 1 and all("score" in x for x in out["ranking"])
+    assert "scored" in r.stderr                 # live progress went to stderr
+
+    r2 = _damoc("run", *common, "--mode", "few-shot", "--detach", "--json", *sets)
+    assert r2.returncode == 0, r2.stderr
+    rid = json.loads(r2.stdout)["run_id"]
+    att = _damoc("attach", rid, "--json")
+    assert att.returncode == 0, att.stderr[-2000:]
+    assert json.loads(att.stdout)["run_id"] == rid
+
+    cmp = _damoc("compare", out["run_id"], rid, "--json")
+    assert cmp.returncode == 0, cmp.stderr
+    c = json.loads(cmp.stdout)
+    assert {"top1_agree", "kendall_tau", "spearman_rho", "time_ratio"} <= set(c)
+    # two candidates: full agreement, reversal, or undefined when a run scored both the same (tiny models: 0 F1)
+    assert c["kendall_tau"] in (-1.0, 1.0, None)
+    assert c["top1_agree"] == (c["ranking_a"][0] == c["ranking_b"][0])
+    lst = _damoc("runs", "--json")
+    runs = {x["run_id"]: x for x in json.loads(lst.stdout)}
+    assert runs[rid]["mode"] == "few-shot" and runs[out["run_id"]]["status"] == "finished"

@@ -1,0 +1,78 @@
+"""Snapshot tests of the main screens at 80x24 and 120x40, in the default theme and the 16-colour theme.
+
+The SVGs live in tests/tui/__snapshots__/; after an intended change of the UI, look at the new pictures
+(`pytest tests/tui/test_snapshots.py --snapshot-report`), then accept them with `--snapshot-update`.
+Data is fixed (catalog only, empty HF cache, scripted runs with a fixed clock) so the pictures are the same on every
+machine.
+"""
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Input
+
+from tests.tui.conftest import wait_for
+
+SIZES = [(80, 24), (120, 40)]
+THEMES = ["damoc-dark", "damoc-ansi"]
+
+
+async def _steady(pilot) -> None:
+    for inp in pilot.app.screen.query(Input):      # a blinking cursor would make pictures differ
+        inp.cursor_blink = False
+    await pilot.pause(0.1)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("theme", THEMES)
+def test_registry(snap_compare, make_app, theme, size):
+    async def run_before(pilot):
+        await wait_for(pilot, lambda: getattr(pilot.app.screen, "loaded", False), what="registry")
+        await _steady(pilot)
+    assert snap_compare(make_app(theme), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("theme", THEMES)
+def test_run_view(snap_compare, make_app, scripted, theme, size):
+    scripted().complete()
+
+    async def run_before(pilot):
+        await pilot.press("a")
+        await wait_for(pilot, lambda: type(pilot.app.screen).__name__ == "RunScreen"
+                       and pilot.app.screen.query_one("#board").value("bravo-chat", "rank") == "1", what="board")
+        await _steady(pilot)
+    assert snap_compare(make_app(theme), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("theme", THEMES)
+def test_runs_history(snap_compare, make_app, scripted, theme, size):
+    scripted(run_id="20260101-100000-gt00", mode="ground-truth",
+             scores={"alpha-chat": 0.70, "bravo-chat": 0.80, "charlie-chat": 0.50}).complete()
+    scripted().complete()
+
+    async def run_before(pilot):
+        await pilot.press("2")
+        await wait_for(pilot, lambda: "compare" in getattr(pilot.app.screen, "summaries", {}).get(
+            "20260101-120000-abcd", {}), what="runs and comparison")
+        await _steady(pilot)
+    assert snap_compare(make_app(theme), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("theme", THEMES)
+def test_wizard_compress_step(snap_compare, make_app, theme, size):
+    async def run_before(pilot):
+        await pilot.press("n")
+        await wait_for(pilot, lambda: type(pilot.app.screen).__name__ == "WizardScreen", what="wizard")
+        pilot.app.screen.go_to("compress")
+        await _steady(pilot)
+    assert snap_compare(make_app(theme), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("theme", THEMES)
+def test_help(snap_compare, make_app, theme):
+    async def run_before(pilot):
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+    assert snap_compare(make_app(theme), terminal_size=(80, 24), run_before=run_before)
