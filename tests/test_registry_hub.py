@@ -23,6 +23,10 @@ def online(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    # huggingface_hub freezes HF_HUB_OFFLINE when first imported (conftest sets it for the whole session)
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
     return tmp_path / "hf-cache"
 
 

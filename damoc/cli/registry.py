@@ -131,33 +131,6 @@ def show(name: str, as_json: bool) -> None:
         con.print(f"  notes  {c.notes}")
 
 
-def _ref(value: str, revision: str | None, role: str) -> Any:
-    from damoc.registry.models import ModelRef
-
-    return ModelRef.parse(value, revision, role=role)
-
-
-def _local_facts(ref: Any, role: str) -> Any:
-    """Facts from files when the reference is local (folder, or hub id in the HF cache); None otherwise."""
-    from damoc.registry.assess import locate, local_facts
-
-    loc, path, problem = locate(ref)
-    if ref.kind == "folder" and path is None:
-        raise DamocError(f"{role} {ref.id}: {problem}",
-                         "point at the folder that holds config.json and the *.safetensors files")
-    return local_facts(path) if path else None
-
-
-def _default_name(ref: Any) -> str:
-    from damoc.registry.scan import GENERIC, CHAT_MARKERS, BASE_MARKERS, _safe_name, _tokens
-
-    p = Path(ref.id)
-    label = p.name
-    if ref.kind == "folder" and set(_tokens(label)) <= CHAT_MARKERS | BASE_MARKERS | GENERIC:
-        label = p.parent.name
-    return _safe_name(label)
-
-
 @registry.command()
 @click.option("--chat", "chat", required=True, help="Chat/instruct model: folder or hub id (org/name).")
 @click.option("--base", "base", default=None, help="Its Base (pre-trained, W_pre): folder or hub id.")
@@ -173,21 +146,11 @@ def add(chat: str, base: str | None, name: str | None, family: str | None, chat_
     """Register a candidate. Folders are read (config.json, safetensors headers) and checked now; hub ids are
     registered as they are (nothing is downloaded; `damoc registry pull NAME` later)."""
     from damoc.registry.assess import assess
-    from damoc.registry.models import Candidate, ModelFacts, check_name
+    from damoc.registry.resolve import new_candidate
 
     store = _store()
-    cref = _ref(chat, chat_revision, "Chat")
-    bref = _ref(base, base_revision, "Base") if base else None
-    cf = _local_facts(cref, "Chat")
-    bf = _local_facts(bref, "Base") if bref else None
-    if cf and bf and cf.architecture != bf.architecture:
-        raise DamocError(f"Chat and Base are of different families: Chat {cref.id} is {cf.architecture}, "
-                         f"Base {bref.id} is {bf.architecture}",
-                         "give the Base the Chat was fine-tuned from, or omit --base")
-    cand = Candidate(name=check_name(name or _default_name(cref)), chat=cref, base=bref,
-                     family=family or (cf.architecture if cf else "") or "", source="user", notes=notes,
-                     no_base_reason="" if bref else "none given",
-                     chat_facts=cf or ModelFacts(origin="none"), base_facts=bf)
+    cand = new_candidate(chat, base, name=name, family=family, chat_revision=chat_revision,
+                         base_revision=base_revision, notes=notes)
     store.add(cand, replace=replace)
     c = assess(cand, store.hub_facts())
     if as_json:

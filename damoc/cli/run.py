@@ -18,6 +18,7 @@ from damoc.cli.common import echo_json, err_console, out_console, settings
 def _follow(s: Any, run_id: str, *, quiet: bool = False) -> str:
     """Show a run's events live until it ends; Ctrl-C cancels the run (it can be resumed). Returns its status."""
     from damoc.console import ConsoleReporter
+    from damoc.events import CandidateScored
     from damoc.pipeline import api
 
     rd = api.open_run(s, run_id)
@@ -31,6 +32,8 @@ def _follow(s: Any, run_id: str, *, quiet: bool = False) -> str:
                 for ev in rd.follow():
                     if rep is not None:
                         rep.emit(ev)
+                        if isinstance(ev, CandidateScored):   # the live leaderboard, one line per new score
+                            rep.progress.console.print(_standings(api.leaderboard(rd)), highlight=False)
                 break
             except KeyboardInterrupt:
                 if cancelling:         # a second Ctrl-C: stop following, the run finishes cancelling on its own
@@ -48,6 +51,13 @@ def _follow(s: Any, run_id: str, *, quiet: bool = False) -> str:
     while rd.is_alive():             # the driver writes its last files after run_finished
         time.sleep(0.1)
     return rd.status()
+
+
+def _standings(lb: Any) -> str:
+    parts = [f"{r.rank}. {r.candidate} {r.score:.2f}{' ≈' if r.too_close else ''}" for r in lb.rows
+             if r.score is not None]
+    waiting = sum(1 for r in lb.rows if r.score is None and r.status in ("pending", "running"))
+    return "   standings: " + "  ".join(parts) + (f"  (+{waiting} to go)" if waiting else "")
 
 
 def _print_leaderboard(lb: Any) -> None:

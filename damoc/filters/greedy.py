@@ -56,13 +56,24 @@ def _progress(tracker: Any, done: int) -> None:
 
 
 def graphcut_greedy(E: Any, budget: int, lam: float = 0.4, *, device: str = "cpu", pool: int = 4096,
+                    optimizer: str = "auto", seed: int = 0, epsilon: float = 0.01, max_exact_work: float = 1e10,
                     tracker: Any = None) -> GreedyResult:
-    """Exact greedy GraphCut maximisation (the NaiveGreedy pick sequence of submodlib) on the linear kernel of E."""
+    """Greedy GraphCut maximisation on the linear kernel of E.
+
+    optimizer="exact" reproduces submodlib's NaiveGreedy pick sequence. "stochastic" is the stochastic greedy of
+    Mirzasoleiman et al. (AAAI 2015, "Lazier than lazy greedy"; submodlib's StochasticGreedy): each pick is the best of
+    a seeded random sample of ceil(n/budget * ln(1/epsilon)) remaining points (at least 1024), a (1 - 1/e - epsilon)
+    approximation in expectation. "auto" runs the exact greedy and switches to the stochastic one for the remaining
+    picks once the exact one would cost more than `max_exact_work` multiply-adds: that happens when the picked sum
+    balances the ground-set sum (u_S ~ c / 2 lam), where every point's gain sits in a narrow band, each pick reshuffles
+    the order, and an exact pick needs a full pass over the data (typical of random embeddings, rare for text)."""
     import numpy as np
     import torch
 
     if lam < 0:
         raise ConfigError(f"GraphCut lambda must be >= 0, got {lam}")
+    if optimizer not in ("auto", "exact", "stochastic"):
+        raise ConfigError(f"unknown GraphCut optimizer {optimizer!r}", "use auto, exact or stochastic")
     X = _torch_rows(E, device)
     n, d = X.shape
     if not 0 < budget <= n:
@@ -76,9 +87,19 @@ def graphcut_greedy(E: Any, budget: int, lam: float = 0.4, *, device: str = "cpu
     order: list[int] = []
     gains: list[float] = []
     refreshes = 0
+    per_refresh: list[int] = []
     inf = float("inf")
-    while len(order) < budget:
+    exact = optimizer != "stochastic"
+    while exact and len(order) < budget:
+        if optimizer == "auto" and len(per_refresh) >= 8:
+            rate = max(1e-9, sum(per_refresh[-8:]) / 8)
+            spent = refreshes * n * d
+            ahead = (budget - len(order)) / rate * n * d
+            if spent + ahead > max_exact_work:
+                exact = False
+                break
         refreshes += 1
+        start_picks = len(order)
         v64 = c - 2.0 * lam * u_all
         vnorm = float(v64.norm())
         vhat = v64 / vnorm if vnorm > 0 else v64
@@ -103,12 +124,12 @@ def graphcut_greedy(E: Any, budget: int, lam: float = 0.4, *, device: str = "cpu
             best = float(gp[j])
             if best == -inf:
                 break
-            if tau != -inf and len(order) and u.any():
+            if tau != -inf and len(order) > start_picks:
                 # Bound every outside point's gain now. Since the refresh it changed by -2 lam <x, u>. Split u
                 # into its part along v (the refresh's gain direction: g0(x) + lam s_xx = |v| <x, vhat>) and the
                 # rest w: g(x) = (1 - beta) (g0(x) + lam s_xx) - lam s_xx - 2 lam <x, w>, beta = 2 lam <u, vhat> / |v|.
-                # With g0(x) <= tau this is <= (1 - beta) tau - beta lam s_xx + 2 lam |x| |w|. Picks lie along v,
-                # so this is far tighter than plain Cauchy-Schwarz on u.
+                # With g0(x) <= tau this is <= (1 - beta) tau - beta lam s_xx + 2 lam |x| |w|. Early picks lie along
+                # v, so this is far tighter than plain Cauchy-Schwarz on u.
                 alpha = float(u @ vhat)
                 beta = 2.0 * lam * alpha / vnorm if vnorm > 0 else inf
                 if beta > 1.0:
@@ -128,11 +149,51 @@ def graphcut_greedy(E: Any, budget: int, lam: float = 0.4, *, device: str = "cpu
             gp[j] = -torch.inf
             if len(order) % 64 == 0:
                 _progress(tracker, len(order))
+        per_refresh.append(len(order) - start_picks)
+    exact_picks = len(order)
+    if len(order) < budget:
+        # stochastic greedy for the rest: gains are exact for the sampled points (g = <x, v> - lam s_xx)
+        rng = np.random.default_rng(seed)
+        remaining = np.flatnonzero(~picked.cpu().numpy())
+        pos = {int(r): i for i, r in enumerate(remaining)}
+        todo = budget - len(order)
+        size = int(min(len(remaining), max(1024, np.ceil(n / budget * np.log(1.0 / epsilon)))))
+        v64 = c - 2.0 * lam * u_all
+        live = len(remaining)
+        for _ in range(todo):
+            # sample without replacement from the live prefix of `remaining` (picked ones are swapped out)
+            cand = rng.choice(live, size=min(size, live), replace=False)
+            rows = torch.as_tensor(remaining[cand], device=X.device)
+            gs = (X[rows] @ v64.float()).double() - lam * diag[rows]
+            j = int(torch.argmax(gs))
+            x = int(rows[j])
+            order.append(x)
+            gains.append(float(gs[j]))
+            picked[x] = True
+            v64 -= 2.0 * lam * X[x].double()
+            u_all += X[x].double()
+            i, last = pos[x], live - 1                   # swap x out of the live prefix
+            remaining[i], remaining[last] = remaining[last], remaining[i]
+            pos[int(remaining[i])], pos[x] = i, last
+            live -= 1
+            if len(order) % 256 == 0:
+                _progress(tracker, len(order))
     _progress(tracker, len(order))
     v = (c - 2.0 * lam * u_all).float()
     final = ((X @ v).double() - lam * diag).cpu().numpy()
     return GreedyResult(np.asarray(order, dtype=np.int64), np.asarray(gains), final,
-                        {"refreshes": refreshes, "pool": pool})
+                        {"refreshes": refreshes, "pool": pool, "exact_picks": exact_picks,
+                         "stochastic_picks": len(order) - exact_picks,
+                         "optimizer": optimizer})
+
+
+def graphcut_value(E: Any, selected: Any, lam: float) -> float:
+    """f(S) for the linear kernel (to compare optimizers): <c, u_S> - lam |u_S|^2."""
+    import numpy as np
+
+    X = np.asarray(E, dtype=np.float64)
+    u = X[np.asarray(selected, dtype=np.int64)].sum(0)
+    return float(X.sum(0) @ u - lam * (u @ u))
 
 
 def kcenter_greedy(E: Any, budget: int, *, seed: int = 0, first: int | None = None, already: Any = None,

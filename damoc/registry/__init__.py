@@ -6,13 +6,14 @@ Public API (light to import: no torch, no network):
     Candidate, ModelRef, ModelFacts, Capability, ResolvedCandidate
     resolve_candidate(settings, name) -> ResolvedCandidate
     register_zoo(settings, zoo_candidates)
+    new_candidate(chat, base, name=...) -> Candidate   (validated, as `registry add`; then store.add it)
     preflight(settings, names, config) -> Preflight
 """
 from damoc.registry.models import Candidate, Capability, ModelFacts, ModelRef, ResolvedCandidate
 from damoc.registry.preflight import Preflight, PreflightConfig, preflight
-from damoc.registry.resolve import register_zoo, resolve_candidate
+from damoc.registry.resolve import new_candidate, register_zoo, resolve_candidate
 from damoc.registry.store import NameTaken, RegistryBusy, RegistryCorrupt, RegistryStore
 
 __all__ = ["Candidate", "Capability", "ModelFacts", "ModelRef", "ResolvedCandidate", "RegistryStore",
-           "RegistryCorrupt", "RegistryBusy", "NameTaken", "resolve_candidate", "register_zoo", "preflight",
+           "RegistryCorrupt", "RegistryBusy", "NameTaken", "new_candidate", "resolve_candidate", "register_zoo", "preflight",
            "Preflight", "PreflightConfig"]

@@ -51,7 +51,8 @@ def _has_token() -> bool:
 
 
 def _offline_error(what: str) -> HubError:
-    return HubError(f"cannot {what}: offline mode ({offline_reason()})",
+    why = offline_reason() or "HF_HUB_OFFLINE was set when huggingface_hub was imported"
+    return HubError(f"cannot {what}: offline mode ({why})",
                     "unset HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE) on a machine with network; or copy the model "
                     "folder here and register it: damoc registry add --chat FOLDER [--base FOLDER]")
 

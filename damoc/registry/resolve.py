@@ -47,6 +47,46 @@ def resolve_candidate(settings: Any, name: str) -> ResolvedCandidate:
     )
 
 
+def new_candidate(chat: str, base: str | None = None, *, name: str | None = None, family: str | None = None,
+                  chat_revision: str | None = None, base_revision: str | None = None, notes: str = "") -> Candidate:
+    """A validated user entry from a Chat (and Base) given as folders or hub ids, as `damoc registry add` builds it:
+    local models are read now (config.json, safetensors headers; a Chat and Base of different families are
+    refused), hub ids are taken as they are (nothing is downloaded). Not yet stored: `RegistryStore.add` it."""
+    from damoc.registry.assess import local_facts, locate
+    from damoc.registry.models import check_name
+
+    def facts(ref: ModelRef, role: str) -> ModelFacts | None:
+        _, path, problem = locate(ref)
+        if ref.kind == "folder" and path is None:
+            raise DamocError(f"{role} {ref.id}: {problem}",
+                             "point at the folder that holds config.json and the *.safetensors files")
+        return local_facts(path) if path else None
+
+    cref = ModelRef.parse(chat, chat_revision, role="Chat")
+    bref = ModelRef.parse(base, base_revision, role="Base") if base else None
+    cf = facts(cref, "Chat")
+    bf = facts(bref, "Base") if bref else None
+    if cf and bf and cf.architecture != bf.architecture:
+        raise DamocError(f"Chat and Base are of different families: Chat {cref.id} is {cf.architecture}, "
+                         f"Base {bref.id} is {bf.architecture}",   # type: ignore[union-attr]
+                         "give the Base the Chat was fine-tuned from, or omit the Base")
+    return Candidate(name=check_name(name or default_name(cref)), chat=cref, base=bref,
+                     family=family or (cf.architecture if cf else "") or "", source="user", notes=notes,
+                     no_base_reason="" if bref else "none given", chat_facts=cf or ModelFacts(origin="none"),
+                     base_facts=bf)
+
+
+def default_name(ref: ModelRef) -> str:
+    """The folder or repo name; for `.../tiny/chat` the parent's (a bare `chat` or `base` says nothing)."""
+    from damoc.registry.scan import BASE_MARKERS, CHAT_MARKERS, GENERIC, _safe_name, _tokens
+
+    p = Path(ref.id)
+    label = p.name
+    if ref.kind == "folder" and set(_tokens(label)) <= CHAT_MARKERS | BASE_MARKERS | GENERIC:
+        label = p.parent.name
+    return _safe_name(label)
+
+
 def _get(item: Any, key: str) -> Any:
     return item.get(key) if isinstance(item, dict) else getattr(item, key, None)
 

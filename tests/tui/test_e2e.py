@@ -14,8 +14,9 @@ from tests.tui.conftest import text_of, wait_for
 
 pytestmark = pytest.mark.slow
 
-# compression is switched off to keep this test short (the compress module has its own tests); filter and pruning run
-FAST = ("compress.enabled=false finetune.full.lr=1e-3 finetune.full.epochs=1 finetune.full.effective_batch=8 finetune.full.micro_batch=8 "
+# The shared data stages (filter, compress) are switched off to keep this test short and about the app (their modules
+# have their own tests); each candidate goes through pruning (when it has a Base), proxy fine-tuning and evaluation.
+FAST = ("filter.enabled=false compress.enabled=false finetune.full.lr=1e-3 finetune.full.epochs=1 finetune.full.effective_batch=8 finetune.full.micro_batch=8 "
         "finetune.full.max_length=64 finetune.proxy_min_steps=3 dataset.max_train=64 dataset.max_test=12 "
         "prune.calib_samples=8 evaluate.max_new_tokens=6")
 
@@ -91,7 +92,7 @@ async def test_wizard_launch_watch_cancel_resume_reopen(make_app, settings, zoo_
         await wait_for(pilot, lambda: wiz.plan is not None, timeout=60, what="plan",
                        explain=lambda: text_of(wiz.query_one("#w-preflight")))
         sheet = text_of(wiz.query_one("#w-preflight"))
-        assert "pre-flight" in sheet and f"skip {no_base.name}/prune" in sheet
+        assert "pre-flight" in sheet and f"skip {no_base.name}/prune" in sheet and "skip _data/filter" in sheet
 
         # the same config saved as a file reads back equal (it can be run headless: damoc run --config FILE)
         await pilot.press("ctrl+s")
@@ -113,8 +114,9 @@ async def test_wizard_launch_watch_cancel_resume_reopen(make_app, settings, zoo_
 
         # cancel as soon as the run is at work on something (a shared data stage or a candidate)
         def at_work() -> bool:
-            cands = [screen.state.data, *screen.state.candidates.values()]
-            return any(st.status == "running" for c in cands for st in c.stages.values())
+            if screen.state.status == "failed":
+                raise AssertionError(f"the run failed:\n{_run_log(screen)}")
+            return any(st.status == "running" for c in screen.state.candidates.values() for st in c.stages.values())
         await wait_for(pilot, at_work, timeout=180, what="a stage at work", explain=lambda: _run_log(screen))
         await pilot.press("x")
         await pilot.pause()
@@ -130,13 +132,13 @@ async def test_wizard_launch_watch_cancel_resume_reopen(make_app, settings, zoo_
         # quit the app while the run goes on: the run is a separate process and keeps going
         await app.action_quit()
     rd = api.open_run(settings, run_id)
-    was_alive = rd.is_alive()
+    assert rd.is_alive(), "quitting the app must leave the run going"
 
     # reopen: the app says the run is still going and `a` attaches to it; the leaderboard fills to the end
     app2 = make_app()
     async with app2.run_test(size=(120, 40)) as pilot:
-        if was_alive:
-            await wait_for(pilot, lambda: run_id in app2.live_runs, what="live run found")
+        await wait_for(pilot, lambda: run_id in app2.live_runs, what="live run found")
+        assert any("still going" in n.message for n in app2._notifications)
         await pilot.press("a")
         await wait_for(pilot, lambda: isinstance(app2.screen, RunScreen) and app2.screen.run_id == run_id,
                        what="reattached")
@@ -149,4 +151,4 @@ async def test_wizard_launch_watch_cancel_resume_reopen(make_app, settings, zoo_
         for row in lb.rows:
             assert board.value(row.candidate, "score") == f"{row.score:.4f}"
         assert str(board.value(no_base.name, "prune")) == "skipped"
-    assert was_alive or rd.status() == "finished"
+    assert rd.status() == "finished"
