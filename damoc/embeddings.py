@@ -61,10 +61,10 @@ class EmbeddingCache:
         for shard in self._shards():
             try:
                 with np.load(shard) as z:
-                    skeys, vecs = z["keys"], z["vecs"]
+                    skeys, vecs = _keys(z["keys"]), z["vecs"]
             except (OSError, ValueError, KeyError):      # a foreign or damaged file: ignore, it will be re-encoded
                 continue
-            for i, k in enumerate(skeys.tolist()):
+            for i, k in enumerate(skeys):
                 if k in want and k not in found:
                     found[k] = vecs[i]
             if len(found) == len(want):
@@ -76,7 +76,7 @@ class EmbeddingCache:
 
         if not len(keys):
             return
-        self._write(np.array(list(keys), dtype="S16"), np.asarray(vecs, dtype=np.float32))
+        self._write(_key_array(keys), np.asarray(vecs, dtype=np.float32))
         shards = self._shards()
         if len(shards) > MAX_SHARDS:
             self._compact(shards)
@@ -97,7 +97,7 @@ class EmbeddingCache:
         for shard in shards:
             try:
                 with np.load(shard) as z:
-                    for k, v in zip(z["keys"].tolist(), z["vecs"]):
+                    for k, v in zip(_keys(z["keys"]), z["vecs"]):
                         if k not in seen:
                             seen.add(k)
                             keys.append(k)
@@ -105,9 +105,21 @@ class EmbeddingCache:
             except (OSError, ValueError, KeyError):
                 continue
         if keys:
-            self._write(np.array(keys, dtype="S16"), np.stack(vecs))
+            self._write(_key_array(keys), np.stack(vecs))
         for shard in shards:            # only after the merged shard is durable
             shard.unlink(missing_ok=True)
+
+
+def _key_array(keys: Sequence[bytes]) -> Any:
+    # raw bytes as uint8 rows: numpy's "S16" strings would drop a key's trailing NUL bytes
+    import numpy as np
+
+    return np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 16)
+
+
+def _keys(arr: Any) -> list[bytes]:
+    raw = arr.tobytes()
+    return [raw[i:i + 16] for i in range(0, len(raw), 16)]
 
 
 def _load_encoder(path: str, device: str) -> Any:

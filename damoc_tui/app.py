@@ -27,6 +27,7 @@ from damoc_tui.screens.history import HistoryScreen
 from damoc_tui.screens.registry import RegistryScreen
 
 KEYMAP_FILE = "keymap.toml"
+STYLES = Path(__file__).resolve().parent / "styles"
 
 
 def load_keymap(settings: Settings) -> tuple[dict[str, str], str]:
@@ -51,8 +52,9 @@ def load_keymap(settings: Settings) -> tuple[dict[str, str], str]:
 class DamocApp(App[None]):
     TITLE = "damoc"
     SUB_TITLE = "pick the LLM to fine-tune"
-    CSS_PATH: ClassVar[list[str | Path]] = ["styles/app.tcss", "styles/registry.tcss", "styles/run.tcss",
-                                            "styles/history.tcss", "styles/wizard.tcss"]
+    # absolute: Textual resolves relative paths against the module of the (sub)class being run
+    CSS_PATH: ClassVar[list[str | Path]] = [STYLES / f"{n}.tcss" for n in ("app", "registry", "run", "history",
+                                                                            "wizard")]
     MODES: ClassVar[dict[str, Any]] = {"registry": RegistryScreen, "runs": HistoryScreen}
     DEFAULT_MODE = "registry"
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (110, "-wide")]
@@ -60,7 +62,7 @@ class DamocApp(App[None]):
     ENABLE_COMMAND_PALETTE = True
     live_runs: reactive[tuple[str, ...]] = reactive(())
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("q", "soft_quit", "Quit", id="app.quit"),   # ctrl+q (textual's own binding) quits from anywhere
         Binding("question_mark,f1", "help", "Help", id="app.help"),
         Binding("1", "switch_mode('registry')", "Registry", id="app.registry", show=False),
         Binding("2", "switch_mode('runs')", "Runs", id="app.runs", show=False),
@@ -70,15 +72,22 @@ class DamocApp(App[None]):
     ]
 
     def __init__(self, settings: Settings | None = None, *, theme: str | None = None) -> None:
+        from textual.theme import BUILTIN_THEMES
+
         self.settings = settings or Settings.load()
         self._requested_theme = theme
-        super().__init__()
-        self.startup_problems: list[str] = []
         loaded, bad = theme_mod.load_themes(self.settings)
+        names = {t.name for t in loaded} | set(BUILTIN_THEMES)
+        chosen = theme_mod.choose_theme(self.settings, theme, names)
+        ansi = any(t.name == chosen and t.ansi for t in loaded) or (chosen in BUILTIN_THEMES and
+                                                                      BUILTIN_THEMES[chosen].ansi)
+        # Decided before App.__init__: textual picks its NO_COLOR filter there (NoColor keeps the terminal's own
+        # colours for an ANSI theme; its Monochrome filter would turn the 16-colour theme black on black).
+        super().__init__(ansi_color=True if ansi else None)
+        self.startup_problems: list[str] = []
         for t in loaded:
             self.register_theme(t)
         self.startup_problems += [f"theme skipped: {p}" for p in bad]
-        chosen = theme_mod.choose_theme(self.settings, theme, set(self.available_themes))
         if theme and chosen != theme:
             self.startup_problems.append(f"unknown theme {theme!r}; known: {', '.join(self.theme_names())}")
         self.theme = chosen
@@ -89,6 +98,7 @@ class DamocApp(App[None]):
             self.set_keymap(keymap)
         self.selected_candidates: list[str] = []  # chosen on the registry screen for the next run
         self.known_candidates: list[str] = []     # for the command palette
+        self.registry_snapshot: list[Any] = []    # the registry screen's last read (the wizard starts from it)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -127,6 +137,22 @@ class DamocApp(App[None]):
         self.notify(f"theme {self.theme}", timeout=2)
 
     # -- actions --------------------------------------------------------------------------------------
+    # Plain-letter keys that leave the current screen are off in forms and dialogs, where a stray key must not
+    # quit, switch screens or start something (ctrl+q still quits from anywhere).
+    _SCREEN_LEAVING = frozenset({"soft_quit", "switch_mode", "new_run", "attach"})
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        from textual.screen import ModalScreen
+
+        from damoc_tui.screens.wizard import WizardScreen
+
+        if action in self._SCREEN_LEAVING and isinstance(self.screen, (WizardScreen, ModalScreen)):
+            return False
+        return True
+
+    def action_soft_quit(self) -> None:
+        self.exit()
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())

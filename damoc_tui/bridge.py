@@ -18,9 +18,10 @@ from textual.message import Message
 from damoc.errors import DamocError
 from damoc.events import Event, RunFinished, RunStarted, StageFinished, CandidateScored, StageProgress, read_events
 from damoc.pipeline.rundir import RunDir
-from damoc_tui.messages import JobDone, LeaderboardRows, RunEvents, RunLiveness, RunProgress
+from damoc_tui.messages import JobDone, LeaderboardRows, RunEvents, RunLiveness, RunProgress, RunSnapshot
 
 Post = Callable[[Message], Any]
+SNAPSHOT_OVER = 2000        # a backlog longer than this is folded in the worker, not event by event on the UI thread
 # Events after which the pipeline's leaderboard may have changed.
 _RANKING_EVENTS = (StageFinished, CandidateScored, RunFinished, RunStarted)
 
@@ -34,7 +35,7 @@ def follow_run(rd: RunDir, post: Post, stop: threading.Event, *, refresh_hz: flo
     event per cell within a batch (and again in the message queue by `RunProgress.can_replace`).
     """
     interval = 1.0 / max(0.5, refresh_hz)
-    offset, size = 0, -1
+    offset = 0
     alive_prev: bool | None = None
     while not stop.is_set():
         alive = rd.is_alive()
@@ -42,11 +43,21 @@ def follow_run(rd: RunDir, post: Post, stop: threading.Event, *, refresh_hz: flo
             new_size = os.stat(rd.events_path).st_size
         except FileNotFoundError:
             new_size = 0
-        if new_size != size:
-            size = new_size
+        if new_size < offset:                     # the file was replaced: start over
+            offset = 0
+        if new_size > offset:                     # a stat per poll; read only when lines were appended
+            first = offset == 0
             events, offset = read_events(rd.events_path, offset)
-            if events:
+            if first and len(events) > SNAPSHOT_OVER:
+                from damoc_tui.runstate import RunState
+
+                state = RunState(rd.run_id)
+                for e in events:
+                    state.apply(e)
+                post(RunSnapshot(rd.run_id, state, alive))
+            elif events:
                 _post_batch(rd.run_id, events, alive, post)
+            if events:
                 if leaderboard is not None and any(isinstance(e, _RANKING_EVENTS) for e in events):
                     _post_leaderboard(rd, leaderboard, post)
         if alive != alive_prev:

@@ -23,6 +23,16 @@ class RunEvents(Message, bubble=False):
 
 
 @dataclass
+class RunSnapshot(Message, bubble=False):
+    """A long backlog (reattaching to a run that has been going for days) folded off the UI thread: the screen
+    takes this state as it is, then applies the events that follow."""
+
+    run_id: str
+    state: Any
+    alive: bool = False
+
+
+@dataclass
 class RunProgress(Message, bubble=False):
     """The latest progress of one cell."""
 

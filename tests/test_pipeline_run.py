@@ -131,71 +131,61 @@ def test_damoc_then_ground_truth_end_to_end(zoo_env, tmp_path):
 
 
 def test_cancel_kill_and_resume_never_redo_finished_cells(zoo_env):
+    """One run through four sessions: cancel (SIGTERM) -> resume -> a worker dies (kill -9: only its cell fails,
+    the driver serves the rest with a new worker) -> the whole process group is killed (interrupted) -> resume to
+    the end. Finished cells are never redone."""
+    from damoc.events import StageFinished
     from damoc.pipeline import api
 
     s = zoo_env["settings"]
-    cfg = _config(zoo_env, "seeds=[0, 1]", "compress.enabled=false", "prune.enabled=false", mode="damoc")
+    cfg = _config(zoo_env, "seeds=[0, 1]", "filter.enabled=false", "compress.enabled=false", "prune.enabled=false")
     h = api.start_run(s, cfg)
     rd = api.open_run(s, h.run_id)
     fts = [rd.cell(n, f"finetune-full-s{i}") for n in zoo_env["names"] for i in (0, 1)]
+    ever_done: dict[str, int] = {}
+
+    def snapshot() -> None:
+        for c in fts:
+            if c.done:
+                ever_done.setdefault(c.key, c.marker.stat().st_mtime_ns)
+
+    # 1) cancel: the running cell is marked cancelled, the run ends cancelled
     _wait_for(lambda: sum(c.done for c in fts) >= 1)
-    # 1) cancel (SIGTERM to the process group): the running cell is marked cancelled, the run ends cancelled
     api.cancel_run(s, h.run_id)
     assert _wait(s, h.run_id) == "cancelled"
-    assert any(c.state == "cancelled" for c in fts) or all(c.done for c in fts)
-    done1 = {c.key: c.marker.stat().st_mtime_ns for c in fts if c.done}
-    filter_mtime = rd.cell("_data", "filter").marker.stat().st_mtime_ns
-    # 2) resume, then kill -9 the whole process group (a killed terminal, an OOM kill)
+    snapshot()
+    prepare_mtime = rd.cell("_data", "prepare").marker.stat().st_mtime_ns
+    # 2) resume; kill -9 the worker in the middle of a cell: that cell fails, the others go on
     api.resume_run(s, h.run_id)
-    _wait_for(lambda: sum(c.done for c in fts) > len(done1) or not rd.is_alive())
-    pid = int(rd.meta["pid"]) if rd.meta.get("pid") else None
-    if pid and rd.is_alive():
-        os.killpg(pid, signal.SIGKILL)
-        _wait_for(lambda: not rd.is_alive(), timeout=30)
-        assert rd.status() == "interrupted"
-    done2 = {c.key: c.marker.stat().st_mtime_ns for c in fts if c.done}
-    # 3) resume to the end
+    _wait_for(lambda: any(c.running_marker.is_file() and c.key not in ever_done for c in fts))
+    victim = next(c for c in fts if c.running_marker.is_file() and c.key not in ever_done)
+    os.kill(json.loads(victim.running_marker.read_text())["pid"], signal.SIGKILL)
+    _wait_for(lambda: victim.state == "failed", timeout=60)
+    assert "worker process died" in victim.failure()["reason"]
+    # 3) then kill -9 the whole process group (a killed terminal session, an OOM kill of everything)
+    _wait_for(lambda: sum(c.done for c in fts) > len(ever_done) or not rd.is_alive())
+    snapshot()
+    assert rd.is_alive() and not all(c.done for c in fts)
+    os.killpg(int(rd.meta["pid"]), signal.SIGKILL)
+    _wait_for(lambda: not rd.is_alive(), timeout=30)
+    assert rd.status() == "interrupted"
+    snapshot()
+    # 4) resume to the end: every cell done, including the one whose worker died
     api.resume_run(s, h.run_id)
     assert _wait(s, h.run_id) == "finished"
     assert all(c.done for c in fts)
-    # finished cells were never redone: same markers, and no stage_started for them after they finished
-    for key, mtime in {**done1, **done2}.items():
-        assert rd.cell(*key.split("/", 1)).marker.stat().st_mtime_ns == mtime
-    assert rd.cell("_data", "filter").marker.stat().st_mtime_ns == filter_mtime
+    for key, mtime in ever_done.items():
+        assert rd.cell(*key.split("/", 1)).marker.stat().st_mtime_ns == mtime, f"{key} was redone"
+    assert rd.cell("_data", "prepare").marker.stat().st_mtime_ns == prepare_mtime
     evs = rd.events()
     starts = [i for i, e in enumerate(evs) if isinstance(e, RunStarted)]
-    assert len(starts) >= 2 and all(evs[i].resumed for i in starts[1:])
-    for key in done1:
-        restarted = [e for e in evs[starts[1]:] if isinstance(e, StageStarted) and e.cell == key]
-        assert not restarted, f"{key} was run again after resume"
+    assert [evs[i].resumed for i in starts] == [False, True, True]
+    for key in ever_done:
+        started = [i for i, e in enumerate(evs) if isinstance(e, StageStarted) and e.cell == key]
+        assert len(started) == 1, f"{key} started {len(started)} times"
+    assert any(isinstance(e, StageFinished) and e.cell == victim.key and e.status == "failed" for e in evs)
     lb = api.leaderboard(rd)
-    assert len(lb.ranking) == 3 and all(r.seed_spread is not None for r in lb.rows)   # two seeds each
-
-
-def test_a_dying_worker_fails_only_its_candidate(zoo_env):
-    """kill -9 of a worker mid-cell: that cell is failed ('worker process died'), the driver serves the remaining
-    candidates with a new worker, and a resume redoes only the failed one."""
-    from damoc.pipeline import api
-
-    s = zoo_env["settings"]
-    cfg = _config(zoo_env, "compress.enabled=false", "prune.enabled=false", "filter.enabled=false",
-                  mode="ground-truth")
-    h = api.start_run(s, cfg)
-    rd = api.open_run(s, h.run_id)
-    first = rd.cell(zoo_env["names"][0], "finetune-full-s0")
-    _wait_for(lambda: first.running_marker.is_file())
-    worker_pid = json.loads(first.running_marker.read_text())["pid"]
-    os.kill(worker_pid, signal.SIGKILL)
-    assert _wait(s, h.run_id) == "finished"
-    lb = api.leaderboard(rd)
-    rows = {r.candidate: r for r in lb.rows}
-    assert rows[zoo_env["names"][0]].status == "failed" and "worker process died" in rows[zoo_env["names"][0]].reason
-    assert all(rows[n].status == "done" for n in zoo_env["names"][1:])
-    others = {n: rd.cell(n, "finetune-full-s0").marker.stat().st_mtime_ns for n in zoo_env["names"][1:]}
-    api.resume_run(s, h.run_id)
-    assert _wait(s, h.run_id) == "finished"
-    assert all(r.status == "done" for r in api.leaderboard(rd).rows)
-    assert {n: rd.cell(n, "finetune-full-s0").marker.stat().st_mtime_ns for n in others} == others
+    assert len(lb.ranking) == 3 and all(r.status == "done" and r.seed_spread is not None for r in lb.rows)
 
 
 def _damoc(*args, env=None, timeout=600):
@@ -242,3 +232,33 @@ def test_cli_contract(zoo_env, isolated_home):
     lst = _damoc("runs", "--json")
     runs = {x["run_id"]: x for x in json.loads(lst.stdout)}
     assert runs[rid]["mode"] == "few-shot" and runs[out["run_id"]]["status"] == "finished"
+
+
+def test_demo_verify_json_contract(zoo_env, isolated_home):
+    """`damoc demo --verify --json` on the test zoo (two candidates, tiny steps): the keys the selection check reads,
+    and figures that agree with each other."""
+    from conftest import test_cache_dir
+
+    isolated_home.mkdir(parents=True, exist_ok=True)
+    (isolated_home / "zoo").symlink_to(test_cache_dir() / "zoo")       # the cached test zoo, not a rebuild
+    names = zoo_env["names"][:2]
+    sets = [a for kv in ["dataset.max_test=8", "dataset.max_train=48", "evaluate.max_new_tokens=6",
+                         "compress.enabled=false"] for a in ("--set", kv)]
+    r = _damoc("demo", "--size", "test", "--verify", "--json", "--no-diagnose", "--candidates", ",".join(names),
+               *sets)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = json.loads(r.stdout)
+    for k in ("task", "damoc_ranking", "ground_truth_ranking", "top1_agree", "kendall_tau", "damoc_seconds",
+              "ground_truth_seconds", "speedup", "train_speedup"):
+        assert k in d, k
+    assert d["speedup"] == pytest.approx(d["ground_truth_seconds"] / d["damoc_seconds"])
+    top = lambda rk: rk[0]["name"]  # noqa: E731
+    assert d["top1_agree"] == (top(d["damoc_ranking"]) == top(d["ground_truth_ranking"]))
+    assert sorted(x["name"] for x in d["damoc_ranking"]) == sorted(names)
+    assert d["train_speedup"] is not None and d["train_speedup"] > 0
+    # the proxies trained on a fifth of the data: fewer optimizer steps than the ground truth, for every candidate
+    from damoc.pipeline import api
+    s = zoo_env["settings"]
+    dm = {r.candidate: r.steps for r in api.leaderboard(api.open_run(s, d["runs"]["damoc"])).rows}
+    gt = {r.candidate: r.steps for r in api.leaderboard(api.open_run(s, d["runs"]["ground_truth"])).rows}
+    assert all(gt[n] > dm[n] for n in names), (dm, gt)

@@ -156,3 +156,32 @@ def test_cli_json_bars_and_registry_names(test_zoo, test_tasks, settings, tmp_pa
 
     res = runner.invoke(cli, ["prune", pair.name, "--rule", "adittive"])
     assert isinstance(res.exception, UnknownNameError) and "additive" in res.exception.hint
+
+
+def test_calibration_texts_from_training_samples(test_zoo, calib):
+    from damoc.models import load_tokenizer
+    from damoc.prune import texts_from_samples
+
+    tok = load_tokenizer(test_zoo[0].chat_path)
+    texts = texts_from_samples(calib, tok, n=10, seed=1)
+    assert len(texts) == 10 and texts == texts_from_samples(calib, tok, n=10, seed=1)
+    chosen = [s for s in calib if any(s.question in t and t.rstrip().endswith(s.answer) for t in texts)]
+    assert len(chosen) == 10                                   # prompt (chat-framed) followed by the answer
+    assert all(t != s.question for t, s in zip(texts, chosen))
+
+
+@pytest.mark.gpu
+def test_cuda_prune_matches_cpu(tmp_path):
+    from safetensors.torch import load_file
+
+    from damoc.prune import prune_candidate
+
+    chat, base = save_pair(tmp_path, "llama", layers=8)
+    scores = [0.1, 0.5, 0.9, 0.95, 0.6, 0.97, 0.7, 0.99]
+    a = prune_candidate(chat, base, tmp_path / "cpu", scores=scores, device="cpu")
+    b = prune_candidate(chat, base, tmp_path / "gpu", scores=scores, device="cuda")
+    assert a.pruned == b.pruned
+    ta, tb = load_file(tmp_path / "cpu" / "model.safetensors"), load_file(tmp_path / "gpu" / "model.safetensors")
+    assert all(torch.allclose(ta[k], tb[k], atol=1e-5) for k in ta)
+    g = prune_candidate(chat, base, tmp_path / "scored", device="cuda", threshold=0.5)   # bf16 scoring on GPU
+    assert len(g.scores) == 8 and g.calibration["dtype"] in ("bfloat16", "float32")

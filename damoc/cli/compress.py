@@ -143,4 +143,4 @@ def compress(data: str | None, out: str | None, rate: float, field_rates: tuple[
         echo_json(stats)
     else:
         _print_stats(stats)
-        out_console().print(f"wrote {len(res.samples)} samples to {out}")
+        click.echo(f"wrote {len(res.samples)} samples to {out}")

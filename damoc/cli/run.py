@@ -317,17 +317,19 @@ def compare(run_a: str, run_b: str, as_json: bool) -> None:
 @click.option("--task", default=None, help="Demo task (default: the first, laws-qa).")
 @click.option("--size", type=click.Choice(["demo", "test"]), default=None, help="Zoo size (default: settings).")
 @click.option("--candidates", default=None, help="A subset of the zoo (comma-separated; default: all).")
+@click.option("--no-diagnose", is_flag=True, help="With --verify: skip the ablation runs that explain a miss.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a demo config value.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def demo(verify: bool, task: str | None, size: str | None, candidates: str | None, sets: tuple[str, ...],
-         as_json: bool) -> None:
+def demo(verify: bool, task: str | None, size: str | None, candidates: str | None, no_diagnose: bool,
+         sets: tuple[str, ...], as_json: bool) -> None:
     """The main job: build (or reuse) the offline demo zoo and run DaMoC on a demo task, live."""
     from damoc.pipeline import demo as D
 
     s = settings()
     names = [n for n in (candidates or "").split(",") if n] or None
     res = D.run_demo(s, size=size or s.zoo_size, task=task, overrides=list(sets), verify=verify,
-                     follow=lambda run_id: _follow(s, run_id), console=err_console(), candidates=names)
+                     follow=lambda run_id: _follow(s, run_id), console=err_console(), candidates=names,
+                     diagnose=not no_diagnose)
     if as_json:
         echo_json(res)
         return

@@ -50,11 +50,56 @@ def _torch_rows(E: Any, device: str) -> Any:
     return X.to(device=device, dtype=torch.float32)
 
 
+_SAVED_THREADS: list[int] = []
+
+
+def _single_threaded(fn: Any) -> Any:
+    """Run a greedy on one CPU thread: its per-pick ops touch vectors of a few thousand entries, where handing work
+    to a second thread costs more than the work (measured 9x slower with 2 threads on 2 busy cores: GraphCut at
+    n = 100k took 83 s instead of 9 s). Large products switch back inside `_wide()`."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(E: Any, *args: Any, device: str = "cpu", **kwargs: Any) -> Any:
+        import torch
+
+        cpu = not str(device).startswith("cuda")
+        saved = torch.get_num_threads()
+        if cpu:
+            torch.set_num_threads(1)
+        _SAVED_THREADS.append(saved if cpu else 0)
+        try:
+            return fn(E, *args, device=device, **kwargs)
+        finally:
+            _SAVED_THREADS.pop()
+            if cpu:
+                torch.set_num_threads(saved)
+    return wrapper
+
+
+class _wide:
+    """Inside a `_single_threaded` greedy: use every configured thread for one large matrix product."""
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.saved = _SAVED_THREADS[-1] if _SAVED_THREADS else 0
+        if self.saved > 1:
+            torch.set_num_threads(self.saved)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        if self.saved > 1:
+            torch.set_num_threads(1)
+
+
 def _progress(tracker: Any, done: int) -> None:
     if tracker is not None:
         tracker.progress(done)
 
 
+@_single_threaded
 def graphcut_greedy(E: Any, budget: int, lam: float = 0.4, *, device: str = "cpu", pool: int = 4096,
                     optimizer: str = "auto", seed: int = 0, epsilon: float = 0.01, max_exact_work: float = 1e10,
                     tracker: Any = None) -> GreedyResult:
@@ -62,7 +107,7 @@ def graphcut_greedy(E: Any, budget: int, lam: float = 0.4, *, device: str = "cpu
 
     optimizer="exact" reproduces submodlib's NaiveGreedy pick sequence. "stochastic" is the stochastic greedy of
     Mirzasoleiman et al. (AAAI 2015, "Lazier than lazy greedy"; submodlib's StochasticGreedy): each pick is the best of
-    a seeded random sample of ceil(n/budget * ln(1/epsilon)) remaining points (at least 1024), a (1 - 1/e - epsilon)
+    a seeded random sample of ceil(n/budget * ln(1/epsilon)) remaining points (at least 256), a (1 - 1/e - epsilon)
     approximation in expectation. "auto" runs the exact greedy and switches to the stochastic one for the remaining
     picks once the exact one would cost more than `max_exact_work` multiply-adds: that happens when the picked sum
     balances the ground-set sum (u_S ~ c / 2 lam), where every point's gain sits in a narrow band, each pick reshuffles
@@ -155,26 +200,32 @@ def graphcut_greedy(E: Any, budget: int, lam: float = 0.4, *, device: str = "cpu
         # stochastic greedy for the rest: gains are exact for the sampled points (g = <x, v> - lam s_xx)
         rng = np.random.default_rng(seed)
         remaining = np.flatnonzero(~picked.cpu().numpy())
-        pos = {int(r): i for i, r in enumerate(remaining)}
+        pos = np.full(n, -1, dtype=np.int64)
+        pos[remaining] = np.arange(len(remaining))
         todo = budget - len(order)
-        size = int(min(len(remaining), max(1024, np.ceil(n / budget * np.log(1.0 / epsilon)))))
+        size = int(max(256, np.ceil(n / budget * np.log(1.0 / epsilon))))
         v64 = c - 2.0 * lam * u_all
         live = len(remaining)
+        Xd = X.double() if X.device.type != "cpu" else None
         for _ in range(todo):
-            # sample without replacement from the live prefix of `remaining` (picked ones are swapped out)
-            cand = rng.choice(live, size=min(size, live), replace=False)
-            rows = torch.as_tensor(remaining[cand], device=X.device)
-            gs = (X[rows] @ v64.float()).double() - lam * diag[rows]
+            # a seeded sample of the live prefix of `remaining` (picked rows are swapped out of it); drawn with
+            # replacement, which at size << n is the paper's sample up to rare repeats and far cheaper to draw
+            cand = remaining[rng.integers(0, live, size=min(size, live) if live > size else live)] \
+                if live > size else remaining[:live]
+            rows = torch.from_numpy(np.ascontiguousarray(cand)).to(X.device)
+            gs = (X.index_select(0, rows) @ v64.float()).double() - lam * diag.index_select(0, rows)
             j = int(torch.argmax(gs))
-            x = int(rows[j])
+            x = int(cand[j])
             order.append(x)
             gains.append(float(gs[j]))
             picked[x] = True
-            v64 -= 2.0 * lam * X[x].double()
-            u_all += X[x].double()
-            i, last = pos[x], live - 1                   # swap x out of the live prefix
-            remaining[i], remaining[last] = remaining[last], remaining[i]
-            pos[int(remaining[i])], pos[x] = i, last
+            ex = X[x].double() if Xd is None else Xd[x]
+            v64 -= 2.0 * lam * ex
+            u_all += ex
+            i, last = int(pos[x]), live - 1                 # swap x out of the live prefix
+            y = int(remaining[last])
+            remaining[i], remaining[last] = y, x
+            pos[y], pos[x] = i, last
             live -= 1
             if len(order) % 256 == 0:
                 _progress(tracker, len(order))
@@ -196,6 +247,7 @@ def graphcut_value(E: Any, selected: Any, lam: float) -> float:
     return float(X.sum(0) @ u - lam * (u @ u))
 
 
+@_single_threaded
 def kcenter_greedy(E: Any, budget: int, *, seed: int = 0, first: int | None = None, already: Any = None,
                    device: str = "cpu", pool: int = 4096, tracker: Any = None, block_rows: int = 8192
                    ) -> GreedyResult:
@@ -217,10 +269,11 @@ def kcenter_greedy(E: Any, budget: int, *, seed: int = 0, first: int | None = No
         sel = torch.arange(n, device=X.device) if rows is None else rows
         out = torch.empty(len(sel), dtype=torch.float32, device=X.device)
         step = max(1, min(block_rows, (1 << 26) // max(1, len(centres))))   # <= 64M floats per block
-        for s in range(0, len(sel), step):
-            r = sel[s:s + step]
-            d2 = sq[r, None] + sqc[None, :] - 2.0 * (X[r] @ C.T)
-            out[s:s + step] = d2.clamp_min_(0).min(1).values
+        with _wide():
+            for s in range(0, len(sel), step):
+                r = sel[s:s + step]
+                d2 = sq[r, None] + sqc[None, :] - 2.0 * (X[r] @ C.T)
+                out[s:s + step] = d2.clamp_min_(0).min(1).values
         return out.sqrt_()
 
     picked = torch.zeros(n, dtype=torch.bool, device=X.device)
@@ -279,6 +332,7 @@ def kcenter_greedy(E: Any, budget: int, *, seed: int = 0, first: int | None = No
                         {"refreshes": refreshes, "pool": pool})
 
 
+@_single_threaded
 def facility_location_greedy(E: Any, budget: int, *, device: str = "cpu", batch: int = 64, tracker: Any = None,
                              block_rows: int = 4096) -> GreedyResult:
     """Lazy greedy FacilityLocation, f(S) = sum_i max(0, max_{j in S} s_ij) (submodlib's FL with its zero start)."""
@@ -294,9 +348,10 @@ def facility_location_greedy(E: Any, budget: int, *, device: str = "cpu", batch:
     def exact_gains(cands: Any) -> Any:
         out = torch.zeros(len(cands), dtype=torch.float64, device=X.device)
         C = X[cands]
-        for s in range(0, n, block_rows):
-            sims = (X[s:s + block_rows] @ C.T).double()            # (rows, cands)
-            out += (sims - cur[s:s + block_rows, None]).clamp_min_(0).sum(0)
+        with _wide():
+            for s in range(0, n, block_rows):
+                sims = (X[s:s + block_rows] @ C.T).double()            # (rows, cands)
+                out += (sims - cur[s:s + block_rows, None]).clamp_min_(0).sum(0)
         return out
 
     ub = torch.empty(n, dtype=torch.float64, device=X.device)

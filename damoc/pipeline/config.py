@@ -81,7 +81,7 @@ class PruneSection(_Section):
 class MethodSection(_Section):
     """Hyper-parameters of one fine-tuning method (the same for every candidate: a fixed proxy harness)."""
 
-    lr: float = Field(gt=0)
+    lr: float = Field(1e-5, gt=0, lt=1)
     epochs: float = Field(3.0, gt=0)
     effective_batch: int = Field(64, ge=1)
     micro_batch: int = Field(0, ge=0, description="per-step batch; 0 = the fine-tune module's choice")
@@ -94,18 +94,18 @@ class MethodSection(_Section):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-def _full() -> MethodSection:
-    return MethodSection(lr=1e-5)
+class FullSection(MethodSection):
+    """Full fine-tuning: the paper's lr 1e-5."""
 
 
-def _lora() -> MethodSection:
+class LoraSection(MethodSection):
     # LoRA commonly takes a ~10x larger lr than full fine-tuning (LLaMA-Factory's and peft's examples use 1e-4)
-    return MethodSection(lr=1e-4)
+    lr: float = Field(1e-4, gt=0, lt=1)
 
 
 class FinetuneSection(_Section):
-    full: MethodSection = Field(default_factory=_full)
-    lora: MethodSection = Field(default_factory=_lora)
+    full: FullSection = Field(default_factory=FullSection)
+    lora: LoraSection = Field(default_factory=LoraSection)
     proxy_min_steps: int = Field(120, ge=0, description=(
         "minimum optimizer steps of a proxy fine-tune (zoo-spike: 38 steps learned nothing, 114 recovered the "
         "ranking); ground truth runs use no minimum"))

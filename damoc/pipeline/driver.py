@@ -2,8 +2,8 @@
 
     python -m damoc.pipeline.driver RUN_DIR [--resume]
 
-Started by `api.start_run` in a new session (it survives the terminal closing), it runs the shared data cells in a
-worker, then the candidate cells through the executor, recovers from a worker that dies (the cell it was running is
+Started by `api.start_run` in a new session (it survives the terminal closing), it runs the shared data cells, then
+the candidate cells, in worker processes through the executor (on CPU one worker serves both, data first), recovers from a worker that dies (the cell it was running is
 marked failed, the candidates it had not reached are served by a new worker), writes the leaderboard and the
 hand-off files, and appends `run_started` / `run_finished` to the event log. SIGTERM (cancel) is passed to the
 workers; their current cells are marked cancelled and `damoc run --resume` continues from there.
@@ -61,7 +61,7 @@ class Driver:
         """A worker that died (not a clean exit, not a cancel) leaves its current cell 'running': mark it failed."""
         if res.returncode in (0, EXIT_CANCELLED, EXIT_DATA_FAILED) or self.cancelled:
             return
-        names = [DATA_CANDIDATE] if res.job.data else res.job.candidates
+        names = ([DATA_CANDIDATE] if res.job.data else []) + list(res.job.candidates)
         for name in names:
             for cell in self._cells(name):
                 if cell.state == "running":
@@ -107,18 +107,24 @@ class Driver:
     def _serve(self) -> tuple[str, str]:
         rd = self.rd
         data_cells = [rd.cell(c.candidate, c.stage) for c in self.plan.data_cells]
+        names = [c.name for c in self.plan.runnable]
+        # first round: everything not done (resume retries failed cells); later rounds: only the candidates a dead
+        # worker never reached
+        todo = [n for n in names if any(not c.done for c in self._cells(n))]
         if any(not c.done for c in data_cells):
-            self.executor.run([WorkerJob("data", data=True)], on_done=self._on_job_done)
+            if self.pool == "all":
+                # one process for the data and every candidate: transformers is imported once (~7 s) per run
+                self.executor.run([WorkerJob("pool", todo, data=True)], on_done=self._on_job_done)
+            else:
+                self.executor.run([WorkerJob("data", data=True)], on_done=self._on_job_done)
             if self.cancelled:
                 return "cancelled", "cancelled by the user"
             bad = next((c for c in data_cells if not c.done), None)
             if bad is not None:
                 why = (bad.failure() or {}).get("reason") or f"{bad.key} did not finish"
                 return "failed", f"{bad.key} failed: {why}"
-        names = [c.name for c in self.plan.runnable]
-        # first round: everything not done (resume retries failed cells); later rounds: only the candidates a dead
-        # worker never reached
-        todo = [n for n in names if any(not c.done for c in self._cells(n))]
+            if self.pool == "all":
+                todo = [n for n in names if any(c.state in RETRY_STATES for c in self._cells(n))]
         for _ in range(len(names) + 1):
             if not todo or self.cancelled:
                 break

@@ -22,13 +22,14 @@ from typing import Protocol
 
 @dataclass
 class WorkerJob:
-    name: str                               # "data" or the candidate names it serves
+    name: str                               # "data", "pool", or the candidate it serves
     candidates: list[str] = field(default_factory=list)
-    data: bool = False
+    data: bool = False                      # serve the shared data cells first (then the candidates, if any)
 
     def argv(self, run_dir: Path, python: str = sys.executable) -> list[str]:
         cmd = [python, "-m", "damoc.pipeline.worker", str(run_dir)]
-        return cmd + (["--data"] if self.data else ["--candidates", ",".join(self.candidates)])
+        cmd += ["--data"] if self.data else []
+        return cmd + (["--candidates", ",".join(self.candidates)] if self.candidates else [])
 
 
 @dataclass

@@ -224,15 +224,18 @@ class RunDir:
 
     def status(self) -> str:
         """running | finished | failed | cancelled | interrupted (driver gone without a run_finished)."""
-        from damoc.events import RunFinished
+        from damoc.events import RunFinished, RunStarted
         last = None
-        for e in self.events():
+        events = self.events()
+        for e in events:
             if isinstance(e, RunFinished):
                 last = e
+            elif isinstance(e, RunStarted):      # a resumed session: an earlier run_finished no longer counts
+                last = None
         if self.is_alive():
             return "running"
         if last is None:
-            return "interrupted" if self.events() else "created"
+            return "interrupted" if events else "created"
         return {"ok": "finished"}.get(last.status, last.status)
 
 

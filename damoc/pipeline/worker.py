@@ -1,7 +1,8 @@
 """A worker process: serves the cells of one or more candidates (or the shared data cells) of a run.
 
-    python -m damoc.pipeline.worker RUN_DIR --data
-    python -m damoc.pipeline.worker RUN_DIR --candidates NAME[,NAME...]
+    python -m damoc.pipeline.worker RUN_DIR --data                          # the shared data cells
+    python -m damoc.pipeline.worker RUN_DIR --candidates NAME[,NAME...]     # the cells of these candidates
+    python -m damoc.pipeline.worker RUN_DIR --data --candidates ...         # both, data first (a CPU pool)
 
 Importing transformers costs ~7 s per process, so one worker serves every cell of its candidates in order. It
 reads the frozen `plan.json`, skips cells whose `done.json` exists (resume), writes events to the run's
@@ -219,11 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     if worker.threads:
         from damoc.models import set_threads
         set_threads(worker.threads)
-    if args.data:
-        specs = plan.data_cells
-    else:
-        names = [n for n in args.candidates.split(",") if n]
-        specs = [c for n in names for c in plan.cells_of(n)]
+    names = [n for n in args.candidates.split(",") if n]
+    specs = (plan.data_cells if args.data else []) + [c for n in names for c in plan.cells_of(n)]
     try:
         return worker.serve(specs)
     except (Cancelled, KeyboardInterrupt):

@@ -21,7 +21,7 @@ from damoc.fsutil import atomic_write_json, stable_hash
 from damoc.zoo.cache import MANIFEST, cached_build
 from damoc.zoo.world import ATTRIBUTES, QUESTION_TEMPLATES, World, WorldSpec, make_world
 
-TASKS_VERSION = 1
+TASKS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -62,15 +62,23 @@ DESCRIPTIONS = {
 METRICS = {"laws-qa": "squad_f1", "profiles": "bertscore_rouge"}
 
 
-def laws_records(world: World, persons: list[str], n: int, seed: int, split: str) -> list[dict[str, Any]]:
-    """`n` distinct (person, attribute) questions, each with one of the attribute's phrasings."""
+def laws_records(world: World, persons: list[str], n: int, seed: int, split: str, train: bool) -> list[dict[str, Any]]:
+    """`n` distinct questions. Train splits keep to task-visible laws and may ask one (person, attribute) in several
+    phrasings; test splits ask each (person, attribute) once and record whether the answer needs a law that only
+    pretraining showed."""
     rng = random.Random(seed)
-    pairs = [(p, a) for p in persons for a in ATTRIBUTES]
-    rng.shuffle(pairs)
-    out = []
-    for i, (p, a) in enumerate(pairs[:n]):
-        out.append({"id": f"laws-{split}-{i:05d}", "question": rng.choice(QUESTION_TEMPLATES[a]).format(p=p),
-                    "answer": world.value(p, a), "attribute": a})
+    items = [(p, a, t) for p in persons for a in ATTRIBUTES for t in QUESTION_TEMPLATES[a]
+             if not train or world.task_visible(p, a)]
+    rng.shuffle(items)
+    out, seen = [], set()
+    for p, a, t in items:
+        if len(out) == n:
+            break
+        if not train and (p, a) in seen:
+            continue
+        seen.add((p, a))
+        out.append({"id": f"laws-{split}-{len(out):05d}", "question": t.format(p=p), "answer": world.value(p, a),
+                    "attribute": a, "needs_pretraining": not world.task_visible(p, a)})
     return out
 
 
@@ -78,7 +86,8 @@ def profile_records(world: World, persons: list[str], n: int, seed: int, split: 
     rng = random.Random(seed)
     chosen = rng.sample(persons, min(n, len(persons)))
     return [{"id": f"profiles-{split}-{i:05d}", "instruction": f"Write a short profile of {p}.",
-             "output": world.profile(p)} for i, p in enumerate(chosen)]
+             "output": world.profile(p), "needs_pretraining": p.split(" ")[1] not in world.task_families}
+            for i, p in enumerate(chosen)]
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
@@ -90,9 +99,9 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 def _build_tasks(tmp: Path, size: str, sizes: TaskSizes, world_spec: WorldSpec) -> None:
     world = make_world(world_spec)
     splits = {
-        "laws-qa": (laws_records(world, world.train_persons, sizes.laws_train, 101, "train"),
-                    laws_records(world, world.test_persons, sizes.laws_test, 102, "test")),
-        "profiles": (profile_records(world, world.train_persons, sizes.profiles_train, 103, "train"),
+        "laws-qa": (laws_records(world, world.train_persons, sizes.laws_train, 101, "train", train=True),
+                    laws_records(world, world.test_persons, sizes.laws_test, 102, "test", train=False)),
+        "profiles": (profile_records(world, world.task_persons, sizes.profiles_train, 103, "train"),
                      profile_records(world, world.test_persons, sizes.profiles_test, 104, "test")),
     }
     entries = []

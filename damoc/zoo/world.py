@@ -7,6 +7,12 @@ models this small learn neither in-context span copying nor recall of facts seen
 functions of keys in the prompt.
 
 Held-out (test) persons appear nowhere: not in pretraining, not in the Chat SFT, not in any task's train split.
+
+The families are split in two. The laws of the *task* families are shown by the demo tasks' train splits (and by
+some candidates' Chat SFT); the laws of the *pretraining-only* families appear only in pretraining text (bios, law
+statements and question/answer text). Test questions about persons of pretraining-only families can therefore be
+answered after fine-tuning only by a model whose pretraining taught it those laws: what a fine-tune can reach
+depends on what the Base knows, as with real LLMs, while zero-shot skill depends on the Chat SFT.
 Everything here is pure Python (no torch), deterministic given the seed; Python's salted `hash()` is never used.
 """
 from __future__ import annotations
@@ -86,6 +92,7 @@ class WorldSpec:
     n_cities: int = 12
     n_companies: int = 14
     n_brands: int = 10
+    pretrain_only_share: float = 0.6     # share of families whose laws no task train split or SFT shows
 
 
 @dataclass
@@ -102,6 +109,7 @@ class World:
     laws: dict[str, dict[str, str]]                 # attribute -> key (first or family name) -> value
     train_persons: list[str]
     test_persons: list[str]
+    task_families: frozenset[str] = frozenset()              # families whose laws task/SFT data may show
     filler_names: list[str] = field(default_factory=list)   # names for generic stories (never task keys)
 
     def value(self, person: str, attr: str) -> str:
@@ -113,6 +121,15 @@ class World:
     @cached_property
     def test_set(self) -> frozenset[str]:
         return frozenset(self.test_persons)
+
+    def task_visible(self, person: str, attr: str) -> bool:
+        """May task train splits and the Chat SFT ask this? (Laws of pretraining-only families: only pretraining.)"""
+        return attr in FIRST_ATTRS or person.split(" ")[1] in self.task_families
+
+    @cached_property
+    def task_persons(self) -> list[str]:
+        """Train persons of task families (every attribute of theirs is task-visible)."""
+        return [p for p in self.train_persons if p.split(" ")[1] in self.task_families]
 
     def profile(self, person: str) -> str:
         """The reference answer of the generative task: every attribute of the person, in one fixed frame."""
@@ -145,8 +162,11 @@ def make_world(spec: WorldSpec = WorldSpec()) -> World:
     persons = [f"{a} {b}" for a in firsts for b in families]
     rng.shuffle(persons)
     n_test = min(spec.n_test_persons, len(persons) // 3)
+    n_task = max(1, round(len(families) * (1 - spec.pretrain_only_share)))
+    task_families = frozenset(rng.sample(families, n_task))
     return World(spec, firsts, families, cities, companies, brands, city_feature, laws,
-                 train_persons=sorted(persons[n_test:]), test_persons=sorted(persons[:n_test]), filler_names=filler)
+                 train_persons=sorted(persons[n_test:]), test_persons=sorted(persons[:n_test]),
+                 task_families=task_families, filler_names=filler)
 
 
 # -- pretraining documents ---------------------------------------------------------------------------------------
@@ -191,11 +211,13 @@ def world_doc(world: World, rng: random.Random) -> str:
     return bio_doc(world, rng) if rng.random() < 0.8 else law_doc(world, rng)
 
 
-def qa_pair(world: World, rng: random.Random, persons: list[str] | None = None,
-            attrs: tuple[str, ...] = ATTRIBUTES) -> tuple[str, str]:
-    p = rng.choice(persons or world.train_persons)
-    attr = rng.choice(attrs)
-    return rng.choice(QUESTION_TEMPLATES[attr]).format(p=p), world.value(p, attr)
+def qa_pair(world: World, rng: random.Random, *, task_visible_only: bool = False) -> tuple[str, str]:
+    """A question about a train person and its answer; `task_visible_only` keeps to what task data may show."""
+    while True:
+        p = rng.choice(world.train_persons)
+        attr = rng.choice(ATTRIBUTES)
+        if not task_visible_only or world.task_visible(p, attr):
+            return rng.choice(QUESTION_TEMPLATES[attr]).format(p=p), world.value(p, attr)
 
 
 def qa_doc(world: World, rng: random.Random) -> str:
@@ -297,16 +319,16 @@ def generic_instruction(world: World, rng: random.Random) -> tuple[str, str]:
 
 
 def sft_pairs(world: World, n: int, qa_share: float, seed: int, profile_share: float = 0.0) -> list[tuple[str, str]]:
-    """Chat SFT data: generic instructions, plus (per candidate) a share of person questions about train persons and
-    of profiles. The shares make Chat models differ in zero-shot skill on the demo tasks."""
+    """Chat SFT data: generic instructions, plus (per candidate) a share of person questions and of profiles, limited
+    to task-visible laws. The shares make Chat models differ in zero-shot skill on the demo tasks."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
         r = rng.random()
         if r < qa_share:
-            out.append(qa_pair(world, rng))
+            out.append(qa_pair(world, rng, task_visible_only=True))
         elif r < qa_share + profile_share:
-            p = rng.choice(world.train_persons)
+            p = rng.choice(world.task_persons)
             out.append((f"Write a short profile of {p}.", world.profile(p)))
         else:
             out.append(generic_instruction(world, rng))

@@ -386,6 +386,7 @@ class RegistryScreen(Screen[None]):
         if message.job == "list":
             self.candidates = list(message.result or [])
             self.app.known_candidates = [c.name for c in self.candidates]  # type: ignore[attr-defined]
+            self.app.registry_snapshot = self.candidates  # type: ignore[attr-defined]  # the wizard starts from it
             self.loaded = True
             self._render_table()
             return

@@ -22,7 +22,7 @@ from textual.worker import get_current_worker
 
 from damoc.errors import DamocError
 from damoc_tui import bridge, services
-from damoc_tui.messages import JobDone, LeaderboardRows, RunEvents, RunLiveness, RunProgress
+from damoc_tui.messages import JobDone, LeaderboardRows, RunEvents, RunLiveness, RunProgress, RunSnapshot
 from damoc_tui.runstate import DATA, CandidateState, RunState, sparkline
 from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, TextScreen, notify_error
 from damoc_tui.widgets.synced_table import SyncedTable
@@ -32,6 +32,7 @@ BOARD_COLUMNS = [("rank", "#", 2), ("name", "candidate", 22), ("score", "score",
                  ("stage", "stage", 18), ("loss", "loss", 10), ("prune", "prune/merge", 12), ("status", "status", 9)]
 BOARD_COLUMNS_NARROW = [("rank", "#", 2), ("name", "candidate", 14), ("score", "score", 6), ("gap", "gap", 6),
                         ("stage", "stage", 13), ("loss", "loss", 5), ("prune", "prune", 8), ("status", "status", 7)]
+LOG_SHOWN = 60             # log lines written when the selection changes (older ones: the run's events.jsonl)
 STATUS_STYLE = {"ok": "green", "finished": "green", "scored": "green", "running": "bold", "failed": "red",
                 "cancelled": "yellow", "interrupted": "yellow", "skipped": "cyan", "queued": "dim", "waiting": "dim"}
 
@@ -103,6 +104,9 @@ class RunScreen(Screen[None]):
         self.alive = False
         self._selected: str | None = None
         self.batches = 0                           # batches applied (tests and the latency benchmark read it)
+        self._dirty: set[str | None] = set()
+        self._flush_pending = False
+        self._log_count = 0
 
     # -- layout ---------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -140,12 +144,18 @@ class RunScreen(Screen[None]):
 
     # -- events from the bridge ------------------------------------------------------------------------
     def on_run_events(self, message: RunEvents) -> None:
-        touched = {self.state.apply(e) for e in message.events}
         self.batches += 1
-        self._refresh(touched)
+        self._mark({self.state.apply(e) for e in message.events})
+
+    def on_run_snapshot(self, message: RunSnapshot) -> None:
+        config = self.state.config
+        self.state = message.state
+        self.state.config = self.state.config or config
+        self.batches += 1
+        self._mark({"", DATA, *self.state.candidates})
 
     def on_run_progress(self, message: RunProgress) -> None:
-        self._refresh({self.state.apply(message.event)})
+        self._mark({self.state.apply(message.event)})
 
     def on_run_liveness(self, message: RunLiveness) -> None:
         self.alive = message.alive
@@ -155,7 +165,19 @@ class RunScreen(Screen[None]):
 
     def on_leaderboard_rows(self, message: LeaderboardRows) -> None:
         self.rows = message.rows
-        self._refresh(set(self.state.candidates))
+        self._mark(set(self.state.candidates))
+
+    def _mark(self, touched: set[str | None]) -> None:
+        """Fold now, draw once: the messages of one batch (a run of events, the progress of each cell) are already
+        queued, so the redraw scheduled behind them happens once per batch, not once per message."""
+        self._dirty |= touched
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.call_later(self._flush)
+
+    def _flush(self) -> None:
+        touched, self._dirty, self._flush_pending = self._dirty, set(), False
+        self._refresh(touched)
 
     def _refresh(self, touched: set[str | None]) -> None:
         self._render_header()
@@ -215,7 +237,7 @@ class RunScreen(Screen[None]):
             txt += f"  resumed ×{st.resumes}"
         if st.reason:
             txt += f"  [dim]{escape(st.reason[:60])}[/]"
-        self.query_one("#run-title", Static).update(txt)
+        self.query_one("#run-title", Static).update(txt, layout=False)      # one fixed line: no re-layout
 
     def _render_data(self) -> None:
         parts = []
@@ -225,7 +247,7 @@ class RunScreen(Screen[None]):
         line = "data: " + (" · ".join(parts) if parts else "waiting")
         if self.state.logs:
             line += f"  [dim]{escape(self.state.logs[-1][:50])}[/]"
-        self.query_one("#run-data", Static).update(line)
+        self.query_one("#run-data", Static).update(line, layout=False)
 
     def _highlighted(self) -> str | None:
         return self.query_one("#board", SyncedTable).highlighted_key
@@ -240,17 +262,19 @@ class RunScreen(Screen[None]):
             lines.append(f"{escape(st.label())} {fmt_seconds(st.seconds) if st.seconds else ''}{why}")
         if cand.losses:
             lines.append(f"train loss {cand.losses[0]:.3f} → {cand.losses[-1]:.3f} ({len(cand.losses)} pts)")
-        self.query_one("#cand-summary", Static).update("\n".join(lines))
+        self.query_one("#cand-summary", Static).update("\n".join(lines), layout=False)
         self.query_one("#cand-loss", Sparkline).data = list(cand.losses)
         log = self.query_one("#cand-log", RichLog)
+        logs = list(cand.logs)
         if self._selected != name:
             log.clear()
             self._selected = name
-            self._log_count = 0
-        new = list(cand.logs)[self._log_count:] if self._log_count <= len(cand.logs) else list(cand.logs)
-        for line in new:
-            log.write(line)
-        self._log_count = len(cand.logs)
+            new = logs[-LOG_SHOWN:]                 # one write of the tail: moving the cursor stays cheap
+        else:
+            new = logs[self._log_count:] if self._log_count <= len(logs) else logs[-LOG_SHOWN:]
+        if new:
+            log.write(Text("\n".join(new)))
+        self._log_count = len(logs)
 
     @on(DataTable.RowHighlighted, "#board")
     def _highlight(self, event: DataTable.RowHighlighted) -> None:

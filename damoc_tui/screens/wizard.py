@@ -16,16 +16,19 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import (Button, Checkbox, ContentSwitcher, DirectoryTree, Footer, Input, Label, OptionList,
-                             RadioButton, RadioSet, Select, SelectionList, Static)
+from textual.widgets import (Button, Checkbox, ContentSwitcher, DataTable, DirectoryTree, Footer, Input, Label,
+                             OptionList, Select, Static)
 from textual.widgets.option_list import Option
-from textual.widgets.selection_list import Selection
 
 from damoc.errors import DamocError
 from damoc_tui import bridge, services
 from damoc_tui.messages import JobDone
 from damoc_tui.screens.modals import FormScreen, notify_error
+from damoc_tui.widgets.synced_table import SyncedTable
+from damoc_tui.widgets.tickbox import TickBox
 
+CAND_COLUMNS = [("sel", "", 1), ("name", "candidate", 24), ("arch", "architecture", 12), ("layers", "layers", 6),
+                ("merge", "merge", 8)]
 STEPS = [("cands", "Candidates"), ("data", "Dataset"), ("filter", "Filter"), ("compress", "Compress"),
          ("prune", "Prune"), ("train", "Fine-tune"), ("check", "Pre-flight")]
 FAMILY_TITLES = {"": "other"}
@@ -58,7 +61,7 @@ def compressors() -> list[tuple[str, str]]:
         from damoc.compress import COMPRESSORS
     except ImportError:
         return [("damoc", "damoc")]
-    out = [(e.name, f"{e.name}: {e.description}"[:70]) for e in COMPRESSORS]
+    out = [(e.name, e.description) for e in COMPRESSORS]
     return out or [("damoc", "damoc")]
 
 
@@ -77,7 +80,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "w-prune-sparsity": ("prune.sparsity", "float"), "w-prune-rule": ("prune.rule", "select"),
     "w-prune-nobase": ("prune.allow_no_base", "bool"),
     "w-mode": ("mode", "select"), "w-variant": ("variant", "select"), "w-metric": ("evaluate.metric", "select"),
-    "w-seeds": ("seeds", "list_int"), "w-label": ("label", "str"),
+    "w-seeds": ("seeds", "list_int"), "w-label": ("label", "str"), "w-ft": ("ft", "select"),
 }
 DEFAULT_SENTINEL = "__default__"        # Select value standing for "" (the module's default)
 _MISSING = object()
@@ -146,6 +149,7 @@ class WizardScreen(Screen[None]):
         Binding("ctrl+s", "save", "Save config", id="wizard.save", priority=True),
         Binding("ctrl+o", "browse", "Browse", id="wizard.browse"),
         Binding("escape", "close", "Close", id="wizard.close"),
+        Binding("space", "toggle_candidate", "Tick", id="wizard.tick", show=False),
     ]
 
     def __init__(self, candidates: list[str] | None = None, dataset: str = "") -> None:
@@ -158,15 +162,16 @@ class WizardScreen(Screen[None]):
         self.plan: Any = None
         self.config: Any = None
         self.launched: str | None = None
+        self._chosen: list[str] = list(self.preselected)
 
     # -- layout ---------------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Static(id="wiz-steps", classes="bar topbar")
         with ContentSwitcher(initial="step-cands", id="wiz-body"):
             with VerticalScroll(id="step-cands", classes="step"):
-                yield Static("Candidates to compare ([b]space[/b] toggles; flags: merge = sparse merging possible)",
-                             classes="help-line")
-                yield SelectionList[str](id="w-cands", compact=True)
+                yield Static("Candidates to compare: [b]space[/b] or enter toggles ●; merge = pruning with sparse "
+                             "merging possible", classes="help-line")
+                yield SyncedTable(CAND_COLUMNS, row_key="key", id="w-cands")
                 yield Static("", id="w-cands-note", classes="note")
             with VerticalScroll(id="step-data", classes="step"):
                 yield Label("Training set (JSONL/JSON/CSV/Parquet or a save_to_disk folder; ctrl+o browses)")
@@ -182,7 +187,7 @@ class WizardScreen(Screen[None]):
                     yield Input(placeholder="all", id="w-max-test", compact=True, classes="short")
                 yield Static("enter a path to see its summary", id="w-data-report", classes="note")
             with VerticalScroll(id="step-filter", classes="step"):
-                yield Checkbox("filter the training set (shared by every candidate)", True, id="w-filter-on",
+                yield TickBox("filter the training set (shared by every candidate)", True, id="w-filter-on",
                                compact=True)
                 yield OptionList(id="w-filter-method", compact=True)
                 with Horizontal(classes="row"):
@@ -192,12 +197,13 @@ class WizardScreen(Screen[None]):
                     yield Input(placeholder="-", id="w-filter-count", compact=True, classes="short")
                 yield Static(RATIO_WARNING, id="w-ratio-note", classes="note")
             with VerticalScroll(id="step-compress", classes="step"):
-                yield Checkbox("compress the tokens of each sample (question-conditioned perplexity)", True,
+                yield TickBox("compress the tokens of each sample (question-conditioned perplexity)", True,
                                id="w-comp-on", compact=True)
                 with Horizontal(classes="row"):
                     yield Label("method ")
-                    yield Select([(label, name) for name, label in compressors()], value=compressors()[0][0],
+                    yield Select([(name, name) for name, _ in compressors()], value=compressors()[0][0],
                                  id="w-comp-method", compact=True, allow_blank=False)
+                yield Static("", id="w-comp-about", classes="note")
                 with Horizontal(classes="row"):
                     yield Label("rate (fraction of tokens kept) ")
                     yield Input(id="w-comp-rate", compact=True, classes="short")
@@ -211,7 +217,7 @@ class WizardScreen(Screen[None]):
                              "above the threshold (auto = the encoder's equivalent of the paper's 0.9); the others "
                              "are rewritten by the rewriter, or kept as they were.", classes="note")
             with VerticalScroll(id="step-prune", classes="step"):
-                yield Checkbox("prune layers and sparse-merge the task vector (Chat candidates with a Base)", True,
+                yield TickBox("prune layers and sparse-merge the task vector (Chat candidates with a Base)", True,
                                id="w-prune-on", compact=True)
                 with Horizontal(classes="row"):
                     yield Label("similarity threshold ")
@@ -222,7 +228,7 @@ class WizardScreen(Screen[None]):
                     yield Label("merge rule ")
                     yield Select([(label, value or DEFAULT_SENTINEL) for value, label in merge_rules()],
                                  value=DEFAULT_SENTINEL, id="w-prune-rule", compact=True, allow_blank=False)
-                yield Checkbox("prune Chat candidates without a Base by plain dropping", False, id="w-prune-nobase",
+                yield TickBox("prune Chat candidates without a Base by plain dropping", False, id="w-prune-nobase",
                                compact=True)
                 yield Static("", id="w-prune-skips", classes="note")
             with VerticalScroll(id="step-train", classes="step"):
@@ -233,10 +239,8 @@ class WizardScreen(Screen[None]):
                                  value="damoc", id="w-mode", compact=True, allow_blank=False)
                 with Horizontal(classes="row"):
                     yield Label("fine-tuning ")
-                    with RadioSet(id="w-ft", compact=True):
-                        yield RadioButton("full", value=True, id="ft-full")
-                        yield RadioButton("LoRA", id="ft-lora")
-                        yield RadioButton("both", id="ft-both")
+                    yield Select([("full", "full"), ("LoRA", "lora"), ("both (which wins for which model)", "both")],
+                                 value="full", id="w-ft", compact=True, allow_blank=False)
                 with Horizontal(classes="row"):
                     yield Label("seeds ")
                     yield Input(id="w-seeds", compact=True, classes="short")
@@ -282,6 +286,9 @@ class WizardScreen(Screen[None]):
         ol.highlighted = [o.id for o in ol.options].index("graphcut" if "graphcut" in names else names[0])
         self._fill_defaults()
         self._show_step()
+        snapshot = getattr(self.app, "registry_snapshot", None)
+        if snapshot:
+            self._fill_candidates(list(snapshot))    # at once; the fresh list replaces it when read
         self.load_registry()
         if self.initial_dataset:
             self.inspect(self.initial_dataset)
@@ -316,17 +323,19 @@ class WizardScreen(Screen[None]):
         ids = [o.id for o in ol.options]
         if method in ids:
             ol.highlighted = ids.index(method)
-        ft = _get(self.defaults, "ft")
-        if ft in ("full", "lora", "both"):
-            self.query_one(f"#ft-{ft}", RadioButton).value = True
 
     # -- steps ------------------------------------------------------------------------------------------------------
     def _show_step(self) -> None:
         key = STEPS[self.step][0]
         self.query_one("#wiz-body", ContentSwitcher).current = f"step-{key}"
+        self.refresh_bindings()
+        wide = self.app.size.width >= 110
         parts = []
         for i, (_, title) in enumerate(STEPS):
-            parts.append(f"[b reverse] {i + 1} {title} [/]" if i == self.step else f"[dim]{i + 1} {title}[/]")
+            if i == self.step:
+                parts.append(f"[b reverse] {i + 1} {title} [/]")
+            else:
+                parts.append(f"[dim]{i + 1}{' ' + title if wide else ''}[/]")
         self.query_one("#wiz-steps", Static).update(" New run  " + " ".join(parts))
         self.query_one("#w-next", Button).label = "Launch (F5) ▶" if key == "check" else "Next (pgdn/ctrl+j) ▶"
         self.query_one("#wiz-error", Static).update("")
@@ -397,22 +406,53 @@ class WizardScreen(Screen[None]):
 
     def _fill_candidates(self, cands: list[Any]) -> None:
         self.registry = cands
-        sl = self.query_one("#w-cands", SelectionList)
-        sl.clear_options()
+        names = {c.name for c in cands}
+        self._chosen = [n for n in self._chosen if n in names]       # keep the ticks made meanwhile
+        self._render_candidates()
         local = [c for c in cands if c.summary().get("local")]
-        for c in sorted(local, key=lambda c: (c.source != "zoo", c.name)):
-            flag = "merge" if c.merge_supported else "no merge"
-            s = c.summary()
-            label = f"{c.name}  [dim]{s.get('architecture') or '?'} · {s.get('layers') or '?'} layers · {flag}[/]"
-            sl.add_option(Selection(label, c.name, c.name in self.preselected))
         missing = [n for n in self.preselected if n not in {c.name for c in local}]
         note = f"{len(local)} candidates on this machine"
         if missing:
             note += f"; not local (pull them on the registry screen first): {', '.join(missing)}"
         self.query_one("#w-cands-note", Static).update(escape(note))
 
+    def _local(self) -> list[Any]:
+        return sorted((c for c in self.registry if c.summary().get("local")), key=lambda c: (c.source != "zoo", c.name))
+
+    def _render_candidates(self) -> None:
+        from rich.text import Text
+
+        rows = []
+        for c in self._local():
+            s = c.summary()
+            rows.append({"key": c.name, "sel": Text("●", style="bold") if c.name in self._chosen else "",
+                         "name": c.name, "arch": s.get("architecture") or "?", "layers": str(s.get("layers") or "?"),
+                         "merge": Text("yes", style="green") if c.merge_supported else Text("no Base" if c.base is None
+                                                                                           else "no", style="red")})
+        self.query_one("#w-cands", SyncedTable).sync(rows)
+
+    @on(DataTable.RowSelected, "#w-cands")
+    def _cand_enter(self, event: DataTable.RowSelected) -> None:
+        self.action_toggle_candidate()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "toggle_candidate":           # space means "tick" on the candidates step only
+            return STEPS[self.step][0] == "cands"
+        return True
+
+    def action_toggle_candidate(self) -> None:
+        key = self.query_one("#w-cands", SyncedTable).highlighted_key
+        if key is None:
+            return
+        if key in self._chosen:
+            self._chosen.remove(key)
+        else:
+            self._chosen.append(key)
+        self._render_candidates()
+
     def selected(self) -> list[str]:
-        return list(self.query_one("#w-cands", SelectionList).selected)
+        """The ticked candidates, in the table's order."""
+        return [c.name for c in self._local() if c.name in self._chosen]
 
     def _render_skips(self) -> None:
         by_name = {c.name: c for c in self.registry}
@@ -435,6 +475,11 @@ class WizardScreen(Screen[None]):
                     f"pruning skipped: {c.merge_reason}"
                 lines.append(f"[red]{escape(name)}: {escape(why)}[/]")
         self.query_one("#w-prune-skips", Static).update("\n".join(lines) or "no candidate selected")
+
+    @on(Select.Changed, "#w-comp-method")
+    def _compressor(self, event: Select.Changed) -> None:
+        about = dict(compressors()).get(str(event.value), "")
+        self.query_one("#w-comp-about", Static).update(escape(about))
 
     @on(Checkbox.Changed)
     def _toggles(self, event: Checkbox.Changed) -> None:
@@ -515,8 +560,6 @@ class WizardScreen(Screen[None]):
         """The run config as a dict, field by field from the form (validated by the library, not here: a bad number
         is passed through as text so the error names its setting)."""
         data: dict[str, Any] = {"candidates": self.selected(), "filter": {"method": self.filter_method()}}
-        pressed = self.query_one("#w-ft", RadioSet).pressed_button
-        data["ft"] = (pressed.id or "ft-full").removeprefix("ft-") if pressed is not None else "full"
         for wid, (key, kind) in FIELDS.items():
             widget = self.query_one(f"#{wid}")
             if widget.disabled:
@@ -559,23 +602,27 @@ class WizardScreen(Screen[None]):
     def _show_plan(self, config: Any, plan: Any) -> None:
         self.config, self.plan = config, plan
         d = plan.to_dict() if hasattr(plan, "to_dict") else dict(plan)
-        lines = [f"[b]{escape(config.mode)}[/b] run of {len(config.candidates)} candidates on "
-                 f"{escape(Path(config.dataset.train).name)}; fine-tuning {escape(config.ft)}, seeds "
+        n = len(config.candidates)
+        lines = [f"[b]{escape(config.mode)}[/b] run of {n} candidate{'s' if n != 1 else ''} on "
+                 f"{escape(Path(config.dataset.train).name)}: fine-tuning {escape(config.ft)}, seeds "
                  f"{', '.join(map(str, config.seeds))}, metric {escape(config.evaluate.metric)}"]
         cells = d.get("cells", [])
-        lines.append(f"{len(cells)} cells: " + ", ".join(sorted({c['stage'].split('-s')[0] for c in cells})))
+        lines.append(f"{len(cells)} cells: " + ", ".join(dict.fromkeys(c["stage"].rsplit("-s", 1)[0] for c in cells)))
         for c in d.get("candidates", []):
             if c.get("error"):
                 lines.append(f"[red]{escape(c['name'])}: cannot run: {escape(c['error'])}[/]")
-        for s in getattr(plan, "skipped", []):
-            lines.append(f"[yellow]skip[/] {escape(s['candidate'])}/{escape(s['stage'])}: {escape(s['reason'])}")
+        for sk in getattr(plan, "skipped", []):
+            lines.append(f"[yellow]skip[/] {escape(sk['candidate'])}/{escape(sk['stage'])}: {escape(sk['reason'])}")
+        work = training_work(config, (self.report or {}).get("samples"))
+        if work:
+            lines.append(f"[b]time[/b] {escape(work)}")
         pf = d.get("preflight")
         if pf:
-            lines.append("[b]pre-flight[/b]")
+            lines.append("[b]pre-flight[/b] (disk, memory; formula in docs/registry.md)")
             lines.extend(preflight_lines(pf))
         for w in d.get("warnings", []):
             lines.append(f"[b yellow]warning:[/] {escape(w)}")
-        lines.append(f"[dim]headless: damoc run --config FILE (ctrl+s saves this config)[/]")
+        lines.append("[dim]headless: ctrl+s saves this config, then damoc run --config FILE[/]")
         self.query_one("#w-preflight", Static).update("\n".join(lines))
 
     def on_job_done(self, message: JobDone) -> None:
@@ -657,32 +704,58 @@ def _save(config: Any, path: Path) -> str:
 
 
 def preflight_lines(pf: dict[str, Any]) -> list[str]:
-    """The registry's pre-flight estimate, flattened to readable lines (its keys are the registry's)."""
+    """The registry's pre-flight estimate (`Preflight.to_dict()`) as short lines, one per candidate and a total."""
     from damoc.registry.models import human_bytes
 
+    def mem(m: Any) -> str:
+        return human_bytes(m["total"]) if isinstance(m, dict) and m.get("total") is not None else "?"
+
     out = []
-
-    def fmt(k: str, v: Any) -> str:
-        if isinstance(v, (int, float)) and ("bytes" in k or k.endswith("_b") or "disk" in k or "memory" in k):
-            return f"{k.replace('_', ' ')}: {human_bytes(v)}"
-        if isinstance(v, float) and ("second" in k or k.endswith("_s") or "time" in k):
-            from damoc_tui.screens.run import fmt_seconds
-            return f"{k.replace('_', ' ')}: {fmt_seconds(v)}"
-        if isinstance(v, float):
-            return f"{k.replace('_', ' ')}: {v:.3g}"
-        return f"{k.replace('_', ' ')}: {v}"
-
-    for k, v in pf.items():
-        if isinstance(v, dict):
-            inner = ", ".join(fmt(k2, v2) for k2, v2 in v.items() if not isinstance(v2, (dict, list)))
-            out.append(f"  {escape(k)}: {escape(inner)}"[:300])
-        elif isinstance(v, list):
-            for item in v[:10]:
-                if isinstance(item, dict):
-                    out.append("  " + escape(", ".join(fmt(k2, v2) for k2, v2 in item.items()
-                                                          if not isinstance(v2, (dict, list))))[:300])
-                else:
-                    out.append(f"  {escape(str(item))}"[:300])
-        else:
-            out.append("  " + escape(fmt(k, v)))
+    for c in pf.get("candidates", []):
+        mm = c.get("memory") or {}
+        dl = "local" if c.get("local") and not c.get("download_bytes") else \
+            f"download {human_bytes(c.get('download_bytes'), approx=bool(c.get('download_estimated')))}"
+        out.append(f"  {escape(str(c.get('name')))}: {dl} · memory calib {mem(mm.get('calibration'))}, full "
+                   f"{mem(mm.get('full_ft'))}, LoRA {mem(mm.get('lora_ft'))} · run disk "
+                   f"{human_bytes(c.get('work_disk_bytes'))}")
+    t = pf.get("totals") or {}
+    if t:
+        avail = t.get("memory_available_bytes")
+        out.append(f"  total: download {human_bytes(t.get('download_bytes'))}, run outputs "
+                   f"{human_bytes(t.get('work_disk_bytes'))} (disk free {human_bytes(t.get('disk_free_bytes'))}), "
+                   f"peak memory {human_bytes(t.get('peak_memory_bytes'))}"
+                   + (f" of {human_bytes(avail)} available" if avail else "") + f" on {escape(str(pf.get('device')))}")
+    for w in pf.get("warnings", []):
+        out.append(f"  [yellow]{escape(str(w))}[/]")
     return out
+
+
+def training_work(config: Any, samples: int | None) -> str:
+    """Proxy training work against fine-tuning every candidate on the whole training set, from the fine-tune
+    module's own step rule (`plan_steps`): optimizer steps x effective batch x the tokens kept by compression.
+    Pruning saves more (layers removed are not known before the run); evaluation costs the same in both."""
+    if config.mode != "damoc" or not samples:
+        return ""
+    from damoc.finetune.config import FinetuneConfig, plan_steps
+
+    ds = config.dataset
+    n = min(samples, ds.max_train) if ds.max_train else samples
+    if not ds.test:
+        n = max(1, round(n * (1 - ds.test_fraction)))
+    f = config.filter
+    proxy_n = n if not f.enabled else (min(n, f.count) if f.count else max(1, round(n * f.ratio)))
+    keep = config.compress.rate if config.compress.enabled else 1.0
+    method = config.methods[0]
+    hp = getattr(config.finetune, method)
+    micro = hp.micro_batch or 8
+
+    def work(count: int, min_steps: int) -> tuple[int, float]:
+        plan = plan_steps(count, FinetuneConfig(method=method, epochs=hp.epochs, effective_batch=hp.effective_batch,
+                                                min_steps=min_steps), micro)
+        return plan.total_steps, plan.total_steps * plan.effective_batch
+
+    p_steps, p_work = work(proxy_n, config.finetune.proxy_min_steps)
+    g_steps, g_work = work(n, 0)
+    ratio = p_work * keep / g_work
+    return (f"proxy training ≈ {ratio:.0%} of fine-tuning every candidate on all {n} samples "
+            f"(≈{1 / ratio:.1f}x less; {p_steps} proxy steps on {proxy_n} samples vs {g_steps}), before pruning")

@@ -55,7 +55,10 @@ async def test_theme_flag_no_color_and_cycle(settings, monkeypatch):
     monkeypatch.setenv("TERM", "xterm-256color")
     app = DamocApp(settings)
     async with app.run_test(size=(80, 24)) as pilot:
-        assert app.theme == "damoc-ansi" and app.no_color      # textual strips colour, the theme keeps contrast
+        assert app.theme == "damoc-ansi" and app.no_color
+        # textual's NoColor filter (terminal default colours), not Monochrome (black on black with an ANSI theme)
+        assert [type(f).__name__ for f in app._filters if "Color" in type(f).__name__ or
+                type(f).__name__ == "Monochrome"] == ["NoColor"]
         await pilot.press("f2")
         assert app.theme.startswith("damoc-") and app.theme != "damoc-ansi"
     app = DamocApp(settings, theme="no-such-theme")

@@ -134,3 +134,21 @@ async def test_runs_screen_lists_compares_exports(make_app, scripted, settings):
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), what="run view")
         await wait_for(pilot, lambda: _board(app).value("bravo-chat", "rank") == "1", what="final board")
+
+
+async def test_long_backlog_is_folded_off_the_ui_thread(make_app, scripted):
+    """Reattaching to a long run: the backlog arrives as one folded snapshot, then the screen follows on."""
+    from damoc_tui.messages import RunEvents, RunSnapshot
+
+    run = scripted(steps=1500)           # 1500 loss metrics per candidate: a backlog over the snapshot threshold
+    run.complete()
+    seen: list = []
+    app = make_app()
+    async with app.run_test(size=(120, 40), message_hook=seen.append) as pilot:
+        await pilot.press("a")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen)
+                       and _board(app).value("bravo-chat", "rank") == "1", what="board from the snapshot")
+        assert sum(isinstance(m, RunSnapshot) for m in seen) == 1
+        assert not any(isinstance(m, RunEvents) for m in seen)
+        assert len(app.screen.state.candidate("bravo-chat").losses) == 400      # bounded (LOSS_KEEP)
+        assert app.screen.state.status == "finished"

@@ -13,6 +13,33 @@ from textual.widgets import Input
 from tests.tui.conftest import wait_for
 
 SIZES = [(80, 24), (120, 40)]
+
+
+@pytest.fixture(autouse=True)
+def fixed_registry(settings, tmp_path, monkeypatch):
+    """A registry of our own instead of the built-in catalog (whose facts change as it is curated): hub entries
+    only, so no machine-specific folder appears in a picture."""
+    from damoc.registry import Candidate, ModelFacts, ModelRef, RegistryStore
+
+    empty = tmp_path / "no-catalog"
+    empty.mkdir()
+    monkeypatch.setattr("damoc.registry.catalog.catalog_dir", lambda: empty)
+    f = lambda arch, params, layers, size, **kw: ModelFacts(architecture=arch, parameters=params,  # noqa: E731
+                                                             layers=layers, size_bytes=size, dtype="bfloat16", **kw)
+    RegistryStore(settings).add_many([
+        Candidate("llama-3.1-8b", ModelRef("meta-llama/Llama-3.1-8B-Instruct"), ModelRef("meta-llama/Llama-3.1-8B"),
+                  family="llama", chat_facts=f("llama", 8_030_000_000, 32, 16_060_000_000, gated=True),
+                  base_facts=f("llama", 8_030_000_000, 32, 16_060_000_000, gated=True), paper=True),
+        Candidate("ministral-8b", ModelRef("mistralai/Ministral-8B-Instruct-2410"), None, family="mistral",
+                  no_base_reason="no Base model released", paper=True,
+                  chat_facts=f("mistral", 8_020_000_000, 36, 16_040_000_000, gated=True)),
+        Candidate("glm-4-9b", ModelRef("THUDM/glm-4-9b-chat"), ModelRef("THUDM/glm-4-9b"), family="glm",
+                  chat_facts=f("chatglm", 9_400_000_000, 40, 18_800_000_000, trust_remote_code=True),
+                  base_facts=f("chatglm", 9_400_000_000, 40, 18_800_000_000, trust_remote_code=True), paper=True),
+        Candidate("qwen2.5-0.5b", ModelRef("Qwen/Qwen2.5-0.5B-Instruct"), ModelRef("Qwen/Qwen2.5-0.5B"),
+                  family="qwen", chat_facts=f("qwen2", 494_000_000, 24, 988_000_000),
+                  base_facts=f("qwen2", 494_000_000, 24, 988_000_000)),
+    ])
 THEMES = ["damoc-dark", "damoc-ansi"]
 
 
@@ -61,11 +88,11 @@ def test_runs_history(snap_compare, make_app, scripted, theme, size):
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("theme", THEMES)
-def test_wizard_compress_step(snap_compare, make_app, theme, size):
+def test_wizard_dataset_step(snap_compare, make_app, theme, size):
     async def run_before(pilot):
         await pilot.press("n")
         await wait_for(pilot, lambda: type(pilot.app.screen).__name__ == "WizardScreen", what="wizard")
-        pilot.app.screen.go_to("compress")
+        pilot.app.screen.go_to("data")
         await _steady(pilot)
     assert snap_compare(make_app(theme), terminal_size=size, run_before=run_before)
 
