@@ -177,13 +177,18 @@ def main() -> None:
     finally:
         if proc is not None:
             proc.terminate()
+            proc.wait(10)
         else:
             from damoc.pipeline import api
 
             try:
                 api.cancel_run(settings, run_id)
+                api.wait_run(settings, run_id, timeout=120)
             except Exception:
                 pass
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)
     res.update({"source": "real run on the test zoo" if args.real else f"event writer, {args.candidates} candidates",
                 "refresh_hz": settings.refresh_hz, "target_median_ms": 100, "ok": res["median_ms"] < 100})
     if args.json:

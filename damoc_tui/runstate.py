@@ -15,6 +15,7 @@ from damoc.events import (CandidateScored, Event, Log, Metric, RunFinished, RunS
 DATA = "_data"
 LOG_KEEP = 200          # log lines kept per candidate: enough to read, bounded for week-long runs
 LOSS_KEEP = 400
+SHORT_NAMES = {"evaluate": "eval"}     # table cells are 13 columns wide at 80
 
 
 @dataclass
@@ -46,12 +47,13 @@ class StageState:
         return self.name.rpartition("/")[0]
 
     def label(self) -> str:
-        """Short text for a table cell: `finetune 34/120`, `prune ok`, `evaluate failed`."""
+        """Short text for a table cell: `finetune 34/120`, `prune ok`, `eval failed`."""
+        name = SHORT_NAMES.get(self.short, self.short)
         if self.status == "running":
             if self.total:
-                return f"{self.short} {self.done}/{self.total}"
-            return f"{self.short}…"
-        return f"{self.short} {self.status}"
+                return f"{name} {self.done}/{self.total}"
+            return f"{name}…"
+        return f"{name} {self.status}"
 
 
 @dataclass

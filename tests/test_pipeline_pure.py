@@ -300,3 +300,4 @@ def test_local_executor_places_one_job_per_gpu(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert visible_gpus("auto") == ["2", "3"] and visible_gpus("auto", device="cpu") == []
     assert visible_gpus("0,1") == ["0", "1"] and visible_gpus("none") == []
+    assert visible_gpus("auto", device="cuda:1") == []

@@ -152,9 +152,14 @@ def _print_plan(plan: Any) -> None:
                 con.print(f"      {d.stage}: {'skipped: ' if not d.enabled else ''}{d.reason}")
     if plan.preflight:
         pf = plan.preflight
-        con.print(f"pre-flight ({pf.get('device', '?')}): download {_bytes(pf.get('download_bytes'))}, peak memory "
-                  f"{_bytes(pf.get('peak_memory_bytes') or pf.get('peak_bytes'))}, work disk "
-                  f"{_bytes(pf.get('work_disk_bytes'))}")
+        tot = pf.get("totals") or pf
+        con.print(f"pre-flight ({pf.get('device', '?')}): download {_bytes(tot.get('download_bytes'))}, peak memory "
+                  f"{_bytes(tot.get('peak_memory_bytes'))} of {_bytes(tot.get('memory_available_bytes'))} "
+                  f"available, run outputs {_bytes(tot.get('work_disk_bytes'))}")
+        for c in pf.get("candidates") or []:
+            mem = c.get("memory") or {}
+            parts = [f"{k.replace('_ft', '')} {_bytes((v or {}).get('total'))}" for k, v in mem.items()]
+            con.print(f"  {c.get('name')}: download {_bytes(c.get('download_bytes'))}; memory " + ", ".join(parts))
         for w in pf.get("warnings") or []:
             con.print(f"  [yellow]warning[/]: {w}")
     for w in plan.warnings:

@@ -406,13 +406,13 @@ class CaR(FilterMethod):
 
         def kept(i: int, r: int) -> str:
             what = (f"best of cluster {int(labels[i])}" if role.get(i) == "cluster" else
-                    f"top {pos[i] + 1} overall")
-            return f"{what} ({qlabel} {q[i]:.3g})"
+                    f"top {pos[i] + 1} overall (cluster {int(labels[i])})")
+            return f"{what}, {qlabel} {q[i]:.4g}"
 
         return Scored(self.name, q, ranked, np.ones(ctx.n, dtype=bool), score_name="quality", picker=picker,
                       kept_reason=kept,
-                      drop_reason=lambda i, o: (f"{qlabel} {q[i]:.3g}: neither top overall nor the best of "
-                                                f"cluster {int(labels[i])}"),
+                      drop_reason=lambda i, o: (f"neither top overall nor the best of cluster {int(labels[i])}, "
+                                                f"{qlabel} {q[i]:.4g}"),
                       details={"quality": qlabel, "clusters": k, "pca_dims": int(Z.shape[1])})
 
 

@@ -174,11 +174,14 @@ def run_seconds(rd: RunDir) -> float:
 
 def compare_runs(settings: Any, run_a: str, run_b: str) -> Comparison:
     """Rankings of two runs over the same candidates: top-1 agreement, Kendall tau, Spearman rho, time ratio
-    (B's wall time / A's: `compare DAMOC_RUN GROUND_TRUTH_RUN` gives the speed-up)."""
+    (B's wall time / A's: `compare DAMOC_RUN GROUND_TRUTH_RUN` gives the speed-up). The correlations are over the
+    leaderboards' rank positions (restricted to the candidates both runs scored)."""
     a, b = open_run(settings, run_a), open_run(settings, run_b)
     la, lb = leaderboard_of(a), leaderboard_of(b)
-    sa = {r["name"]: r["score"] for r in la.ranking}
-    sb = {r["name"]: r["score"] for r in lb.ranking}
+    # the rankings as the leaderboards present them: by score, equal scores by the answer log-likelihood
+    # (a rank is shared only when both are equal), so tau compares exactly what the user sees
+    sa = {r["name"]: -float(r["rank"]) for r in la.ranking}
+    sb = {r["name"]: -float(r["rank"]) for r in lb.ranking}
     if not sa or not sb:
         empty = a.run_id if not sa else b.run_id
         raise DamocError(f"run {empty} has no scored candidate yet", f"wait for it: damoc attach {empty}")

@@ -49,8 +49,9 @@ class Executor(Protocol):
 
 
 def visible_gpus(spec: str = "auto", device: str = "auto") -> list[str]:
-    """GPU ids to place workers on, found without importing torch (the driver stays light)."""
-    if device == "cpu" or spec == "none":
+    """GPU ids to place workers on, found without importing torch (the driver stays light). A device pinned to
+    one GPU (`cuda:1`) or to the CPU means no placement: workers run one at a time on that device."""
+    if device == "cpu" or device.startswith("cuda:") or spec == "none":
         return []
     if spec not in ("", "auto"):
         return [g.strip() for g in spec.split(",") if g.strip()]

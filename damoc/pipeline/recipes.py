@@ -64,7 +64,8 @@ def prune_decision(config: RunConfig, cand: CandidateFacts) -> StageDecision:
         return StageDecision("prune", False, "Base candidates are not pruned (paper sec. 5.2: GraphCut + "
                                              "token compression only)")
     if not cand.has_base or not cand.merge_supported:
-        why = cand.merge_reason or "no Base checkpoint (W_pre) for sparse merging"
+        why = (cand.merge_reason or "").removeprefix("pruning skipped: ") or \
+            "no Base checkpoint (W_pre) for sparse merging"
         if p.allow_no_base:
             return StageDecision("prune", True, f"merge skipped: {why}; layers dropped without merging",
                                  {**params, "allow_no_base": True})

@@ -19,7 +19,7 @@ from textual.worker import get_current_worker
 from damoc_tui import bridge, services
 from damoc_tui.messages import JobDone
 from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, TextScreen, notify_error
-from damoc_tui.screens.run import export_leaderboard, fmt_seconds, show_handoff, status_text
+from damoc_tui.screens.run import export_leaderboard, fmt_score, fmt_seconds, show_handoff, status_text
 from damoc_tui.widgets.synced_table import SyncedTable
 from damoc_tui.widgets.topbar import TopBar
 
@@ -83,7 +83,7 @@ class HistoryScreen(Screen[None]):
         self.summaries = {r["run_id"]: r for r in rows}
         table = self.query_one("#runs", SyncedTable)
         table.sync([{**r, "status": status_text(r["status"]), "n": str(r["n"]),
-                     "score": f"{r['score']:.4f}" if isinstance(r.get("score"), float) else "",
+                     "score": fmt_score(r.get("score")),
                      "took": fmt_seconds(r.get("seconds")) if r.get("seconds") else ""}
                     for r in reversed(rows)])
         self._preview()

@@ -128,7 +128,7 @@ class TextScreen(ModalScreen[None]):
             yield Static(f"[b]{escape(self.title_text)}[/b]  [dim]y copy · s save · q close[/]",
                          classes="dialog-title")
             yield TextArea(self.text, read_only=True, id="text-body", language=self.language,
-                           soft_wrap=False, show_line_numbers=False)
+                           soft_wrap=False, show_line_numbers=False, compact=True)
             if self.save_path:
                 yield Static(f"s saves to {escape(str(self.save_path))}", classes="dialog-detail")
 

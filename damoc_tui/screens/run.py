@@ -29,9 +29,9 @@ from damoc_tui.widgets.synced_table import SyncedTable
 
 # (key, label, width): the narrow set fits 80 columns, the wide one is used from 110 columns on
 BOARD_COLUMNS = [("rank", "#", 2), ("name", "candidate", 22), ("score", "score", 6), ("gap", "gap", 6),
-                 ("stage", "stage", 18), ("loss", "loss", 10), ("prune", "prune/merge", 12), ("status", "status", 9)]
-BOARD_COLUMNS_NARROW = [("rank", "#", 2), ("name", "candidate", 14), ("score", "score", 6), ("gap", "gap", 6),
-                        ("stage", "stage", 13), ("loss", "loss", 5), ("prune", "prune", 8), ("status", "status", 7)]
+                 ("stage", "stage", 18), ("loss", "loss", 10), ("prune", "pruned", 12), ("status", "status", 9)]
+BOARD_COLUMNS_NARROW = [("rank", "#", 2), ("name", "candidate", 13), ("score", "score", 6), ("gap", "gap", 6),
+                        ("stage", "stage", 13), ("loss", "loss", 5), ("prune", "pruned", 10), ("status", "status", 7)]
 LOG_SHOWN = 60             # log lines written when the selection changes (older ones: the run's events.jsonl)
 STATUS_STYLE = {"ok": "green", "finished": "green", "scored": "green", "running": "bold", "failed": "red",
                 "cancelled": "yellow", "interrupted": "yellow", "skipped": "cyan", "queued": "dim", "waiting": "dim"}
@@ -46,6 +46,14 @@ def fmt_seconds(s: float | None) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def fmt_score(score: Any) -> str:
+    """At most 6 characters whatever the metric's scale (F1 in 0..1, BERTScore+ROUGE in 0..100)."""
+    if not isinstance(score, (int, float)):
+        return ""
+    a = abs(score)
+    return f"{score:.1f}" if a >= 1000 else f"{score:.2f}" if a >= 10 else f"{score:.3f}" if a >= 1 else f"{score:.4f}"
 
 
 def status_text(status: str) -> Text:
@@ -74,13 +82,14 @@ def row_name(row: dict[str, Any]) -> str:
 
 
 def _prune_cell(row: dict[str, Any]) -> str:
-    """`layers` ("2/24") and `merge` ("applied (rule)" / "skipped: why") of a leaderboard row, in 11 columns."""
+    """`layers` ("2/24": pruned of before) and `merge` ("applied (rule)" / "skipped: why") of a leaderboard row,
+    in 10 columns; the full merge text is in the detail pane."""
     merge = str(row.get("merge") or "")
     layers = str(row.get("layers") or "")
     if merge.startswith("skipped"):
         return "skipped"
     if layers:
-        return f"-{layers}" + (" merged" if merge.startswith("applied") else "")
+        return layers + (" merged" if merge.startswith("applied") else "")
     return merge
 
 
@@ -211,7 +220,7 @@ class RunScreen(Screen[None]):
             out.append({
                 "name": name,
                 "rank": str(rank) if rank is not None and score is not None else "",
-                "score": f"{score:.4f}" if isinstance(score, (int, float)) else "",
+                "score": fmt_score(score),
                 "gap": ("≈" if close else "") + (f"-{gap:.3f}" if gap else ("lead" if rank == 1 else ""))
                 if isinstance(gap, (int, float)) else "",
                 "stage": stage_cell(cand),
@@ -258,8 +267,17 @@ class RunScreen(Screen[None]):
                  + (f"  {cand.metric} {cand.score:.4f}" if cand.score is not None else "")
                  + (f" ± {cand.stderr:.4f}" if cand.stderr else "")]
         for st in cand.stages.values():
+            if st.parent and st.short == st.parent.rsplit("/", 1)[-1]:
+                continue                      # a module's own tracker inside the cell of the same name
             why = f": {escape(st.reason)}" if st.reason else ""
-            lines.append(f"{escape(st.label())} {fmt_seconds(st.seconds) if st.seconds else ''}{why}")
+            indent = "  " if st.parent else ""
+            label = st.name if not st.parent else st.label()
+            if not st.parent:
+                label = st.label().replace(st.short, st.name, 1)
+            lines.append(f"{indent}{escape(label)} {fmt_seconds(st.seconds) if st.seconds else ''}{why}")
+        row = next((r for r in self.rows if row_name(r) == name), None)
+        if row and row.get("merge"):
+            lines.append(f"merge: {escape(str(row['merge']))}")
         if cand.losses:
             lines.append(f"train loss {cand.losses[0]:.3f} → {cand.losses[-1]:.3f} ({len(cand.losses)} pts)")
         self.query_one("#cand-summary", Static).update("\n".join(lines), layout=False)

@@ -757,5 +757,9 @@ def training_work(config: Any, samples: int | None) -> str:
     p_steps, p_work = work(proxy_n, config.finetune.proxy_min_steps)
     g_steps, g_work = work(n, 0)
     ratio = p_work * keep / g_work
-    return (f"proxy training ≈ {ratio:.0%} of fine-tuning every candidate on all {n} samples "
-            f"(≈{1 / ratio:.1f}x less; {p_steps} proxy steps on {proxy_n} samples vs {g_steps}), before pruning")
+    factor = f"≈{1 / ratio:.1f}x less" if ratio < 0.9 else ("about the same: the proxy's minimum step count "
+                                                             "dominates on a set this small" if ratio <= 1.1 else
+                                                             f"≈{ratio:.1f}x more: raise the sample count or lower "
+                                                             "finetune.proxy_min_steps")
+    return (f"proxy training ≈ {ratio:.0%} of fine-tuning every candidate on all {n} samples ({factor}; "
+            f"{p_steps} proxy steps on {proxy_n} samples vs {g_steps}), before pruning")

@@ -36,7 +36,7 @@ async def test_leaderboard_fills_live_cell_by_cell(make_app, scripted):
         await wait_for(pilot, lambda: str(_board(app).value("alpha-chat", "stage")).startswith("finetune ")
                        and str(_board(app).value("alpha-chat", "stage")).endswith("/20"), what="fine-tune progress")
         assert _board(app).value("alpha-chat", "loss")          # the loss sparkline has points
-        assert str(_board(app).value("alpha-chat", "prune")) == "-1/4 merged"
+        assert str(_board(app).value("alpha-chat", "prune")) == "1/4 merged"      # pruned of before, merged
         rows_before = list(_board(app).row_keys)
         updates_before = _board(app).cell_updates
 
