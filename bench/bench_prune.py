@@ -41,44 +41,62 @@ def raw_texts(test_path: str, n: int = 40) -> list[str]:
     return texts
 
 
-def raw_ppl(path: str, texts: list[str]) -> float:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load(path: str) -> tuple[Any, Any]:
+    from damoc.models import load_causal_lm, load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
-    m = AutoModelForCausalLM.from_pretrained(path).eval()
+    return load_causal_lm(path, device="cpu"), load_tokenizer(path)
+
+
+def raw_ppl(model: Any, tok: Any, texts: list[str]) -> float:
+    """The acceptance check's perplexity: plain text, every token scored."""
+    import torch
+
     nll = n = 0.0
     with torch.no_grad():
         for t in texts:
             ids = tok(t, return_tensors="pt", truncation=True, max_length=256)["input_ids"]
             if ids.shape[1] < 2:
                 continue
-            out = m(ids, labels=ids)
+            out = model(ids, labels=ids)
             nll += out.loss.item() * (ids.shape[1] - 1)
             n += ids.shape[1] - 1
     return math.exp(nll / n)
 
 
-def answer_ppl(path: str, samples: list[Any]) -> float:
+def chat_eval(model: Any, tok: Any, samples: list[Any], ref: Any = None) -> dict[str, float]:
+    """Answer perplexity (answer + EOS given the chat-framed prompt: the proxy fine-tune's objective) and, against
+    the unpruned Chat `ref`, the mean KL(ref || model) and top-1 agreement over every position of those
+    sequences (how faithfully the pruned model keeps the Chat's behaviour)."""
     import torch
+    import torch.nn.functional as F
 
     from damoc.finetune.data import IGNORE_INDEX, encode_sample
-    from damoc.models import load_causal_lm, load_tokenizer
 
-    tok = load_tokenizer(path)
-    m = load_causal_lm(path, device="cpu")
-    nll = n = 0.0
+    nll = n = kl = agree = positions = 0.0
     with torch.no_grad():
         for s in samples:
             f = encode_sample(tok, s, max_length=256)
             ids = torch.tensor([f.input_ids])
-            labels = torch.tensor([f.labels])
-            logits = m(ids).logits[0, :-1].float()
-            tgt = labels[0, 1:]
+            logits = model(ids).logits[0, :-1].float()
+            tgt = torch.tensor(f.labels[1:])
             keep = tgt != IGNORE_INDEX
-            nll += float(torch.nn.functional.cross_entropy(logits[keep], tgt[keep], reduction="sum"))
+            nll += float(F.cross_entropy(logits[keep], tgt[keep], reduction="sum"))
             n += int(keep.sum())
-    return math.exp(nll / n)
+            if ref is not None:
+                ref_logits = ref(ids).logits[0, :-1].float()
+                lp, lq = F.log_softmax(ref_logits, -1), F.log_softmax(logits, -1)
+                kl += float((lp.exp() * (lp - lq)).sum())
+                agree += float((ref_logits.argmax(-1) == logits.argmax(-1)).sum())
+                positions += logits.shape[0]
+    out = {"answer": math.exp(nll / n)}
+    if ref is not None:
+        out.update(kl=kl / positions, agree=agree / positions)
+    return out
+
+
+def evaluate_variant(path: str, ref: Any, texts: list[str], samples: list[Any]) -> dict[str, float]:
+    model, tok = _load(path)
+    return {"raw": raw_ppl(model, tok, texts), **chat_eval(model, tok, samples, ref)}
 
 
 def kendall(a: list[float], b: list[float]) -> float:
@@ -135,9 +153,9 @@ def part_a(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: St
             scores, info = compute_scores(c.chat_path, calib, device="cpu")
             row.update(scores=scores, calibration=info, layers=c.layers)
             row["pruned"] = choose_layers(scores, args.threshold)
-        for model_name, path in (("chat", c.chat_path), ("base", c.base_path)):
-            if model_name not in row:
-                row[model_name] = {"raw": raw_ppl(path, texts), "answer": answer_ppl(path, test)}
+        ref, _ = _load(c.chat_path)
+        if "chat" not in row:
+            row["chat"] = evaluate_variant(c.chat_path, ref, texts, test)
         if row["pruned"]:
             for r in RULES:
                 if r in row:
@@ -145,15 +163,14 @@ def part_a(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: St
                 out = work / f"{c.name}-{r}"
                 write_pruned(c.chat_path, out, row["pruned"], base_path=c.base_path, scores=row["scores"],
                              rule=get_rule(r), sparsity=args.sparsity)
-                row[r] = {"raw": raw_ppl(str(out), texts), "answer": answer_ppl(str(out), test)}
+                row[r] = evaluate_variant(str(out), ref, texts, test)
             if "laco" not in row:
                 model, tok = load_causal_lm(c.chat_path, device="cpu"), load_tokenizer(c.chat_path)
                 res = laco_prune(model, tok, texts_from_samples(train, tok, n=8), max_remove=len(row["pruned"]))
                 out = work / f"{c.name}-laco"
                 model.save_pretrained(out)
                 tok.save_pretrained(out)
-                row["laco"] = {"raw": raw_ppl(str(out), texts), "answer": answer_ppl(str(out), test),
-                               "removed": res.removed}
+                row["laco"] = {**evaluate_variant(str(out), ref, texts, test), "removed": res.removed}
         row["seconds"] = row.get("seconds", 0) + time.time() - t0
         store.put(row, "ppl", key)
         print(f"  {c.name}: pruned {row['pruned']} of {c.layers}", file=sys.stderr, flush=True)
@@ -161,8 +178,10 @@ def part_a(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: St
 
 def print_part_a(args: argparse.Namespace, zoo: list[Any], store: Store) -> None:
     cols = ["chat"] + RULES + ["laco"]
-    for metric in ("raw", "answer"):
-        print(f"\n### held-out {metric} perplexity (threshold {args.threshold}, calibration {args.calib}, "
+    titles = {"raw": "raw perplexity (lower is better)", "answer": "answer perplexity (lower is better)",
+              "kl": "KL(unpruned Chat || pruned) per token (lower is better)"}
+    for metric in ("raw", "answer", "kl"):
+        print(f"\n### held-out {titles[metric]} (threshold {args.threshold}, calibration {args.calib}, "
               f"sparsity {args.sparsity})\n")
         print("| pair | k/N | pruned | " + " | ".join("unpruned" if c == "chat" else c for c in cols) + " |")
         print("|---|---|---|" + "---|" * len(cols))
@@ -174,18 +193,18 @@ def print_part_a(args: argparse.Namespace, zoo: list[Any], store: Store) -> None
             if not row:
                 continue
             k = len(row["pruned"])
-            cells = [f"{row[col][metric]:.2f}" if col in row else "-" for col in cols]
+            cells = [f"{row[col][metric]:.{4 if metric == 'kl' else 2}f}" if col in row else "-" for col in cols]
             print(f"| {c.name} | {k}/{row['layers']} | {row['pruned']} | " + " | ".join(cells) + " |")
             if k:
                 pairs += 1
                 for r in wins:
                     wins[r] += row[r][metric] <= row["drop"][metric]
-                    gain[r].append(math.log(row[r][metric] / row["drop"][metric]))
+                    gain[r].append(math.log(max(row[r][metric], 1e-12) / max(row["drop"][metric], 1e-12)))
         if pairs:
-            print(f"\nvs plain dropping over {pairs} pruned pairs (wins = perplexity <= drop; mean log-ratio < 0 "
+            print(f"\nvs plain dropping over {pairs} pruned pairs (wins = value <= drop's; mean log-ratio < 0 "
                   "is better):")
             for r in wins:
-                print(f"  {r:<16} wins {wins[r]}/{pairs}   mean log(ppl/drop) {sum(gain[r]) / pairs:+.4f}")
+                print(f"  {r:<16} wins {wins[r]}/{pairs}   mean log(x/drop) {sum(gain[r]) / pairs:+.4f}")
 
 
 def part_b(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: Store, work: Path) -> None:

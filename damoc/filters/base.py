@@ -11,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 from damoc.data.sample import Sample
@@ -312,14 +311,3 @@ class FilterMethod:
         key = -v if descending else v
         idx = np.lexsort((tie, key))            # primary: key, secondary: the seeded permutation
         return [int(i) for i in idx if el[i] and np.isfinite(v[i])]
-
-
-def check_answers(samples: Sequence[Sample], method: str) -> None:
-    bad = [s.id for s in samples if not (s.answer or "").strip()]
-    if bad:
-        raise DataError(f"{method} scores answers, but {len(bad)} sample(s) have none (first: {bad[0]!r})",
-                        "fix those records, or pass --skip-bad to drop them")
-
-
-def text_path(p: str | Path | None) -> str | None:
-    return str(p) if p is not None else None

@@ -6,7 +6,7 @@ unless the caller passes embeddings, and run on unit vectors (cosine similarity)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from damoc.errors import ConfigError
 from damoc.filters.base import FilterContext, FilterMethod, Scored

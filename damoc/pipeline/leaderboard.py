@@ -44,6 +44,11 @@ class Row:
     too_close: bool = False
     steps: int | None = None
     tiebreak: float | None = None  # mean answer log-likelihood: orders rows whose primary scores are equal
+    method_tiebreaks: dict[str, float] = field(default_factory=dict)
+
+    def best_method(self) -> str:
+        """The method with the higher score (equal scores: the higher answer log-likelihood)."""
+        return max(self.scores, key=lambda m: (self.scores[m], self.method_tiebreaks.get(m, float("-inf"))))
 
     @property
     def layers(self) -> str:
@@ -80,7 +85,7 @@ class Leaderboard:
 
     def method_winners(self) -> dict[str, str]:
         """With `--ft both`: which fine-tuning method scores higher for which candidate."""
-        return {r.candidate: max(r.scores, key=lambda m: r.scores[m]) for r in self.rows if len(r.scores) > 1}
+        return {r.candidate: r.best_method() for r in self.rows if len(r.scores) > 1}
 
     def train_seconds(self) -> float:
         return sum(r.times.get("finetune", 0.0) for r in self.rows)
@@ -205,14 +210,14 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
             row.times["evaluate"] = row.times.get("evaluate", 0.0) + float(res.get("eval_seconds") or 0.0)
             metric = metric or str(res.get("metric") or "")
         row.scores = {m: _mean(v) for m, v in row.seed_scores.items()}
+        row.method_tiebreaks = {m: _mean(v) for m, v in tiebreaks.items()}
         if row.scores:
-            row.method = max(row.scores, key=lambda m: row.scores[m])
+            row.method = row.best_method()
             row.score = row.scores[row.method]
             best = row.seed_scores[row.method]
             row.seed_spread = (max(best) - min(best)) if len(best) > 1 else None
             row.stderr = _mean(stderrs) if stderrs else None
-            tb = tiebreaks.get(row.method)
-            row.tiebreak = _mean(tb) if tb else None
+            row.tiebreak = row.method_tiebreaks.get(row.method)
             row.steps = max(steps) if steps else None
         states = [c["state"] for c in mine.values()]
         failed = [(k, c) for k, c in mine.items() if c["state"] in ("failed", "cancelled")]

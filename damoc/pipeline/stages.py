@@ -236,8 +236,18 @@ def run_finetune(spec: dict[str, Any], model_path: str, train: list[Sample], tes
                "steps": int(getattr(ft, "steps", 0) or 0), "train_seconds": train_seconds,
                "final_loss": float(losses[-1]) if losses else None, **_eval_summary(res)}
     summary["plan"] = getattr(getattr(ft, "plan", None), "reason", None)
-    del ft
+    del ft, res
+    _release_memory()
     return summary
+
+
+def _release_memory() -> None:
+    """A worker serves several candidates in turn: give the last model's memory back before the next one loads."""
+    import gc
+    gc.collect()
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def run_eval(spec: dict[str, Any], model_path: str, test: list[Sample], pool: list[Sample], metric: str,
