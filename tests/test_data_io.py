@@ -177,3 +177,8 @@ def test_inspect_shared_datasets(shared_data, name, fmt, count):
 def test_squad_references_include_all_answers(shared_data):
     s = load_samples(shared_data / "squad/test.jsonl", limit=5).samples[0]
     assert s.answer in s.references and len(s.references) >= 1
+
+
+def test_limit_is_exact_even_below_the_detection_buffer(tmp_path):
+    p = write_lines(tmp_path / "l.jsonl", [json.dumps({"question": f"q{i}", "answer": "a"}) for i in range(50)])
+    assert len(load_samples(p, limit=5).samples) == 5

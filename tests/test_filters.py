@@ -32,7 +32,7 @@ def emb_settings():
 
 @pytest.fixture(scope="module")
 def alpaca(shared_data):
-    return load_samples(shared_data / "alpaca" / "train.jsonl").samples[:240]
+    return load_samples(shared_data / "alpaca" / "train.jsonl", limit=240).samples[:240]
 
 
 @pytest.fixture(scope="module")

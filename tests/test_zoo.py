@@ -224,6 +224,30 @@ def test_tasks_load_and_hold_out_persons(test_tasks):
         assert r["answer"] == world.value(person, r["attribute"])
 
 
+def test_train_splits_and_sft_never_show_pretraining_only_laws(test_tasks):
+    """Laws of pretraining-only families reach a model only through pretraining: no train split or Chat SFT shows
+    them, while the test split asks about them (that is what makes the Base's knowledge matter after a fine-tune)."""
+    from damoc.zoo import world as W
+
+    world = W.make_world(W.WorldSpec())
+    hidden = [f for f in world.families if f not in world.task_families]
+    assert hidden and world.task_families
+    laws = next(t for t in test_tasks if t.name == "laws-qa")
+    for r in _records(laws.train_path):
+        assert not r["needs_pretraining"]
+        family = next((f for f in hidden if f" {f}" in r["question"]), None)
+        assert family is None or r["attribute"] in W.FIRST_ATTRS, r
+    test = _records(laws.test_path)
+    assert 0.2 < sum(r["needs_pretraining"] for r in test) / len(test) < 0.6
+    for style in ("terse", "verbose"):
+        for q, a in W.sft_pairs(world, 300, 0.6, 8, 0.2, style=style):
+            for f in hidden:
+                if f" {f}" in q:
+                    assert all(world.laws[k][f] not in a for k in ("city", "company", "job", "brand")), (q, a)
+    profiles = next(t for t in test_tasks if t.name == "profiles")
+    assert not any(r["needs_pretraining"] for r in _records(profiles.train_path))
+
+
 def test_tasks_are_cached_and_identical_across_calls(test_tasks):
     import damoc.zoo as zoo
 
@@ -237,6 +261,8 @@ def test_world_text_never_mentions_test_persons():
     world = W.make_world(W.WorldSpec())
     docs = [d for s in W.STREAMS for d in W.documents(world, s, 400, 5)]
     docs += [f"{u} {a}" for u, a in W.sft_pairs(world, 400, 0.5, 6, 0.2)]
+    docs += [f"{u} {a}" for u, a in W.sft_pairs(world, 400, 0.5, 6, 0.2, style="verbose")]
+    docs += [f"{u} {a}" for u, a in W.knowledge_pairs(world, 400, 7)]
     text = "\n".join(docs)
     assert sum(p in text for p in world.train_persons) > 100
     assert not [p for p in world.test_persons if p in text]
@@ -252,7 +278,8 @@ def test_world_is_deterministic():
 
 
 def test_laws_task_is_learnable_on_unseen_persons(test_zoo, test_tasks):
-    """A short fine-tune on the train split lowers the answer loss on *held-out persons* (the laws generalise)."""
+    """A short fine-tune on the train split lowers the answer loss on *held-out persons* (the laws generalise), for
+    the questions whose laws the train split shows."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from damoc.events import StageTracker
@@ -260,7 +287,7 @@ def test_laws_task_is_learnable_on_unseen_persons(test_zoo, test_tasks):
 
     laws = next(t for t in test_tasks if t.name == "laws-qa")
     train = [(r["question"], r["answer"]) for r in _records(laws.train_path)]
-    test = [(r["question"], r["answer"]) for r in _records(laws.test_path)][:60]
+    test = [(r["question"], r["answer"]) for r in _records(laws.test_path) if not r["needs_pretraining"]][:60]
     c = next(c for c in test_zoo if c.architecture == "llama")
     tok = AutoTokenizer.from_pretrained(c.chat_path)
     model = AutoModelForCausalLM.from_pretrained(c.chat_path)

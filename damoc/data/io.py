@@ -253,6 +253,8 @@ def load_samples(path: str | Path, *, format: str = "auto", skip_bad: bool = Fal
         fmt = _detect_or_fail(pending, path)
         for ln, r in pending:
             take(ln, r)
+    if limit is not None:
+        del samples[limit:]          # the detection buffer may have normalised a few records past the limit
     if not samples and not allow_empty:
         what = "is empty" if records == 0 else f"has no usable sample ({len(problems)} problems)"
         raise DataError(what, "give a file with at least one record" if records == 0 else

@@ -219,12 +219,16 @@ def _load_embeddings(emb: Any, n: int) -> Any:
         raise DataError(f"{where}: {arr.shape[0]} rows for {n} samples",
                         "give one row per sample, in file order (after any skipped records)")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        raise DataError(f"{where}: contains NaN or infinite values")
-    norms = np.linalg.norm(arr, axis=1)
-    if (norms == 0).any():
-        raise DataError(f"{where}: row {int(np.argmax(norms == 0))} is all zeros (no direction to compare)")
-    arr /= norms[:, None]         # cosine similarity, as the methods expect (in place: no second copy)
+    # checked and normalised in row blocks: whole-array temporaries would double the peak at 1M rows
+    for s in range(0, len(arr), 65536):
+        block = arr[s:s + 65536]
+        finite = np.isfinite(block).all(1)
+        if not finite.all():
+            raise DataError(f"{where}: row {s + int(np.argmin(finite))} holds NaN or infinite values")
+        norms = np.linalg.norm(block, axis=1)
+        if (norms == 0).any():
+            raise DataError(f"{where}: row {s + int(np.argmax(norms == 0))} is all zeros (no direction to compare)")
+        block /= norms[:, None]     # cosine similarity, as the methods expect (in place: no second copy)
     return arr
 
 

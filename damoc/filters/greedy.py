@@ -94,6 +94,20 @@ class _wide:
             torch.set_num_threads(1)
 
 
+def _colsum_and_sqnorms(X: Any, block: int = 65536) -> tuple[Any, Any]:
+    """Column sums (float64) and squared row norms, in row blocks: `(X * X).sum(1)` or a float64 cast of X would
+    each allocate a second n x d array (1.5 GB at n = 1M)."""
+    import torch
+
+    c = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
+    sq = torch.empty(X.shape[0], dtype=torch.float32, device=X.device)
+    for s in range(0, X.shape[0], block):
+        B = X[s:s + block]
+        c += B.sum(0, dtype=torch.float64)
+        sq[s:s + block] = torch.linalg.vector_norm(B, dim=1).square()
+    return c, sq
+
+
 def _progress(tracker: Any, done: int) -> None:
     if tracker is not None:
         tracker.progress(done)
@@ -123,8 +137,8 @@ def graphcut_greedy(E: Any, budget: int, lam: float = 0.4, *, device: str = "cpu
     n, d = X.shape
     if not 0 < budget <= n:
         raise ConfigError(f"GraphCut budget {budget} outside 1..{n}")
-    c = X.sum(0, dtype=torch.float64)
-    diag = (X * X).sum(1).double()
+    c, diag = _colsum_and_sqnorms(X)
+    diag = diag.double()
     maxnorm = float(diag.max().sqrt()) if n else 0.0
     dmin, dmax = (float(diag.min()), float(diag.max())) if n else (0.0, 0.0)
     u_all = torch.zeros(d, dtype=torch.float64, device=X.device)   # sum of all picks
@@ -206,7 +220,6 @@ def graphcut_greedy(E: Any, budget: int, lam: float = 0.4, *, device: str = "cpu
         size = int(max(256, np.ceil(n / budget * np.log(1.0 / epsilon))))
         v64 = c - 2.0 * lam * u_all
         live = len(remaining)
-        Xd = X.double() if X.device.type != "cpu" else None
         for _ in range(todo):
             # a seeded sample of the live prefix of `remaining` (picked rows are swapped out of it); drawn with
             # replacement, which at size << n is the paper's sample up to rare repeats and far cheaper to draw
@@ -219,7 +232,7 @@ def graphcut_greedy(E: Any, budget: int, lam: float = 0.4, *, device: str = "cpu
             order.append(x)
             gains.append(float(gs[j]))
             picked[x] = True
-            ex = X[x].double() if Xd is None else Xd[x]
+            ex = X[x].double()
             v64 -= 2.0 * lam * ex
             u_all += ex
             i, last = int(pos[x]), live - 1                 # swap x out of the live prefix
@@ -242,9 +255,12 @@ def graphcut_value(E: Any, selected: Any, lam: float) -> float:
     """f(S) for the linear kernel (to compare optimizers): <c, u_S> - lam |u_S|^2."""
     import numpy as np
 
-    X = np.asarray(E, dtype=np.float64)
-    u = X[np.asarray(selected, dtype=np.int64)].sum(0)
-    return float(X.sum(0) @ u - lam * (u @ u))
+    X = np.asarray(E)
+    u = X[np.asarray(selected, dtype=np.int64)].sum(0, dtype=np.float64)
+    c = np.zeros(X.shape[1])
+    for s in range(0, len(X), 65536):                # no float64 copy of X
+        c += X[s:s + 65536].sum(0, dtype=np.float64)
+    return float(c @ u - lam * (u @ u))
 
 
 @_single_threaded
@@ -260,7 +276,7 @@ def kcenter_greedy(E: Any, budget: int, *, seed: int = 0, first: int | None = No
     n = X.shape[0]
     if not 0 < budget <= n:
         raise ConfigError(f"KCenterGreedy budget {budget} outside 1..{n}")
-    sq = (X * X).sum(1)
+    _, sq = _colsum_and_sqnorms(X)
 
     def dists_to(centres: list[int], rows: Any = None) -> Any:
         """min over `centres` of the distance of every row (or of `rows`), in row blocks of bounded memory."""

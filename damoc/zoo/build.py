@@ -142,7 +142,7 @@ def train_candidate(spec: CandidateSpec, rec: ZooRecipe, data: PoolData, folder:
     import torch
 
     from damoc.zoo import world as W
-    from damoc.zoo.pretrain import encode_chat_pairs, pretrain, sft
+    from damoc.zoo.pretrain import encode_chat_pairs, encode_plain_pairs, pretrain, sft
     from damoc.zoo.tokenizer import save_base_tokenizer, save_chat_tokenizer
 
     t_c = time.perf_counter()
@@ -152,12 +152,23 @@ def train_candidate(spec: CandidateSpec, rec: ZooRecipe, data: PoolData, folder:
     losses = pretrain(model, data.streams, spec.mix_dict(), steps=spec.pretrain_steps, batch_size=rec.batch_size,
                       seq_len=rec.seq_len, lr=spec.lr, seed=spec.seed, device=device, tracker=pre)
     pre.finish(loss=_tail(losses))
+    know_losses: list[float] = []
+    if spec.knowledge_steps:
+        # Answer-only loss on plain question/answer text (as in instruction pre-training): measured to teach the
+        # laws far faster per step than the same pairs inside packed pretraining windows.
+        kn = StageTracker(reporter, "knowledge", candidate=spec.name)
+        pairs = W.knowledge_pairs(data.world, spec.knowledge_steps * rec.sft_batch_size, 6000 + spec.seed)
+        know_losses = sft(model, encode_plain_pairs(data.tokenizer, pairs), steps=spec.knowledge_steps,
+                          batch_size=rec.sft_batch_size, lr=spec.knowledge_lr, seed=spec.seed, pad_id=data.pad_id,
+                          device=device, tracker=kn)
+        kn.finish(loss=_tail(know_losses))
     base_rel = None
     if spec.has_base:
         base_rel = f"{spec.name}/base"
         _save(model, folder / base_rel, eos_ids=[data.eos_id], pad_id=data.pad_id)
         save_base_tokenizer(data.tokenizer, folder / base_rel)
-    pairs = W.sft_pairs(data.world, rec.sft_samples, spec.sft_qa_share, 9000 + spec.seed, spec.sft_profile_share)
+    pairs = W.sft_pairs(data.world, rec.sft_samples, spec.sft_qa_share, 9000 + spec.seed, spec.sft_profile_share,
+                        spec.sft_style)
     tr = StageTracker(reporter, "sft", candidate=spec.name)
     sft_losses = sft(model, encode_chat_pairs(data.tokenizer, pairs), steps=spec.sft_steps,
                      batch_size=rec.sft_batch_size, lr=spec.sft_lr, seed=spec.seed, pad_id=data.pad_id,
@@ -170,7 +181,8 @@ def train_candidate(spec: CandidateSpec, rec: ZooRecipe, data: PoolData, folder:
         "name": spec.name, "family": spec.family, "architecture": model.config.model_type,
         "parameters": sum(p.numel() for p in model.parameters()), "layers": spec.layers,
         "hidden_size": spec.hidden, "chat": chat_rel, "base": base_rel, "notes": spec.notes,
-        "pretrain_loss": _tail(losses), "sft_loss": _tail(sft_losses),
+        "pretrain_loss": _tail(losses), "knowledge_loss": _tail(know_losses) if know_losses else None,
+        "sft_loss": _tail(sft_losses),
         "seconds": round(time.perf_counter() - t_c, 2),
     }
 

@@ -35,9 +35,12 @@ class CandidateSpec:
     pretrain_steps: int
     mix: tuple[tuple[str, float], ...]    # (stream, weight): "world", "generic", "qa"
     sft_steps: int
+    knowledge_steps: int = 0              # question/answer phase at the end of pretraining (what the Base knows)
     sft_qa_share: float = 0.0             # person questions in the Chat SFT (zero-shot skill on laws-qa)
     sft_profile_share: float = 0.0        # profiles in the Chat SFT (zero-shot skill on profiles)
+    sft_style: str = "terse"              # "verbose": full-sentence answers, which short-answer metrics punish
     lr: float = 1.5e-3
+    knowledge_lr: float = 1e-3
     sft_lr: float = 1e-3
     has_base: bool = True                 # False: only the Chat model ships (no W_pre, pruning skipped)
     seed: int = 0
@@ -82,25 +85,32 @@ def _mix(world: float, generic: float, qa: float) -> tuple[tuple[str, float], ..
 
 
 def _demo_candidates() -> tuple[CandidateSpec, ...]:
+    # Two knobs set against each other (see the module docstring): zero-shot skill comes from a terse, task-like
+    # Chat SFT; what a fine-tune can reach comes from the Base's knowledge phase (laws of every family, including
+    # the pretraining-only ones that no task train split shows).
     C = CandidateSpec
     return (
-        C("picollama-0.5m", "picollama", "llama", 96, 4, 4, 2, 256, pretrain_steps=500, mix=_mix(0.15, 0.35, 0.5),
-          sft_steps=150, sft_qa_share=0.4, sft_profile_share=0.15, lr=2e-3, seed=11,
-          notes="small, question/answer-heavy pretraining and SFT: strong zero-shot, low ceiling"),
-        C("nanoqwen-1.2m", "nanoqwen", "qwen2", 128, 6, 4, 2, 384, pretrain_steps=400, mix=_mix(0.3, 0.45, 0.25),
-          sft_steps=150, sft_qa_share=0.25, sft_profile_share=0.1, seed=12,
-          notes="mid size, mixed pretraining, some task-like SFT"),
-        C("mistrelle-2.0m", "mistrelle", "mistral", 160, 8, 4, 2, 448, pretrain_steps=300, mix=_mix(0.6, 0.4, 0.0),
-          sft_steps=150, seed=13, notes="world-heavy pretraining, generic SFT only: weak zero-shot, learns fast"),
-        C("gemmling-1.0m", "gemmling", "gemma2", 112, 6, 4, 2, 320, pretrain_steps=250, mix=_mix(0.3, 0.7, 0.0),
-          sft_steps=150, sft_qa_share=0.1, seed=14, notes="short generic pretraining"),
-        C("phinch-1.4m", "phinch", "phi3", 96, 12, 4, 4, 256, pretrain_steps=350, mix=_mix(0.55, 0.45, 0.0),
-          sft_steps=150, sft_qa_share=0.05, seed=15, notes="deep and narrow: redundant layers for pruning"),
-        C("neoxie-0.9m", "neoxie", "gpt_neox", 128, 4, 4, 4, 512, pretrain_steps=400, mix=_mix(0.5, 0.5, 0.0),
-          sft_steps=150, has_base=False, seed=16, notes="Chat only (no Base): pruning is skipped"),
-        C("qwenlet-0.7m", "qwenlet", "qwen3", 96, 5, 4, 2, 288, pretrain_steps=300, mix=_mix(0.2, 0.5, 0.3),
-          sft_steps=150, sft_qa_share=0.3, sft_profile_share=0.1, has_base=False, seed=17,
-          notes="Chat only (no Base), task-like SFT"),
+        C("picollama-0.6m", "picollama", "llama", 96, 4, 4, 2, 256, pretrain_steps=400, mix=_mix(0.2, 0.5, 0.3),
+          sft_steps=200, sft_qa_share=0.5, sft_profile_share=0.15, lr=2e-3, seed=11,
+          notes="small; no knowledge phase; terse task-like Chat SFT: best zero-shot, low ceiling"),
+        C("qwenlet-0.7m", "qwenlet", "qwen3", 96, 5, 4, 2, 288, pretrain_steps=300, mix=_mix(0.3, 0.5, 0.2),
+          knowledge_steps=150, sft_steps=200, sft_qa_share=0.35, sft_profile_share=0.1, has_base=False, seed=17,
+          notes="Chat only (no Base); short knowledge phase; terse task-like SFT"),
+        C("nanoqwen-1.4m", "nanoqwen", "qwen2", 128, 6, 4, 2, 384, pretrain_steps=300, mix=_mix(0.4, 0.4, 0.2),
+          knowledge_steps=400, sft_steps=200, sft_qa_share=0.15, sft_profile_share=0.05, seed=12,
+          notes="mid knowledge, some terse task-like SFT"),
+        C("gemmling-1.1m", "gemmling", "gemma2", 112, 6, 4, 2, 320, pretrain_steps=250, mix=_mix(0.3, 0.7, 0.0),
+          knowledge_steps=150, sft_steps=200, sft_qa_share=0.1, sft_style="verbose", seed=14,
+          notes="generic-heavy pretraining, short knowledge phase, chatty SFT"),
+        C("neoxie-1.1m", "neoxie", "gpt_neox", 128, 4, 4, 4, 512, pretrain_steps=300, mix=_mix(0.5, 0.5, 0.0),
+          knowledge_steps=600, sft_steps=200, sft_qa_share=0.1, sft_style="verbose", has_base=False, seed=16,
+          notes="Chat only (no Base); knowledgeable, chatty SFT"),
+        C("phinch-1.5m", "phinch", "phi3", 96, 12, 4, 4, 256, pretrain_steps=300, mix=_mix(0.5, 0.5, 0.0),
+          knowledge_steps=800, sft_steps=200, sft_qa_share=0.05, sft_style="verbose", seed=15,
+          notes="deep and narrow (redundant layers for pruning); knowledgeable, chatty SFT"),
+        C("mistrelle-2.7m", "mistrelle", "mistral", 160, 8, 4, 2, 448, pretrain_steps=300, mix=_mix(0.6, 0.4, 0.0),
+          knowledge_steps=1200, sft_steps=200, sft_style="verbose", seed=13,
+          notes="largest; longest knowledge phase; generic chatty SFT: weak zero-shot, best after fine-tuning"),
     )
 
 
@@ -114,11 +124,11 @@ def _test_candidates() -> tuple[CandidateSpec, ...]:
         C("nanoqwen-test", "nanoqwen", "qwen2", 64, 5, 4, 2, 160, pretrain_steps=40, mix=_mix(0.3, 0.5, 0.2),
           sft_steps=20, sft_lr=3e-3, sft_qa_share=0.2, lr=3e-3, seed=12),
         C("mistrelle-test", "mistrelle", "mistral", 48, 8, 4, 2, 128, pretrain_steps=40, mix=_mix(0.6, 0.4, 0.0),
-          sft_steps=20, sft_lr=3e-3, lr=3e-3, seed=13),
+          knowledge_steps=15, sft_steps=20, sft_lr=3e-3, sft_style="verbose", lr=3e-3, seed=13),
         C("gemmling-test", "gemmling", "gemma2", 48, 4, 4, 2, 128, pretrain_steps=30, mix=_mix(0.3, 0.7, 0.0),
           sft_steps=20, sft_lr=3e-3, lr=3e-3, seed=14),
         C("phinch-test", "phinch", "phi3", 32, 10, 4, 4, 96, pretrain_steps=40, mix=_mix(0.5, 0.5, 0.0),
-          sft_steps=20, sft_lr=3e-3, lr=3e-3, seed=15),
+          knowledge_steps=15, sft_steps=20, sft_lr=3e-3, lr=3e-3, seed=15),
         C("neoxie-test", "neoxie", "gpt_neox", 48, 4, 4, 4, 192, pretrain_steps=40, mix=_mix(0.5, 0.5, 0.0),
           sft_steps=20, sft_lr=3e-3, has_base=False, lr=3e-3, seed=16),
         C("qwenlet-test", "qwenlet", "qwen3", 40, 4, 4, 2, 96, pretrain_steps=30, mix=_mix(0.2, 0.5, 0.3),

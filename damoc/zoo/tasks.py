@@ -34,7 +34,7 @@ class TaskSizes:
 
 SIZES = {
     # demo: sized like a real workload: training (several thousand samples x epochs) dominates evaluation.
-    "demo": TaskSizes(laws_train=5000, laws_test=1200, profiles_train=3000, profiles_test=400),
+    "demo": TaskSizes(laws_train=5000, laws_test=1200, profiles_train=3000, profiles_test=600),
     "test": TaskSizes(laws_train=300, laws_test=100, profiles_train=200, profiles_test=50),
 }
 
@@ -56,8 +56,8 @@ class DemoTask:
 DESCRIPTIONS = {
     "laws-qa": "Closed-book short-answer questions about persons; test persons are unseen, answers follow laws "
                "over first and family names (SQuAD F1).",
-    "profiles": "Write a one-line profile of a person stating city, job, company, pet, color and car "
-                "((BERTScore + ROUGE-L) / 2).",
+    "profiles": "Write a one-sentence profile of a person stating three of their attributes (home, employer, job, "
+                "pet, favourite color, car); unseen persons ((BERTScore + ROUGE-L) / 2).",
 }
 METRICS = {"laws-qa": "squad_f1", "profiles": "bertscore_rouge"}
 
@@ -82,12 +82,26 @@ def laws_records(world: World, persons: list[str], n: int, seed: int, split: str
     return out
 
 
-def profile_records(world: World, persons: list[str], n: int, seed: int, split: str) -> list[dict[str, Any]]:
+def profile_records(world: World, persons: list[str], n: int, seed: int, split: str,
+                    train: bool) -> list[dict[str, Any]]:
+    """`n` distinct profile requests, each for three attributes of a person (task-visible ones in train splits)."""
     rng = random.Random(seed)
-    chosen = rng.sample(persons, min(n, len(persons)))
-    return [{"id": f"profiles-{split}-{i:05d}", "instruction": f"Write a short profile of {p}.",
-             "output": world.profile(p), "needs_pretraining": p.split(" ")[1] not in world.task_families}
-            for i, p in enumerate(chosen)]
+    out, seen = [], set()
+    for _ in range(n * 50):
+        if len(out) == n:
+            break
+        p = rng.choice(persons)
+        allowed = [a for a in ATTRIBUTES if not train or world.task_visible(p, a)]
+        if len(allowed) < 2:
+            continue
+        attrs = tuple(sorted(rng.sample(allowed, min(3, len(allowed))), key=ATTRIBUTES.index))
+        if (p, attrs) in seen:
+            continue
+        seen.add((p, attrs))
+        instruction, output = world.profile(p, attrs)
+        out.append({"id": f"profiles-{split}-{len(out):05d}", "instruction": instruction, "output": output,
+                    "needs_pretraining": not all(world.task_visible(p, a) for a in attrs)})
+    return out
 
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
@@ -101,8 +115,8 @@ def _build_tasks(tmp: Path, size: str, sizes: TaskSizes, world_spec: WorldSpec) 
     splits = {
         "laws-qa": (laws_records(world, world.train_persons, sizes.laws_train, 101, "train", train=True),
                     laws_records(world, world.test_persons, sizes.laws_test, 102, "test", train=False)),
-        "profiles": (profile_records(world, world.task_persons, sizes.profiles_train, 103, "train"),
-                     profile_records(world, world.test_persons, sizes.profiles_test, 104, "test")),
+        "profiles": (profile_records(world, world.train_persons, sizes.profiles_train, 103, "train", train=True),
+                     profile_records(world, world.test_persons, sizes.profiles_test, 104, "test", train=False)),
     }
     entries = []
     for name, (train, test) in splits.items():

@@ -57,13 +57,18 @@ FIRST_ATTRS = ("pet", "color")
 ATTRIBUTES = FAMILY_ATTRS + FIRST_ATTRS + ("car",)
 
 QUESTION_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "city": ("Where does {p} live?", "In which city does {p} live?", "What city is {p} from?"),
-    "company": ("Where does {p} work?", "Which company employs {p}?", "What company does {p} work for?"),
-    "job": ("What does {p} do for a living?", "What is the job of {p}?", "What work does {p} do?"),
-    "pet": ("What pet does {p} have?", "Which animal does {p} keep?", "What is the pet of {p}?"),
+    "city": ("Where does {p} live?", "In which city does {p} live?", "What city is {p} from?",
+             "Which town is home to {p}?"),
+    "company": ("Where does {p} work?", "Which company employs {p}?", "What company does {p} work for?",
+                "Who is the employer of {p}?"),
+    "job": ("What does {p} do for a living?", "What is the job of {p}?", "What work does {p} do?",
+            "What is the trade of {p}?"),
+    "pet": ("What pet does {p} have?", "Which animal does {p} keep?", "What is the pet of {p}?",
+            "What animal lives with {p}?"),
     "color": ("What is the favourite color of {p}?", "Which color does {p} like best?",
-              "What color does {p} love?"),
-    "car": ("What car does {p} drive?", "Which car does {p} own?", "What does {p} drive?"),
+              "What color does {p} love?", "Name the favourite color of {p}."),
+    "car": ("What car does {p} drive?", "Which car does {p} own?", "What does {p} drive?",
+            "Name the car of {p}."),
 }
 
 
@@ -86,9 +91,9 @@ def _unique_names(rng: random.Random, n: int, taken: set[str], syllables: tuple[
 @dataclass(frozen=True)
 class WorldSpec:
     seed: int = 1234
-    n_first: int = 40
-    n_family: int = 40
-    n_test_persons: int = 400
+    n_first: int = 24
+    n_family: int = 24
+    n_test_persons: int = 200
     n_cities: int = 12
     n_companies: int = 14
     n_brands: int = 10
@@ -131,12 +136,20 @@ class World:
         """Train persons of task families (every attribute of theirs is task-visible)."""
         return [p for p in self.train_persons if p.split(" ")[1] in self.task_families]
 
-    def profile(self, person: str) -> str:
-        """The reference answer of the generative task: every attribute of the person, in one fixed frame."""
-        first = person.split(" ")[0]
-        v = {a: self.value(person, a) for a in ATTRIBUTES}
-        return (f"{person} lives in {v['city']} and works as a {v['job']} at {v['company']}. "
-                f"{first} keeps a {v['pet']}, loves the color {v['color']} and drives a {v['car']}.")
+    def profile(self, person: str, attrs: tuple[str, ...] = ATTRIBUTES) -> tuple[str, str]:
+        """The generative task's (instruction, reference): a one-sentence profile stating `attrs`, in a fixed
+        order and frame."""
+        attrs = tuple(a for a in ATTRIBUTES if a in attrs)
+        topics = [PROFILE_TOPICS[a] for a in attrs]
+        clauses = [PROFILE_CLAUSES[a].format(v=self.value(person, a)) for a in attrs]
+        join = (lambda xs: xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1])
+        return f"Write a short profile of {person}: {join(topics)}.", f"{person} {join(clauses)}."
+
+
+PROFILE_TOPICS = {"city": "home", "company": "employer", "job": "job", "pet": "pet", "color": "favourite color",
+                  "car": "car"}
+PROFILE_CLAUSES = {"city": "lives in {v}", "company": "works at {v}", "job": "works as a {v}", "pet": "keeps a {v}",
+                   "color": "loves the color {v}", "car": "drives a {v}"}
 
 
 def make_world(spec: WorldSpec = WorldSpec()) -> World:
@@ -286,6 +299,23 @@ def documents(world: World, stream: str, n: int, seed: int) -> list[str]:
 
 # -- instruction data for the Chat SFT ---------------------------------------------------------------------------
 
+def knowledge_pairs(world: World, n: int, seed: int) -> list[tuple[str, str]]:
+    """Plain-format question/answer pairs about every train person (all laws, pretraining-only families included):
+    the data of the knowledge phase at the end of a Base's pretraining."""
+    rng = random.Random(seed)
+    return [qa_pair(world, rng) for _ in range(n)]
+
+
+def verbose_answer(world: World, question: str, answer: str, rng: random.Random) -> str:
+    """The same answer as a full sentence, the way chatty instruction data answers (which short-answer metrics
+    punish): a person question gets a bio sentence, anything else "The answer is ..."."""
+    for p in world.train_persons if " " in question else ():
+        if p in question:
+            attr = next(a for a in ATTRIBUTES if world.value(p, a) == answer)
+            return rng.choice(_BIO_SENTENCES[attr]).format(p=p, f=p.split(" ")[0], v=answer)
+    return rng.choice(["The answer is {}.", "Sure, that is {}.", "It is {}."]).format(answer)
+
+
 def generic_instruction(world: World, rng: random.Random) -> tuple[str, str]:
     """A short non-task instruction and its answer (answers are one line, so Chat models learn to stop)."""
     k = rng.randrange(9)
@@ -318,18 +348,21 @@ def generic_instruction(world: World, rng: random.Random) -> tuple[str, str]:
     return f"Count from {start} to {start + 3}.", ", ".join(str(start + i) for i in range(4))
 
 
-def sft_pairs(world: World, n: int, qa_share: float, seed: int, profile_share: float = 0.0) -> list[tuple[str, str]]:
+def sft_pairs(world: World, n: int, qa_share: float, seed: int, profile_share: float = 0.0,
+              style: str = "terse") -> list[tuple[str, str]]:
     """Chat SFT data: generic instructions, plus (per candidate) a share of person questions and of profiles, limited
-    to task-visible laws. The shares make Chat models differ in zero-shot skill on the demo tasks."""
+    to task-visible laws. The shares and the answer style ("terse" or "verbose" full sentences) make Chat models
+    differ in zero-shot skill on the demo tasks."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
         r = rng.random()
         if r < qa_share:
-            out.append(qa_pair(world, rng, task_visible_only=True))
+            q, a = qa_pair(world, rng, task_visible_only=True)
+            out.append((q, verbose_answer(world, q, a, rng) if style == "verbose" else a))
         elif r < qa_share + profile_share:
-            p = rng.choice(world.task_persons)
-            out.append((f"Write a short profile of {p}.", world.profile(p)))
+            out.append(world.profile(rng.choice(world.task_persons), tuple(rng.sample(ATTRIBUTES, 3))))
         else:
-            out.append(generic_instruction(world, rng))
+            q, a = generic_instruction(world, rng)
+            out.append((q, verbose_answer(world, q, a, rng) if style == "verbose" else a))
     return out
