@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from damoc.compress.config import FIELDS, CompressConfig, CompressResult
-from damoc.errors import ConfigError, DamocError
+from damoc.errors import ConfigError
 from damoc.events import StageTracker
 
 CHUNK = 64                     # samples whose scoring requests are batched together (and progress granularity)

@@ -21,7 +21,6 @@ from damoc.compress.budget import quantile_threshold, select_to_budget, unit_sco
 from damoc.compress.text import FieldTokens
 from damoc.compress.token_loss import Request
 
-Scoring = Generator[list[Request], list[np.ndarray], object]
 
 
 @dataclass

@@ -78,8 +78,17 @@ def _split_key(sample: Sample, seed: int) -> float:
     return int(h[:12], 16) / float(1 << 48)
 
 
+def _subsample(samples: list[Sample], n: int, seed: int) -> list[Sample]:
+    """`n` samples chosen by a hash of their id (deterministic, independent of file order), in file order."""
+    if n >= len(samples):
+        return samples
+    keep = {id(s) for s in sorted(samples, key=lambda s: _split_key(s, seed))[:n]}
+    return [s for s in samples if id(s) in keep]
+
+
 def run_prepare(params: dict[str, Any], out: Path, tracker: Any) -> dict[str, Any]:
-    """Load the user's data once; hold out a deterministic test split when no test file is given."""
+    """Load the user's data once; hold out a deterministic test split when no test file is given. `max_train` and
+    `max_test` keep a deterministic pseudo-random subset (not the head of the file, which may be sorted)."""
     from damoc.data.io import load_samples
 
     train_path = params["train"]
@@ -98,10 +107,11 @@ def run_prepare(params: dict[str, Any], out: Path, tracker: Any) -> dict[str, An
         if not test or not train:
             raise DamocError(f"{train_path}: {len(train) + len(test)} samples are too few to hold out a test split",
                              "pass a test file with --test")
+    seed = int(params.get("split_seed", 0))
     if params.get("max_train"):
-        train = train[: int(params["max_train"])]
+        train = _subsample(train, int(params["max_train"]), seed + 1)
     if params.get("max_test"):
-        test = test[: int(params["max_test"])]
+        test = _subsample(test, int(params["max_test"]), seed + 2)
     write_samples_jsonl(out / TRAIN_FILE, train)
     write_samples_jsonl(out / TEST_FILE, test)
     metric = params.get("metric", "auto")
