@@ -277,6 +277,17 @@ def print_part_b(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], sto
         print(f"\nKendall tau vs the unpruned proxies' order, {label} ({len(subset)}): " + "; ".join(out))
 
 
+def pool_from_folder(folder: Path) -> list[Any]:
+    """Candidates of an already built pool (e.g. one built by an earlier version of the zoo recipe)."""
+    from types import SimpleNamespace
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return [SimpleNamespace(name=c["name"], architecture=c["architecture"], layers=c["layers"],
+                            chat_path=str(folder / c["chat"]),
+                            base_path=str(folder / c["base"]) if c.get("base") else None)
+            for c in manifest["candidates"]]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="demo", choices=["test", "demo"])
@@ -293,6 +304,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     ap.add_argument("--out", default=None, help="results JSON (default <home>/bench/prune-<size>.json)")
     ap.add_argument("--zoo-out", default=None, help="where the zoo is built/cached (default: the settings' zoo dir)")
+    ap.add_argument("--pool", default=None, help="a built pool folder (with manifest.json) to use as is")
     ap.add_argument("--print-only", action="store_true")
     args = ap.parse_args()
 
@@ -303,7 +315,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     settings = Settings.load()
-    zoo = build_zoo(size=args.size, out=args.zoo_out, settings=settings)
+    zoo = pool_from_folder(Path(args.pool)) if args.pool else build_zoo(size=args.size, out=args.zoo_out,
+                                                                         settings=settings)
     tasks = demo_tasks(size=args.size, out=args.zoo_out, settings=settings)
     out = Path(args.out) if args.out else settings.home / "bench" / f"prune-{args.size}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

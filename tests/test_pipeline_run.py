@@ -229,6 +229,17 @@ def test_cli_contract(zoo_env, isolated_home):
     # two candidates: full agreement or reversal
     assert c["kendall_tau"] in (-1.0, 1.0, None)              # None: both shared one rank
     assert c["top1_agree"] == (c["ranking_a"][0] == c["ranking_b"][0])
+    # closing the terminal (SIGHUP to the CLI that started and follows the run) does not stop the run
+    from damoc.pipeline import api
+    s = zoo_env["settings"]
+    before = {r.run_id for r in api.list_runs(s)}
+    cli = subprocess.Popen([sys.executable, "-m", "damoc", "run", *common, "--mode", "zero-shot", *sets],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    _wait_for(lambda: {r.run_id for r in api.list_runs(s)} - before, timeout=120)
+    hup_id = ({r.run_id for r in api.list_runs(s)} - before).pop()
+    cli.send_signal(signal.SIGHUP)
+    assert cli.wait(timeout=30) != 0                      # the CLI is gone ...
+    assert _wait(s, hup_id) == "finished"                 # ... the run went on to the end
     lst = _damoc("runs", "--json")
     runs = {x["run_id"]: x for x in json.loads(lst.stdout)}
     assert runs[rid]["mode"] == "few-shot" and runs[out["run_id"]]["status"] == "finished"

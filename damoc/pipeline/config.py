@@ -165,7 +165,9 @@ class RunConfig(BaseModel):
     leaderboard: LeaderboardSection = Field(default_factory=LeaderboardSection)
     executor: ExecutorSection = Field(default_factory=ExecutorSection)
     device: str = "auto"
-    threads: int = Field(0, ge=0)
+    threads: int = Field(0, ge=0, description=(
+        "torch threads in the workers; 0 = settings.threads, else automatic: 1 on CPU when every candidate is "
+        "under 100M parameters (dispatch-bound), torch's default otherwise"))
 
     @field_validator("candidates", mode="before")
     @classmethod

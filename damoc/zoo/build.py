@@ -142,7 +142,7 @@ def train_candidate(spec: CandidateSpec, rec: ZooRecipe, data: PoolData, folder:
     import torch
 
     from damoc.zoo import world as W
-    from damoc.zoo.pretrain import encode_chat_pairs, encode_plain_pairs, pretrain, sft
+    from damoc.zoo.pretrain import encode_chat_pairs, pretrain, sft
     from damoc.zoo.tokenizer import save_base_tokenizer, save_chat_tokenizer
 
     t_c = time.perf_counter()
@@ -154,11 +154,13 @@ def train_candidate(spec: CandidateSpec, rec: ZooRecipe, data: PoolData, folder:
     pre.finish(loss=_tail(losses))
     know_losses: list[float] = []
     if spec.knowledge_steps:
-        # Answer-only loss on plain question/answer text (as in instruction pre-training): measured to teach the
-        # laws far faster per step than the same pairs inside packed pretraining windows.
+        # Instruction-formatted question/answer data with the loss on answers, as in instruction pre-training
+        # (Cheng et al. 2024, arXiv 2406.14491). Measured here: the same pairs inside packed pretraining windows, or
+        # in a plain "Question/Answer" frame, were learned slowly and did not carry over to the chat frame that
+        # fine-tuning and evaluation use; in the chat frame the laws survive the Chat SFT and the fine-tune.
         kn = StageTracker(reporter, "knowledge", candidate=spec.name)
         pairs = W.knowledge_pairs(data.world, spec.knowledge_steps * rec.sft_batch_size, 6000 + spec.seed)
-        know_losses = sft(model, encode_plain_pairs(data.tokenizer, pairs), steps=spec.knowledge_steps,
+        know_losses = sft(model, encode_chat_pairs(data.tokenizer, pairs), steps=spec.knowledge_steps,
                           batch_size=rec.sft_batch_size, lr=spec.knowledge_lr, seed=spec.seed, pad_id=data.pad_id,
                           device=device, tracker=kn)
         kn.finish(loss=_tail(know_losses))

@@ -97,13 +97,6 @@ def encode_chat_pairs(tokenizer: Any, pairs: list[tuple[str, str]]) -> list[tupl
     return list(zip(prompts, answers))
 
 
-def encode_plain_pairs(tokenizer: Any, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, answer ids) in the plain `Question: ..\nAnswer:` frame Base models are evaluated with."""
-    prompts = tokenizer([f"Question: {q}\nAnswer:" for q, _ in pairs], add_special_tokens=False)["input_ids"]
-    answers = tokenizer([f" {a}\n" for _, a in pairs], add_special_tokens=False)["input_ids"]
-    return list(zip(prompts, answers))
-
-
 def sft(model: Any, encoded: list[tuple[list[int], list[int]]], *, steps: int, batch_size: int, lr: float,
         seed: int, pad_id: int, device: str, tracker: StageTracker) -> list[float]:
     """Instruction SFT with answer-only loss (prompt tokens masked), right padding. Returns the losses."""

@@ -300,20 +300,20 @@ def documents(world: World, stream: str, n: int, seed: int) -> list[str]:
 # -- instruction data for the Chat SFT ---------------------------------------------------------------------------
 
 def knowledge_pairs(world: World, n: int, seed: int) -> list[tuple[str, str]]:
-    """Plain-format question/answer pairs about every train person (all laws, pretraining-only families included):
-    the data of the knowledge phase at the end of a Base's pretraining."""
+    """Question/answer pairs about every train person (all laws, pretraining-only families included): the data of
+    the knowledge phase at the end of a Base's pretraining."""
     rng = random.Random(seed)
     return [qa_pair(world, rng) for _ in range(n)]
 
 
-def verbose_answer(world: World, question: str, answer: str, rng: random.Random) -> str:
-    """The same answer as a full sentence, the way chatty instruction data answers (which short-answer metrics
-    punish): a person question gets a bio sentence, anything else "The answer is ..."."""
-    for p in world.train_persons if " " in question else ():
-        if p in question:
-            attr = next(a for a in ATTRIBUTES if world.value(p, a) == answer)
-            return rng.choice(_BIO_SENTENCES[attr]).format(p=p, f=p.split(" ")[0], v=answer)
-    return rng.choice(["The answer is {}.", "Sure, that is {}.", "It is {}."]).format(answer)
+VERBOSE_TAILS = (", as far as I know.", ", I believe.", ", if I remember well.", " is my answer.", ", I think.")
+
+
+def verbose_answer(answer: str, rng: random.Random) -> str:
+    """The answer followed by chatty filler, the way talkative instruction data answers. Short-answer metrics
+    punish the filler (F1 about 0.3 for a right answer), while the first tokens are the same as the terse answer,
+    so a fine-tune that teaches the terse format keeps what the model knows."""
+    return answer + rng.choice(VERBOSE_TAILS)
 
 
 def generic_instruction(world: World, rng: random.Random) -> tuple[str, str]:
@@ -359,10 +359,10 @@ def sft_pairs(world: World, n: int, qa_share: float, seed: int, profile_share: f
         r = rng.random()
         if r < qa_share:
             q, a = qa_pair(world, rng, task_visible_only=True)
-            out.append((q, verbose_answer(world, q, a, rng) if style == "verbose" else a))
+            out.append((q, verbose_answer(a, rng) if style == "verbose" else a))
         elif r < qa_share + profile_share:
             out.append(world.profile(rng.choice(world.task_persons), tuple(rng.sample(ATTRIBUTES, 3))))
         else:
             q, a = generic_instruction(world, rng)
-            out.append((q, verbose_answer(world, q, a, rng) if style == "verbose" else a))
+            out.append((q, verbose_answer(a, rng) if style == "verbose" else a))
     return out
