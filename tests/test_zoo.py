@@ -224,28 +224,36 @@ def test_tasks_load_and_hold_out_persons(test_tasks):
         assert r["answer"] == world.value(person, r["attribute"])
 
 
-def test_train_splits_and_sft_never_show_pretraining_only_laws(test_tasks):
-    """Laws of pretraining-only families reach a model only through pretraining: no train split or Chat SFT shows
-    them, while the test split asks about them (that is what makes the Base's knowledge matter after a fine-tune)."""
+def test_tail_laws_are_rare_in_task_data_and_absent_from_sft(test_tasks):
+    """Tail-family laws reach a model mostly through pretraining: the laws-qa train split holds at most a couple of
+    questions per tail law, Chat SFT and profile train data none, while the test split asks about them often (that is
+    what makes the Base's knowledge matter after a fine-tune)."""
+    from collections import Counter
+
     from damoc.zoo import world as W
+    from damoc.zoo.tasks import SIZES
 
     world = W.make_world(W.WorldSpec())
-    hidden = [f for f in world.families if f not in world.task_families]
-    assert hidden and world.task_families
+    tail = [f for f in world.families if f not in world.head_families]
+    assert tail and world.head_families
     laws = next(t for t in test_tasks if t.name == "laws-qa")
+    per_law: Counter = Counter()
     for r in _records(laws.train_path):
-        assert not r["needs_pretraining"]
-        family = next((f for f in hidden if f" {f}" in r["question"]), None)
-        assert family is None or r["attribute"] in W.FIRST_ATTRS, r
+        person = next(p for p in world.train_persons if p in r["question"])
+        assert r["tail"] == world.is_tail(person, r["attribute"])
+        if r["tail"]:
+            per_law[world.law_key(person, r["attribute"]) + (r["attribute"],)] += 1
+    assert per_law and max(per_law.values()) <= SIZES["test"].tail_examples
     test = _records(laws.test_path)
-    assert 0.2 < sum(r["needs_pretraining"] for r in test) / len(test) < 0.6
+    assert 0.2 < sum(r["tail"] for r in test) / len(test) < 0.6
     for style in ("terse", "verbose"):
         for q, a in W.sft_pairs(world, 300, 0.6, 8, 0.2, style=style):
-            for f in hidden:
+            for f in tail:
                 if f" {f}" in q:
                     assert all(world.laws[k][f] not in a for k in ("city", "company", "job", "brand")), (q, a)
     profiles = next(t for t in test_tasks if t.name == "profiles")
-    assert not any(r["needs_pretraining"] for r in _records(profiles.train_path))
+    assert not any(r["tail"] for r in _records(profiles.train_path))
+    assert any(r["tail"] for r in _records(profiles.test_path))
 
 
 def test_tasks_are_cached_and_identical_across_calls(test_tasks):
@@ -287,7 +295,7 @@ def test_laws_task_is_learnable_on_unseen_persons(test_zoo, test_tasks):
 
     laws = next(t for t in test_tasks if t.name == "laws-qa")
     train = [(r["question"], r["answer"]) for r in _records(laws.train_path)]
-    test = [(r["question"], r["answer"]) for r in _records(laws.test_path) if not r["needs_pretraining"]][:60]
+    test = [(r["question"], r["answer"]) for r in _records(laws.test_path) if not r["tail"]][:60]
     c = next(c for c in test_zoo if c.architecture == "llama")
     tok = AutoTokenizer.from_pretrained(c.chat_path)
     model = AutoModelForCausalLM.from_pretrained(c.chat_path)

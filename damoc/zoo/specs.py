@@ -18,7 +18,7 @@ from damoc.errors import UnknownNameError
 from damoc.zoo.world import WorldSpec
 
 # Bump when the build code changes what it writes for the same recipe (new cache folder).
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 SIZES = ("test", "demo")
 
 
@@ -85,32 +85,32 @@ def _mix(world: float, generic: float, qa: float) -> tuple[tuple[str, float], ..
 
 
 def _demo_candidates() -> tuple[CandidateSpec, ...]:
-    # Two knobs set against each other (see the module docstring): zero-shot skill comes from a terse, task-like
-    # Chat SFT; what a fine-tune can reach comes from the Base's knowledge phase (laws of every family, including
-    # the pretraining-only ones that no task train split shows).
+    # Two knobs set against each other (see the module docstring): zero-shot skill comes from the Chat SFT's answer
+    # style (terse and task-like, or chatty); what a fine-tune reaches comes from the Base's knowledge phase, which
+    # teaches the laws of every family, including the tail families the task's train split barely shows.
     C = CandidateSpec
     return (
-        C("picollama-0.6m", "picollama", "llama", 96, 4, 4, 2, 256, pretrain_steps=400, mix=_mix(0.2, 0.5, 0.3),
-          sft_steps=200, sft_qa_share=0.5, sft_profile_share=0.15, lr=2e-3, seed=11,
-          notes="small; no knowledge phase; terse task-like Chat SFT: best zero-shot, low ceiling"),
-        C("qwenlet-0.7m", "qwenlet", "qwen3", 96, 5, 4, 2, 288, pretrain_steps=300, mix=_mix(0.3, 0.5, 0.2),
-          knowledge_steps=150, sft_steps=200, sft_qa_share=0.35, sft_profile_share=0.1, has_base=False, seed=17,
-          notes="Chat only (no Base); short knowledge phase; terse task-like SFT"),
-        C("nanoqwen-1.4m", "nanoqwen", "qwen2", 128, 6, 4, 2, 384, pretrain_steps=300, mix=_mix(0.4, 0.4, 0.2),
-          knowledge_steps=400, sft_steps=200, sft_qa_share=0.15, sft_profile_share=0.05, seed=12,
-          notes="mid knowledge, some terse task-like SFT"),
-        C("gemmling-1.1m", "gemmling", "gemma2", 112, 6, 4, 2, 320, pretrain_steps=250, mix=_mix(0.3, 0.7, 0.0),
+        C("picollama-0.6m", "picollama", "llama", 96, 4, 4, 2, 256, pretrain_steps=300, mix=_mix(0.2, 0.5, 0.3),
+          sft_steps=300, sft_qa_share=0.5, sft_profile_share=0.15, lr=2e-3, seed=11,
+          notes="small; no knowledge phase; terse task-like Chat SFT"),
+        C("qwenlet-0.7m", "qwenlet", "qwen3", 96, 5, 4, 2, 288, pretrain_steps=250, mix=_mix(0.3, 0.5, 0.2),
+          knowledge_steps=250, sft_steps=300, sft_qa_share=0.4, sft_profile_share=0.15, has_base=False, seed=17,
+          notes="Chat only (no Base); short knowledge phase; terse task-like SFT: strong zero-shot"),
+        C("nanoqwen-1.4m", "nanoqwen", "qwen2", 128, 6, 4, 2, 384, pretrain_steps=250, mix=_mix(0.4, 0.4, 0.2),
+          knowledge_steps=350, sft_steps=200, sft_qa_share=0.2, sft_profile_share=0.1, seed=12,
+          notes="mid knowledge; some terse task-like SFT"),
+        C("gemmling-1.1m", "gemmling", "gemma2", 112, 6, 4, 2, 320, pretrain_steps=200, mix=_mix(0.3, 0.7, 0.0),
           knowledge_steps=150, sft_steps=200, sft_qa_share=0.1, sft_style="verbose", seed=14,
-          notes="generic-heavy pretraining, short knowledge phase, chatty SFT"),
-        C("neoxie-1.1m", "neoxie", "gpt_neox", 128, 4, 4, 4, 512, pretrain_steps=300, mix=_mix(0.5, 0.5, 0.0),
-          knowledge_steps=600, sft_steps=200, sft_qa_share=0.1, sft_style="verbose", has_base=False, seed=16,
-          notes="Chat only (no Base); knowledgeable, chatty SFT"),
-        C("phinch-1.5m", "phinch", "phi3", 96, 12, 4, 4, 256, pretrain_steps=300, mix=_mix(0.5, 0.5, 0.0),
-          knowledge_steps=800, sft_steps=200, sft_qa_share=0.05, sft_style="verbose", seed=15,
-          notes="deep and narrow (redundant layers for pruning); knowledgeable, chatty SFT"),
-        C("mistrelle-2.7m", "mistrelle", "mistral", 160, 8, 4, 2, 448, pretrain_steps=300, mix=_mix(0.6, 0.4, 0.0),
+          notes="generic-heavy pretraining; short knowledge phase; chatty SFT"),
+        C("neoxie-1.1m", "neoxie", "gpt_neox", 128, 4, 4, 4, 512, pretrain_steps=250, mix=_mix(0.5, 0.5, 0.0),
+          knowledge_steps=450, sft_steps=200, sft_qa_share=0.1, sft_style="verbose", has_base=False, seed=16,
+          notes="Chat only (no Base); knowledgeable; chatty SFT"),
+        C("phinch-1.5m", "phinch", "phi3", 96, 12, 4, 4, 256, pretrain_steps=200, mix=_mix(0.5, 0.5, 0.0),
+          knowledge_steps=600, sft_steps=200, sft_qa_share=0.05, sft_style="verbose", seed=15,
+          notes="deep and narrow (redundant layers for pruning); knowledgeable; chatty SFT"),
+        C("mistrelle-2.7m", "mistrelle", "mistral", 160, 8, 4, 2, 448, pretrain_steps=200, mix=_mix(0.6, 0.4, 0.0),
           knowledge_steps=1200, sft_steps=200, sft_style="verbose", seed=13,
-          notes="largest; longest knowledge phase; generic chatty SFT: weak zero-shot, best after fine-tuning"),
+          notes="largest; longest knowledge phase; chatty SFT: weak zero-shot, best after fine-tuning"),
     )
 
 

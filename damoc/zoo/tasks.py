@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from damoc.fsutil import atomic_write_json, stable_hash
 from damoc.zoo.cache import MANIFEST, cached_build
 from damoc.zoo.world import ATTRIBUTES, QUESTION_TEMPLATES, World, WorldSpec, make_world
 
-TASKS_VERSION = 2
+TASKS_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class TaskSizes:
     laws_test: int
     profiles_train: int
     profiles_test: int
+    tail_examples: int = 2         # laws-qa train questions per tail-family law
 
 
 SIZES = {
@@ -62,36 +64,43 @@ DESCRIPTIONS = {
 METRICS = {"laws-qa": "squad_f1", "profiles": "bertscore_rouge"}
 
 
-def laws_records(world: World, persons: list[str], n: int, seed: int, split: str, train: bool) -> list[dict[str, Any]]:
-    """`n` distinct questions. Train splits keep to task-visible laws and may ask one (person, attribute) in several
-    phrasings; test splits ask each (person, attribute) once and record whether the answer needs a law that only
-    pretraining showed."""
+def laws_records(world: World, persons: list[str], n: int, seed: int, split: str, train: bool,
+                 tail_examples: int = 0) -> list[dict[str, Any]]:
+    """`n` distinct questions. Train splits hold at most `tail_examples` questions per tail-family law (the long
+    tail) and may ask one (person, attribute) in several phrasings; test splits ask each (person, attribute) once.
+    Every record says whether its answer follows a tail law."""
     rng = random.Random(seed)
-    items = [(p, a, t) for p in persons for a in ATTRIBUTES for t in QUESTION_TEMPLATES[a]
-             if not train or world.task_visible(p, a)]
+    items = [(p, a, t) for p in persons for a in ATTRIBUTES for t in QUESTION_TEMPLATES[a]]
     rng.shuffle(items)
-    out, seen = [], set()
+    out, seen, tail_count = [], set(), Counter()
     for p, a, t in items:
         if len(out) == n:
             break
+        tail = world.is_tail(p, a)
+        if train and tail:
+            law = world.law_key(p, a) + (a,)
+            if tail_count[law] >= tail_examples:
+                continue
+            tail_count[law] += 1
         if not train and (p, a) in seen:
             continue
         seen.add((p, a))
         out.append({"id": f"laws-{split}-{len(out):05d}", "question": t.format(p=p), "answer": world.value(p, a),
-                    "attribute": a, "needs_pretraining": not world.task_visible(p, a)})
+                    "attribute": a, "tail": tail})
     return out
 
 
 def profile_records(world: World, persons: list[str], n: int, seed: int, split: str,
                     train: bool) -> list[dict[str, Any]]:
-    """`n` distinct profile requests, each for three attributes of a person (task-visible ones in train splits)."""
+    """`n` distinct profile requests, each for three attributes of a person (train splits: head-family laws only,
+    so tail knowledge must come from pretraining)."""
     rng = random.Random(seed)
     out, seen = [], set()
     for _ in range(n * 50):
         if len(out) == n:
             break
         p = rng.choice(persons)
-        allowed = [a for a in ATTRIBUTES if not train or world.task_visible(p, a)]
+        allowed = [a for a in ATTRIBUTES if not train or not world.is_tail(p, a)]
         if len(allowed) < 2:
             continue
         attrs = tuple(sorted(rng.sample(allowed, min(3, len(allowed))), key=ATTRIBUTES.index))
@@ -100,7 +109,7 @@ def profile_records(world: World, persons: list[str], n: int, seed: int, split: 
         seen.add((p, attrs))
         instruction, output = world.profile(p, attrs)
         out.append({"id": f"profiles-{split}-{len(out):05d}", "instruction": instruction, "output": output,
-                    "needs_pretraining": not all(world.task_visible(p, a) for a in attrs)})
+                    "tail": any(world.is_tail(p, a) for a in attrs)})
     return out
 
 
@@ -113,7 +122,8 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 def _build_tasks(tmp: Path, size: str, sizes: TaskSizes, world_spec: WorldSpec) -> None:
     world = make_world(world_spec)
     splits = {
-        "laws-qa": (laws_records(world, world.train_persons, sizes.laws_train, 101, "train", train=True),
+        "laws-qa": (laws_records(world, world.train_persons, sizes.laws_train, 101, "train", train=True,
+                                 tail_examples=sizes.tail_examples),
                     laws_records(world, world.test_persons, sizes.laws_test, 102, "test", train=False)),
         "profiles": (profile_records(world, world.train_persons, sizes.profiles_train, 103, "train", train=True),
                      profile_records(world, world.test_persons, sizes.profiles_test, 104, "test", train=False)),

@@ -8,11 +8,11 @@ functions of keys in the prompt.
 
 Held-out (test) persons appear nowhere: not in pretraining, not in the Chat SFT, not in any task's train split.
 
-The families are split in two. The laws of the *task* families are shown by the demo tasks' train splits (and by
-some candidates' Chat SFT); the laws of the *pretraining-only* families appear only in pretraining text (bios, law
-statements and question/answer text). Test questions about persons of pretraining-only families can therefore be
-answered after fine-tuning only by a model whose pretraining taught it those laws: what a fine-tune can reach
-depends on what the Base knows, as with real LLMs, while zero-shot skill depends on the Chat SFT.
+The families are split in two, as knowledge is in real data: *head* families are frequent in the demo tasks' train
+splits (and in some candidates' task-like Chat SFT); *tail* families are rare there (a couple of examples per law)
+but fully present in pretraining. On test questions about tail families a fine-tuned model does well only if its
+Base already knew the laws, so what a fine-tune can reach depends on the Base's knowledge (long-tail knowledge, as
+with real LLMs), while zero-shot skill depends on the Chat SFT's answer style.
 Everything here is pure Python (no torch), deterministic given the seed; Python's salted `hash()` is never used.
 """
 from __future__ import annotations
@@ -97,7 +97,7 @@ class WorldSpec:
     n_cities: int = 12
     n_companies: int = 14
     n_brands: int = 10
-    pretrain_only_share: float = 0.6     # share of families whose laws no task train split or SFT shows
+    tail_share: float = 0.6              # share of families that are rare in task data (long tail)
 
 
 @dataclass
@@ -114,7 +114,7 @@ class World:
     laws: dict[str, dict[str, str]]                 # attribute -> key (first or family name) -> value
     train_persons: list[str]
     test_persons: list[str]
-    task_families: frozenset[str] = frozenset()              # families whose laws task/SFT data may show
+    head_families: frozenset[str] = frozenset()              # families frequent in task data and task-like SFT
     filler_names: list[str] = field(default_factory=list)   # names for generic stories (never task keys)
 
     def value(self, person: str, attr: str) -> str:
@@ -127,14 +127,19 @@ class World:
     def test_set(self) -> frozenset[str]:
         return frozenset(self.test_persons)
 
-    def task_visible(self, person: str, attr: str) -> bool:
-        """May task train splits and the Chat SFT ask this? (Laws of pretraining-only families: only pretraining.)"""
-        return attr in FIRST_ATTRS or person.split(" ")[1] in self.task_families
+    def is_tail(self, person: str, attr: str) -> bool:
+        """Does the answer follow a law of a tail family (rare in task data, known from pretraining)?"""
+        return attr not in FIRST_ATTRS and person.split(" ")[1] not in self.head_families
+
+    def law_key(self, person: str, attr: str) -> tuple[str, str]:
+        """The law an answer follows: (attribute, key name); the car follows the family's brand law."""
+        first, family = person.split(" ")
+        return (attr if attr != "car" else "brand", first if attr in FIRST_ATTRS else family)
 
     @cached_property
-    def task_persons(self) -> list[str]:
-        """Train persons of task families (every attribute of theirs is task-visible)."""
-        return [p for p in self.train_persons if p.split(" ")[1] in self.task_families]
+    def head_persons(self) -> list[str]:
+        """Train persons of head families."""
+        return [p for p in self.train_persons if p.split(" ")[1] in self.head_families]
 
     def profile(self, person: str, attrs: tuple[str, ...] = ATTRIBUTES) -> tuple[str, str]:
         """The generative task's (instruction, reference): a one-sentence profile stating `attrs`, in a fixed
@@ -175,11 +180,11 @@ def make_world(spec: WorldSpec = WorldSpec()) -> World:
     persons = [f"{a} {b}" for a in firsts for b in families]
     rng.shuffle(persons)
     n_test = min(spec.n_test_persons, len(persons) // 3)
-    n_task = max(1, round(len(families) * (1 - spec.pretrain_only_share)))
-    task_families = frozenset(rng.sample(families, n_task))
+    n_head = max(1, round(len(families) * (1 - spec.tail_share)))
+    head_families = frozenset(rng.sample(families, n_head))
     return World(spec, firsts, families, cities, companies, brands, city_feature, laws,
                  train_persons=sorted(persons[n_test:]), test_persons=sorted(persons[:n_test]),
-                 task_families=task_families, filler_names=filler)
+                 head_families=head_families, filler_names=filler)
 
 
 # -- pretraining documents ---------------------------------------------------------------------------------------
@@ -224,12 +229,12 @@ def world_doc(world: World, rng: random.Random) -> str:
     return bio_doc(world, rng) if rng.random() < 0.8 else law_doc(world, rng)
 
 
-def qa_pair(world: World, rng: random.Random, *, task_visible_only: bool = False) -> tuple[str, str]:
-    """A question about a train person and its answer; `task_visible_only` keeps to what task data may show."""
+def qa_pair(world: World, rng: random.Random, *, head_only: bool = False) -> tuple[str, str]:
+    """A question about a train person and its answer; `head_only` keeps to head-family laws."""
     while True:
         p = rng.choice(world.train_persons)
         attr = rng.choice(ATTRIBUTES)
-        if not task_visible_only or world.task_visible(p, attr):
+        if not head_only or not world.is_tail(p, attr):
             return rng.choice(QUESTION_TEMPLATES[attr]).format(p=p), world.value(p, attr)
 
 
@@ -300,13 +305,14 @@ def documents(world: World, stream: str, n: int, seed: int) -> list[str]:
 # -- instruction data for the Chat SFT ---------------------------------------------------------------------------
 
 def knowledge_pairs(world: World, n: int, seed: int) -> list[tuple[str, str]]:
-    """Question/answer pairs about every train person (all laws, pretraining-only families included): the data of
-    the knowledge phase at the end of a Base's pretraining."""
+    """Question/answer pairs about every train person (all laws, tail families included): the data of the knowledge
+    phase at the end of a Base's pretraining."""
     rng = random.Random(seed)
     return [qa_pair(world, rng) for _ in range(n)]
 
 
-VERBOSE_TAILS = (", as far as I know.", ", I believe.", ", if I remember well.", " is my answer.", ", I think.")
+VERBOSE_TAILS = (", as far as I can remember it.", ", I believe, but do check it.", ", if I remember it well.",
+                 " is what I would answer here.", ", I think, though I am not sure.")
 
 
 def verbose_answer(answer: str, rng: random.Random) -> str:
@@ -351,17 +357,17 @@ def generic_instruction(world: World, rng: random.Random) -> tuple[str, str]:
 def sft_pairs(world: World, n: int, qa_share: float, seed: int, profile_share: float = 0.0,
               style: str = "terse") -> list[tuple[str, str]]:
     """Chat SFT data: generic instructions, plus (per candidate) a share of person questions and of profiles, limited
-    to task-visible laws. The shares and the answer style ("terse" or "verbose" full sentences) make Chat models
+    to head-family laws. The shares and the answer style ("terse" or "verbose" full sentences) make Chat models
     differ in zero-shot skill on the demo tasks."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
         r = rng.random()
         if r < qa_share:
-            q, a = qa_pair(world, rng, task_visible_only=True)
+            q, a = qa_pair(world, rng, head_only=True)
             out.append((q, verbose_answer(a, rng) if style == "verbose" else a))
         elif r < qa_share + profile_share:
-            out.append(world.profile(rng.choice(world.task_persons), tuple(rng.sample(ATTRIBUTES, 3))))
+            out.append(world.profile(rng.choice(world.head_persons), tuple(rng.sample(ATTRIBUTES, 3))))
         else:
             q, a = generic_instruction(world, rng)
             out.append((q, verbose_answer(a, rng) if style == "verbose" else a))
