@@ -218,7 +218,8 @@ def part_b(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: St
     train = load_samples(task.train_path).samples
     test = load_samples(task.test_path).samples
     subset = random.Random(args.seed).sample(train, max(1, int(len(train) * args.proxy_fraction)))
-    cfg = FinetuneConfig(method="full", lr=args.lr, epochs=1, effective_batch=16, min_steps=PROXY_MIN_STEPS,
+    # the demo run's proxy recipe (damoc/pipeline/demo.py): lr 1e-3, batch 8, 3 epochs, >= 120 steps
+    cfg = FinetuneConfig(method="full", lr=args.lr, epochs=3, effective_batch=8, min_steps=PROXY_MIN_STEPS,
                          seed=args.seed, device="cpu")
     variants = ["unpruned", "drop", args.rule]
     for c in zoo:
@@ -298,7 +299,7 @@ def main() -> None:
     ap.add_argument("--answer-items", type=int, default=300, help="test items for the answer perplexity")
     ap.add_argument("--finetune", action="store_true", help="also run part B (proxy fine-tunes)")
     ap.add_argument("--rule", default="additive", help="merge rule compared with dropping in part B")
-    ap.add_argument("--proxy-fraction", type=float, default=0.15)
+    ap.add_argument("--proxy-fraction", type=float, default=0.2, help="training subset of each proxy")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")

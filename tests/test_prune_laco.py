@@ -70,3 +70,13 @@ def test_laco_rejected_collapses_are_rolled_back(tmp_path):
 
 def tiny_layer_types(n):
     return tiny_config("qwen2", layers=n).layer_types
+
+
+def test_laco_chained_collapses_are_recorded_on_the_surviving_layer(tmp_path):
+    from damoc.prune.laco import laco_prune
+
+    model, tok = tiny_model("llama", layers=8), tiny_tokenizer(tmp_path)
+    res = laco_prune(model, tok, TEXTS, merge_layers=2, threshold=-1.0, max_remove=2)
+    assert [t["layer"] for t in res.trials] == [5, 4]          # 6 into 5, then (5 holding 6) into 4
+    assert res.removed == [5, 6] and res.collapsed_into == {4: [5, 6]}
+    assert model.config.num_hidden_layers == 6

@@ -58,13 +58,13 @@ def _print_scores(result: dict[str, Any], threshold: float) -> None:
     pruned = set(result.get("pruned") or [])
     into = {int(k): v for k, v in (result.get("merged_into") or {}).items()}
     if scores:
-        width = 40
-        mark = min(width - 1, int(round(threshold * width)))
+        width = 30
+        mark = min(width - 1, int(threshold * width))   # a score above the threshold fills this column
         t = Table(title=f"layer similarity (Eq. 3 cosine; | = threshold {threshold})", show_edge=False)
         t.add_column("layer", justify="right")
         t.add_column("cosine", justify="right")
         t.add_column("bar", no_wrap=True)
-        t.add_column("")
+        t.add_column("", no_wrap=True)
         for i, sc in enumerate(scores):
             filled = max(0, min(width, int(round(sc * width))))
             bar = Text()
@@ -73,17 +73,26 @@ def _print_scores(result: dict[str, Any], threshold: float) -> None:
                 if j == mark:
                     ch = "|" if j >= filled else "┃"
                 bar.append(ch, style=("red" if i in pruned else "cyan") if j < filled else "dim")
-            tag = ""
+            tag, style = "", "bold red"
             if i in pruned:
-                tag = f"pruned -> merged into {into[i]}" if i in into else "pruned"
-            t.add_row(str(i), f"{sc:.3f}", bar, Text(tag, style="bold red") if tag else "")
+                tag = f"pruned, merged into {into[i]}" if i in into else "pruned"
+            elif sc > threshold and not (result.get("skip_reason") or "").startswith("pruning skipped"):
+                style = "yellow"
+                tag = ("kept: first layer" if i == 0 and result.get("keep_first", True) else
+                       "kept: last layer" if i == len(scores) - 1 and result.get("keep_last", True) else
+                       f"kept: {result.get('max_fraction', 0.25):.0%} cap")
+            t.add_row(str(i), f"{sc:.3f}", bar, Text(tag, style=style) if tag else "")
         con.print(t)
     before, after = result["layers_before"], result["layers_after"]
     if result.get("skip_reason"):
         con.print(f"[yellow]{result['skip_reason']}[/]")
         return
-    how = f"merged with rule [bold]{result['merge_rule']}[/] (sparsity {result['sparsity']})" \
-        if result.get("merge_rule") else "dropped without merging"
+    if result.get("rule") == "laco":
+        how = f"collapsed with LaCo (paper reading): {result.get('collapsed_into')}"
+    elif result.get("merge_rule"):
+        how = f"merged with rule [bold]{result['merge_rule']}[/] (sparsity {result['sparsity']})"
+    else:
+        how = "dropped without merging"
     con.print(f"{before} -> {after} layers: pruned {sorted(pruned)}, {how}")
     if result.get("note"):
         con.print(f"[dim]{result['note']}[/]")

@@ -41,14 +41,16 @@ def _final_hidden(model: Any, batches: list[dict[str, Any]]) -> list[Any]:
     return outs
 
 
-def laco_prune(model: Any, tokenizer: Any, texts: Sequence[str], *, merge_layers: int = 2,
+def laco_prune(model: Any, tokenizer: Any, texts: Sequence[str], *, merge_layers: int = 3,
                threshold: float = 0.45, interval: int = 1, lowest: int = 1, highest: int | None = None,
                max_remove: int | None = None, reading: Literal["paper", "code"] = "paper",
                n_texts: int = 8, max_length: int = 128) -> LacoResult:
     """Collapse layers of `model` in place with LaCo; returns what was removed. The model ends up pruned and
     consistent (config, layer_idx), ready for `save_pretrained`.
 
-    `merge_layers` is LaCo's C (layers per collapse, the kept one included); `max_remove` caps the number of
+    `merge_layers` is LaCo's C (layers per collapse, the kept one included; 3 by default for small models, the
+    notebooks use 7 for 40 layers). With C = 2, or one layer left in the budget, RDSC degenerates to replacing
+    layer l by layer l+1 (l's norms kept). `max_remove` caps the number of
     removed layers (to compare with DaMoC at the same depth); `lowest`/`highest` bound l (default: never
     collapse into layer 0, never touch the last layer).
     """
@@ -110,7 +112,10 @@ def laco_prune(model: Any, tokenizer: Any, texts: Sequence[str], *, merge_layers
         if ok:
             current = trial
             removed += merged
-            collapsed.setdefault(target_orig, []).extend(merged)
+            into = collapsed.setdefault(target_orig, [])
+            for i in merged:                  # a collapsed layer may itself hold earlier collapses
+                into += [i] + collapsed.pop(i, [])
+            into.sort()
             l = min(l - interval, len(current) - 1 - merge_layers)
         else:
             with torch.no_grad():
