@@ -223,7 +223,7 @@ def prune_candidate(chat_path: str | Path, base_path: str | Path | None, out_dir
     `scores` reuses earlier Eq. 3 scores instead of measuring them again.
     """
     from damoc.prune.checkpoint import CheckpointReader
-    from damoc.prune.merge import DEFAULT_RULE, check_sparsity, get_rule
+    from damoc.prune.merge import check_sparsity, get_rule
     from damoc.prune.surgery import arch_spec
 
     t0 = time.perf_counter()
