@@ -193,18 +193,25 @@ def print_part_a(args: argparse.Namespace, zoo: list[Any], store: Store) -> None
             if not row:
                 continue
             k = len(row["pruned"])
+            laco_short = "laco" in row and len(row["laco"].get("removed", [])) != k
             cells = [f"{row[col][metric]:.{4 if metric == 'kl' else 2}f}" if col in row else "-" for col in cols]
+            if laco_short:   # LaCo's search accepted fewer collapses than k: not the same depth, not compared
+                cells[-1] += f" (removed {len(row['laco'].get('removed', []))})"
             print(f"| {c.name} | {k}/{row['layers']} | {row['pruned']} | " + " | ".join(cells) + " |")
             if k:
                 pairs += 1
                 for r in wins:
+                    if r == "laco" and laco_short:
+                        continue
                     wins[r] += row[r][metric] <= row["drop"][metric]
                     gain[r].append(math.log(max(row[r][metric], 1e-12) / max(row["drop"][metric], 1e-12)))
         if pairs:
             print(f"\nvs plain dropping over {pairs} pruned pairs (wins = value <= drop's; mean log-ratio < 0 "
                   "is better):")
             for r in wins:
-                print(f"  {r:<16} wins {wins[r]}/{pairs}   mean log(x/drop) {sum(gain[r]) / pairs:+.4f}")
+                m = len(gain[r])
+                if m:
+                    print(f"  {r:<16} wins {wins[r]}/{m}   mean log(x/drop) {sum(gain[r]) / m:+.4f}")
 
 
 def part_b(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: Store, work: Path) -> None:
@@ -221,7 +228,7 @@ def part_b(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: St
     # the demo run's proxy recipe (damoc/pipeline/demo.py): lr 1e-3, batch 8, 3 epochs, >= 120 steps
     cfg = FinetuneConfig(method="full", lr=args.lr, epochs=3, effective_batch=8, min_steps=PROXY_MIN_STEPS,
                          seed=args.seed, device="cpu")
-    variants = ["unpruned", "drop", args.rule]
+    variants = ["unpruned", "drop", *args.rule.split(",")]
     for c in zoo:
         row = store.get("ppl", f"{c.name}|{args.calib}|{args.threshold}") if c.base_path else None
         pruned = row["pruned"] if row else []
@@ -249,7 +256,7 @@ def part_b(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: St
 
 
 def print_part_b(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: Store) -> None:
-    variants = ["unpruned", "drop", args.rule]
+    variants = ["unpruned", "drop", *args.rule.split(",")]
     rows = []
     for c in zoo:
         cells = [store.get("ft", f"{c.name}|{v}|{args.threshold}|{args.seed}") for v in variants]
@@ -298,7 +305,8 @@ def main() -> None:
                     help="calibration: self-generated (the CLI default) or 64 training samples (the pipeline's)")
     ap.add_argument("--answer-items", type=int, default=300, help="test items for the answer perplexity")
     ap.add_argument("--finetune", action="store_true", help="also run part B (proxy fine-tunes)")
-    ap.add_argument("--rule", default="additive", help="merge rule compared with dropping in part B")
+    ap.add_argument("--rule", default="additive", help="merge rule(s), comma-separated, compared with dropping in "
+                    "part B")
     ap.add_argument("--proxy-fraction", type=float, default=0.2, help="training subset of each proxy")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)

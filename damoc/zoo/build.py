@@ -96,7 +96,7 @@ def _build_pool(tmp: Path, rec: ZooRecipe, settings: Any, reporter: Reporter | N
     hf_offline_env(settings)
     device = resolve_device(settings.device)
     before = torch.get_num_threads()
-    set_threads(settings.threads or rec.threads)
+    set_threads(settings.threads or _default_threads(rec.threads))
     try:
         _train_and_save(tmp, rec, device, reporter)
     finally:            # build_zoo runs inside callers' processes (the test session): leave their setting alone
@@ -191,6 +191,18 @@ def train_candidate(spec: CandidateSpec, rec: ZooRecipe, data: PoolData, folder:
 
 def _tail(losses: list[float], n: int = 10) -> float:
     return round(sum(losses[-n:]) / max(1, len(losses[-n:])), 4)
+
+
+def _default_threads(wanted: int) -> int:
+    """The recipe's thread count, or 1 when the machine is already busy: for models this small, extra OpenMP threads
+    competing with other processes were measured up to 30x slower than a single thread."""
+    import os
+
+    try:
+        busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
+    except OSError:            # no load average on this platform
+        busy = False
+    return 1 if busy else wanted
 
 
 def _train_and_save(tmp: Path, rec: ZooRecipe, device: str, reporter: Reporter | None) -> None:
