@@ -214,7 +214,8 @@ def print_part_a(args: argparse.Namespace, zoo: list[Any], store: Store) -> None
                     print(f"  {r:<16} wins {wins[r]}/{m}   mean log(x/drop) {sum(gain[r]) / m:+.4f}")
 
 
-def part_b(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: Store, work: Path) -> None:
+def part_b(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: Store, work: Path,
+           seed: int) -> None:
     from damoc.data import load_samples
     from damoc.evaluate import evaluate
     from damoc.finetune import PROXY_MIN_STEPS, FinetuneConfig, finetune
@@ -224,16 +225,16 @@ def part_b(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: St
     task = tasks[0]
     train = load_samples(task.train_path).samples
     test = load_samples(task.test_path).samples
-    subset = random.Random(args.seed).sample(train, max(1, int(len(train) * args.proxy_fraction)))
+    subset = random.Random(seed).sample(train, max(1, int(len(train) * args.proxy_fraction)))
     # the demo run's proxy recipe (damoc/pipeline/demo.py): lr 1e-3, batch 8, 3 epochs, >= 120 steps
     cfg = FinetuneConfig(method="full", lr=args.lr, epochs=3, effective_batch=8, min_steps=PROXY_MIN_STEPS,
-                         seed=args.seed, device="cpu")
+                         seed=seed, device="cpu")
     variants = ["unpruned", "drop", *args.rule.split(",")]
     for c in zoo:
         row = store.get("ppl", f"{c.name}|{args.calib}|{args.threshold}") if c.base_path else None
         pruned = row["pruned"] if row else []
         for v in variants:
-            key = f"{c.name}|{v}|{args.threshold}|{args.seed}"
+            key = f"{c.name}|{v}|{args.threshold}|{seed}"
             if store.get("ft", key):
                 continue
             path = c.chat_path
@@ -242,8 +243,8 @@ def part_b(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: St
                 if not (Path(path) / "config.json").is_file():
                     write_pruned(c.chat_path, path, pruned, base_path=c.base_path, scores=row["scores"],
                                  rule=get_rule(v), sparsity=args.sparsity)
-            elif v != "unpruned" and store.get("ft", f"{c.name}|unpruned|{args.threshold}|{args.seed}"):
-                store.put(store.get("ft", f"{c.name}|unpruned|{args.threshold}|{args.seed}"), "ft", key)
+            elif v != "unpruned" and store.get("ft", f"{c.name}|unpruned|{args.threshold}|{seed}"):
+                store.put(store.get("ft", f"{c.name}|unpruned|{args.threshold}|{seed}"), "ft", key)
                 continue   # nothing pruned (no Base or no layer): identical to the unpruned proxy
             t0 = time.time()
             res = finetune(path, subset, cfg, keep_model=True)
@@ -251,38 +252,53 @@ def part_b(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: St
             store.put({"score": ev.score, "stderr": ev.stderr, "loglik": ev.secondary.get("answer_loglik"),
                        "steps": res.steps, "seconds": time.time() - t0, "pruned": pruned if v != "unpruned" else []},
                       "ft", key)
-            print(f"  {c.name} {v}: {task.metric} {ev.score:.2f} +- {ev.stderr:.2f} ({time.time() - t0:.0f}s)",
+            print(f"  seed {seed} {c.name} {v}: {task.metric} {ev.score:.2f} +- {ev.stderr:.2f} ({time.time() - t0:.0f}s)",
                   file=sys.stderr, flush=True)
 
 
 def print_part_b(args: argparse.Namespace, zoo: list[Any], tasks: list[Any], store: Store) -> None:
     variants = ["unpruned", "drop", *args.rule.split(",")]
-    rows = []
-    for c in zoo:
-        cells = [store.get("ft", f"{c.name}|{v}|{args.threshold}|{args.seed}") for v in variants]
-        if all(cells):
-            rows.append((c, cells))
-    if not rows:
-        return
-    print(f"\n### proxy fine-tune on {tasks[0].name} ({tasks[0].metric}), {args.proxy_fraction:.0%} of train, "
-          f"seed {args.seed}\n")
-    print("| candidate | Base | pruned | " + " | ".join(variants) + " | loglik " + " / ".join(variants) + " |")
-    print("|---|---|---|" + "---|" * (len(variants) + 1))
-    for c, cells in rows:
-        ll = " / ".join(f"{x['loglik'][0]:.3f}" if x.get("loglik") else "-" for x in cells)
-        print(f"| {c.name} | {'yes' if c.base_path else 'no'} | {cells[1]['pruned']} | "
-              + " | ".join(f"{x['score']:.2f} +- {x['stderr']:.2f}" for x in cells) + f" | {ll} |")
-    for label, subset in (("all candidates", rows), ("candidates with a Base", [r for r in rows if r[0].base_path])):
-        if len(subset) < 3:
+    seeds = [int(x) for x in args.seeds.split(",")]
+
+    def cells(c: Any, seed: int) -> list[Any] | None:
+        got = [store.get("ft", f"{c.name}|{v}|{args.threshold}|{seed}") for v in variants]
+        return got if all(got) else None
+
+    for seed in seeds:
+        rows = [(c, cl) for c in zoo if (cl := cells(c, seed))]
+        if not rows:
             continue
-        ref = [r[1][0]["score"] for r in subset]
-        ref_ll = [r[1][0]["loglik"][0] if r[1][0].get("loglik") else 0.0 for r in subset]
-        out = []
-        for j, v in enumerate(variants[1:], 1):
-            tau = kendall(ref, [r[1][j]["score"] for r in subset])
-            tau_ll = kendall(ref_ll, [r[1][j]["loglik"][0] if r[1][j].get("loglik") else 0.0 for r in subset])
-            out.append(f"{v}: tau {tau:+.2f} (loglik tau {tau_ll:+.2f})")
-        print(f"\nKendall tau vs the unpruned proxies' order, {label} ({len(subset)}): " + "; ".join(out))
+        print(f"\n### proxy fine-tune on {tasks[0].name} ({tasks[0].metric}), {args.proxy_fraction:.0%} of train, "
+              f"seed {seed}\n")
+        print("| candidate | Base | pruned | " + " | ".join(variants) + " |")
+        print("|---|---|---|" + "---|" * len(variants))
+        for c, cl in rows:
+            print(f"| {c.name} | {'yes' if c.base_path else 'no'} | {cl[1]['pruned']} | "
+                  + " | ".join(f"{x['score']:.2f} +- {x['stderr']:.2f}" for x in cl) + " |")
+    # summary over seeds: how far each variant's proxy lands from the unpruned proxy, and the candidate order
+    print(f"\n### proxies vs the unpruned proxy, seeds {seeds}\n")
+    print("| variant | mean abs(score - unpruned), pruned candidates | Kendall tau, all candidates (per seed) "
+          "| tau of seed-mean scores |")
+    print("|---|---|---|---|")
+    for j, v in enumerate(variants[1:], 1):
+        dev, taus, mean_ref, mean_v = [], [], {}, {}
+        for seed in seeds:
+            rows = [(c, cl) for c in zoo if (cl := cells(c, seed))]
+            if len(rows) < 3:
+                continue
+            taus.append(kendall([cl[0]["score"] for _, cl in rows], [cl[j]["score"] for _, cl in rows]))
+            for c, cl in rows:
+                mean_ref.setdefault(c.name, []).append(cl[0]["score"])
+                mean_v.setdefault(c.name, []).append(cl[j]["score"])
+                if cl[j]["pruned"]:
+                    dev.append(abs(cl[j]["score"] - cl[0]["score"]))
+        if not taus:
+            continue
+        names = sorted(mean_ref)
+        tau_mean = kendall([sum(mean_ref[n]) / len(mean_ref[n]) for n in names],
+                           [sum(mean_v[n]) / len(mean_v[n]) for n in names])
+        print(f"| {v} | {sum(dev) / len(dev):.2f} (n={len(dev)}) | {', '.join(f'{t:+.2f}' for t in taus)} "
+              f"| {tau_mean:+.2f} |")
 
 
 def pool_from_folder(folder: Path) -> list[Any]:
@@ -309,7 +325,7 @@ def main() -> None:
                     "part B")
     ap.add_argument("--proxy-fraction", type=float, default=0.2, help="training subset of each proxy")
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0", help="proxy seeds for part B, comma-separated (subset and training)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     ap.add_argument("--out", default=None, help="results JSON (default <home>/bench/prune-<size>.json)")
     ap.add_argument("--zoo-out", default=None, help="where the zoo is built/cached (default: the settings' zoo dir)")
@@ -338,7 +354,8 @@ def main() -> None:
     print_part_a(args, zoo, store)
     if args.finetune:
         if not args.print_only:
-            part_b(args, zoo, tasks, store, work)
+            for seed in (int(x) for x in args.seeds.split(",")):
+                part_b(args, zoo, tasks, store, work, seed)
         print_part_b(args, zoo, tasks, store)
     print(f"\n(results in {out}; {time.time() - t0:.0f} s)")
 

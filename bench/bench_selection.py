@@ -8,8 +8,9 @@ For each task and fine-tuning method it runs, over the same candidates and the s
   * the ground truth: a full-data fine-tune of every candidate with the same hyper-parameters,
   * the zero-shot baseline (once per task: it does not fine-tune),
 and reports wall-time ratios (end to end and training only), top-1 agreement and Kendall tau against the ground
-truth. When DaMoC misses the winner, the proxy is re-run with stages switched off (filter only, filter +
-compression) to show which stage moved the ranking, instead of tuning the task until it passes.
+truth. The proxy is also re-run with stages switched off (filter only, filter + compression) to show which stage
+moves the ranking (by default always; `--ablations on-miss` only when DaMoC misses the winner). Every timed run
+starts cold: the embedding and compression caches an earlier run left are removed first (`--warm` keeps them).
 
 Runs are real `damoc` runs (driver + worker subprocesses) under the current DAMOC_HOME; nothing is written to the
 checkout unless --out points there.
@@ -70,9 +71,12 @@ def _config(settings: Any, size: str, train: str, test: str, metric: str, names:
     return load_config(None, overrides, base)
 
 
-def _run(settings: Any, cfg: Any, follow: Any) -> dict[str, Any]:
+def _run(settings: Any, cfg: Any, follow: Any, *, cold: bool = True) -> dict[str, Any]:
     from damoc.pipeline import api
 
+    if cold:   # every timed run starts without the embedding / compression caches an earlier run left
+        import shutil
+        shutil.rmtree(settings.cache_dir, ignore_errors=True)
     t0 = time.perf_counter()
     h = api.start_run(settings, cfg, detach=True)
     status = follow(settings, h.run_id)
@@ -103,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default="demo", choices=["demo", "test"])
     ap.add_argument("--candidates", default="", help="subset of the zoo (default: all)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra config override (all runs)")
-    ap.add_argument("--no-diagnose", action="store_true", help="skip the ablations when DaMoC misses")
+    ap.add_argument("--ablations", choices=["always", "on-miss", "never"], default="always",
+                    help="re-run the proxy as filter-only and filter+compress to see which stage moves the ranking")
+    ap.add_argument("--warm", action="store_true", help="keep caches between runs (default: every run is cold)")
     ap.add_argument("--quiet", action="store_true", help="no live progress")
     ap.add_argument("--out", default="", help="write the JSON report here")
     args = ap.parse_args(argv)
@@ -123,21 +129,21 @@ def main(argv: list[str] | None = None) -> int:
         entry: dict[str, Any] = {"metric": metric}
         mk = lambda mode, ft, extra=(): _config(settings, args.size, train, test, metric, names, mode, ft, task,  # noqa: E731
                                                list(extra) + args.sets)
-        zs = _run(settings, mk("zero-shot", "full"), follow)
+        zs = _run(settings, mk("zero-shot", "full"), follow, cold=not args.warm)
         entry["zero_shot"] = zs
         for ft in [f for f in args.ft.split(",") if f]:
-            dm = _run(settings, mk("damoc", ft), follow)
-            gt = _run(settings, mk("ground-truth", ft), follow)
+            dm = _run(settings, mk("damoc", ft), follow, cold=not args.warm)
+            gt = _run(settings, mk("ground-truth", ft), follow, cold=not args.warm)
             res: dict[str, Any] = {"damoc": dm, "ground_truth": gt,
                                    "speedup": gt["seconds"] / dm["seconds"],
                                    "train_speedup": (gt["train_seconds"] / dm["train_seconds"]
                                                      if dm["train_seconds"] else None),
                                    "damoc_vs_gt": _agreement(settings, dm, gt),
                                    "zero_shot_vs_gt": _agreement(settings, zs, gt)}
-            if not res["damoc_vs_gt"]["top1_agree"] and not args.no_diagnose:
+            if args.ablations == "always" or (args.ablations == "on-miss" and not res["damoc_vs_gt"]["top1_agree"]):
                 abl = {}
                 for name in ("filter-only", "filter+compress"):
-                    run = _run(settings, mk("damoc", ft, recipe_overrides(name)), follow)
+                    run = _run(settings, mk("damoc", ft, recipe_overrides(name)), follow, cold=not args.warm)
                     abl[name] = {**_agreement(settings, run, gt), "run_id": run["run_id"], "seconds": run["seconds"]}
                 res["ablations"] = abl
             entry[ft] = res

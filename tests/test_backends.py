@@ -9,7 +9,9 @@ import pytest
 from damoc.backends import (BACKENDS, choose_backend, continuation_text, cut_at_stop, get_backend, prompt_ids,
                             vllm_usable)
 from damoc.errors import ConfigError, UnknownNameError
-from tests.tiny_models import make_model, one_thread
+from tests.tiny_models import make_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PROMPTS = [
     "Question: what is the color of the cat?\nAnswer:",
@@ -18,16 +20,6 @@ PROMPTS = [
     "Question: one two three four five six seven eight nine ten city town river lake\nAnswer:",
     "Question: où est le café ✓\nAnswer:",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    one_thread()
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +180,6 @@ def test_vllm_backend(llama_dir, backend):
     (ll2, n2), = backend.loglikelihood([PROMPTS[0]], [" red cat"])
     assert n == n2 and ll == pytest.approx(ll2, abs=0.05)
     v.close()
-
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "qwen3", "mistral", "gemma2", "phi3", "gpt_neox"])

@@ -10,19 +10,11 @@ from damoc.errors import ConfigError, DataError, UnknownNameError
 from damoc.evaluate import (METRICS, build_prompts, evaluate, f1_em, mean_stderr, normalize_answer, pick_metric,
                             squad_scores)
 from damoc.events import ListReporter, StageFinished, StageProgress, StageStarted
-from tests.tiny_models import make_model, one_thread
+from tests.tiny_models import make_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 COLORS = {"cat": "red", "dog": "blue", "bird": "green", "lake": "two"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    one_thread()
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

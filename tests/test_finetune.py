@@ -11,7 +11,9 @@ from damoc.errors import ConfigError, DataError
 from damoc.events import ListReporter, Metric, StageFinished, StageProgress, StageStarted
 from damoc.finetune import (IGNORE_INDEX, LORA_TARGETS, PROXY_MIN_STEPS, FinetuneConfig, encode_sample,
                             encode_samples, finetune, plan_steps)
-from tests.tiny_models import make_model, one_thread
+from tests.tiny_models import make_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 COLORS = {"cat": "red", "dog": "blue", "bird": "green", "lake": "two", "city": "five", "river": "nine"}
 
@@ -20,16 +22,6 @@ def task(n_repeat: int = 4) -> list[Sample]:
     items = list(COLORS.items()) * n_repeat
     random.Random(0).shuffle(items)
     return [Sample(id=f"s{i}", question=f"what is the color of the {k}", answer=v) for i, (k, v) in enumerate(items)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    one_thread()
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

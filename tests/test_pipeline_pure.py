@@ -113,6 +113,13 @@ def test_plan_cells_for_each_mode(tmp_path, settings):
     assert gt.cells[1].params["min_steps"] == 0          # the ground truth has no proxy step floor
     zs = make_plan(settings, load_config(None, ["mode=few-shot"], base), with_preflight=False)
     assert [c.stage for c in zs.cells_of("m2")] == ["eval-few-shot"] and zs.cells[1].params["few_shot"] == 3
+    # LM-based filters get a scorer: filter.scorer, else the smallest candidate (GraphCut needs none)
+    assert "scorer_path" not in plan.cells[1].params
+    sf = make_plan(settings, load_config(None, ["filter.method=superfiltering", f"filter.scorer={m2}"], base),
+                   with_preflight=False)
+    assert sf.cells[1].stage == "filter" and sf.cells[1].params["scorer_path"] == str(m2.resolve())
+    sf = make_plan(settings, load_config(None, ["filter.method=cherry"], base), with_preflight=False)
+    assert sf.cells[1].params["scorer_path"] in (str(m1.resolve()), str(m2.resolve()))
     with pytest.raises(ConfigError):
         make_plan(settings, load_config(None, [], {"candidates": [str(m1)]}))          # no dataset
     with pytest.raises(ConfigError):

@@ -273,3 +273,22 @@ def test_demo_verify_json_contract(zoo_env, isolated_home):
     dm = {r.candidate: r.steps for r in api.leaderboard(api.open_run(s, d["runs"]["damoc"])).rows}
     gt = {r.candidate: r.steps for r in api.leaderboard(api.open_run(s, d["runs"]["ground_truth"])).rows}
     assert all(gt[n] > dm[n] for n in names), (dm, gt)
+
+
+def test_filter_stage_runs_an_lm_based_method_with_the_plans_scorer(zoo_env, tmp_path):
+    """The shared filter stage hands the plan's scorer (default: the smallest candidate) to LM-based methods."""
+    from damoc.data import load_samples
+    from damoc.events import NullReporter
+    from damoc.pipeline.plan import make_plan
+    from damoc.pipeline.stages import TRAIN_FILE, read_samples_jsonl, run_filter
+
+    s = zoo_env["settings"]
+    plan = make_plan(s, _config(zoo_env, "filter.method=superfiltering"), with_preflight=False)
+    cell = next(c for c in plan.cells if c.stage == "filter")
+    smallest = min((c for c in zoo_env["zoo"] if c.name in zoo_env["names"]), key=lambda c: c.parameters)
+    assert Path(cell.params["scorer_path"]) == Path(smallest.chat_path).resolve()
+    samples = load_samples(zoo_env["task"].train_path).samples[:40]
+    res = run_filter(cell.params, samples, tmp_path, NullReporter(), s)
+    assert res["method"] == "superfiltering" and res["n_out"] == 10
+    kept = read_samples_jsonl(tmp_path / TRAIN_FILE)
+    assert len(kept) == 10 and {k.id for k in kept} <= {x.id for x in samples}

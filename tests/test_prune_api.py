@@ -5,17 +5,12 @@ import json
 
 import pytest
 
+from damoc.prune.merge import DEFAULT_RULE
 from test_prune_tiny import save_pair
 
 torch = pytest.importorskip("torch")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +63,7 @@ def test_zoo_pairs_prune_merge_and_reload(test_zoo, calib, tmp_path):
         assert 0 not in r.pruned and c.layers - 1 not in r.pruned
         assert len(r.pruned) <= int(0.25 * c.layers)
         assert all(r.scores[i] > 0.85 for i in r.pruned)
-        assert r.merge_rule == "additive" and r.skip_reason is None
+        assert r.merge_rule == DEFAULT_RULE and r.skip_reason is None
         assert r.layers_after == c.layers - len(r.pruned)
         assert set(r.merged_into) == set(r.pruned)
         assert r.merge_stats["tensors_merged"] > 0
@@ -138,7 +133,7 @@ def test_cli_json_bars_and_registry_names(test_zoo, test_tasks, settings, tmp_pa
         assert key in d
     assert d["layers_after"] == d["layers_before"] - len(d["pruned"])
     if d["pruned"]:
-        assert d["merge_rule"] == "additive"
+        assert d["merge_rule"] == DEFAULT_RULE
 
     res = runner.invoke(cli, ["prune", pair.chat_path, "--base", pair.base_path, "--rule", "drop",
                               "--data", test_tasks[0].train_path, "--calib-samples", "16",

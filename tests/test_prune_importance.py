@@ -8,17 +8,11 @@ from test_prune_tiny import tiny_model, tiny_tokenizer
 
 torch = pytest.importorskip("torch")
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TEXTS = ["the quick brown fox jumps over the lazy dog. one two three four five.",
          "question: where does ana live? answer: in the town of bree.",
          "a tiny model learns to count"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _by_hand(model, tok, texts, first_token):

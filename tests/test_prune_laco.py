@@ -7,15 +7,9 @@ from test_prune_tiny import tiny_config, tiny_model, tiny_tokenizer
 
 torch = pytest.importorskip("torch")
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TEXTS = ["the quick brown fox jumps over the lazy dog.", "question: where does ana live? answer: in bree."]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _layer_params(model, i):

@@ -8,13 +8,7 @@ from test_prune_tiny import save_pair, tiny_model
 
 torch = pytest.importorskip("torch")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("shape,sparsity", [((7, 13), 0.2), ((100,), 0.29), ((64, 48), 0.5), ((5,), 0.0),

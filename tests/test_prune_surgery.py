@@ -8,14 +8,7 @@ from test_prune_tiny import ARCHS, tiny_config, tiny_model, tiny_tokenizer
 
 torch = pytest.importorskip("torch")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared cores: one thread per process is several times faster under contention
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("model_type", ARCHS)

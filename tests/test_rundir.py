@@ -1,7 +1,6 @@
 """Run directory: create, list, open, and resume after a hard kill without redoing completed cells."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

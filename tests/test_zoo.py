@@ -11,16 +11,7 @@ import pytest
 
 from tests.conftest import test_cache_dir as cache_dir
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The models are tiny: one thread is faster than two and does not fight other processes for the cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- the pool ----------------------------------------------------------------------------------------------------
@@ -175,6 +166,31 @@ def test_build_reports_progress_through_events(tmp_path, monkeypatch):
     finished = {(e.candidate, e.stage) for e in rep.events if isinstance(e, StageFinished) and e.status == "ok"}
     assert {("", "zoo-data"), ("mini", "pretrain"), ("mini", "sft")} <= finished
     assert any(isinstance(e, Metric) and e.name == "pretrain/loss" for e in rep.events)
+
+
+def test_parallel_build_matches_serial_build_and_forwards_progress(tmp_path, monkeypatch):
+    """Candidates trained in spawned worker processes give the same weights as a serial build, in recipe order,
+    and their progress events reach the caller's reporter."""
+    import damoc.zoo.build as build
+    from safetensors.torch import load_file
+
+    from damoc.events import ListReporter, StageFinished
+
+    base = _mini(3)
+    two = dataclasses.replace(base, candidates=(base.candidates[0],
+                                                 dataclasses.replace(base.candidates[0], name="mini2", seed=2)))
+    monkeypatch.setattr(build, "recipe", lambda size: two)
+    serial = build.build_zoo(size="test", out=tmp_path / "serial")
+    monkeypatch.setattr(build, "_workers", lambda rec, device, settings: 2)
+    rep = ListReporter()
+    par = build.build_zoo(size="test", out=tmp_path / "parallel", reporter=rep)
+    assert [c.name for c in par] == [c.name for c in serial] == ["mini", "mini2"]
+    for a, b in zip(serial, par):
+        wa, wb = load_file(Path(a.chat_path) / "model.safetensors"), load_file(Path(b.chat_path) / "model.safetensors")
+        assert wa.keys() == wb.keys() and all(bool((wa[k] == wb[k]).all()) for k in wa)
+    finished = {(e.candidate, e.stage) for e in rep.events if isinstance(e, StageFinished) and e.status == "ok"}
+    assert {("mini", "sft"), ("mini2", "sft")} <= finished
+    assert json.loads((Path(par[0].chat_path).parents[1] / "manifest.json").read_text())["workers"] == 2
 
 
 def test_bad_input_errors(tmp_path):

@@ -72,11 +72,3 @@ def make_model(out: Path, *, arch: str = "llama", hidden: int = 32, layers: int 
     model = AutoModelForCausalLM.from_config(cfg)
     model.save_pretrained(out)
     return out
-
-
-def one_thread() -> None:
-    """Tiny models on a shared 2-core box: one torch thread is ~7x faster than two under contention (measured:
-    a 24-step fine-tune took 13.3 s with 2 threads at load 8, 1.8 s with 1)."""
-    import torch
-
-    torch.set_num_threads(1)

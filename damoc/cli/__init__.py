@@ -38,9 +38,11 @@ class LazyGroup(click.Group):
         try:
             return getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:  # a command not built yet must not break the others
+            reason = str(e)        # `e` is unbound once the except block ends; the closure runs later
+
             @click.command(name=name, help=COMMANDS[name][1])
             def unavailable() -> None:
-                raise click.ClickException(f"'damoc {name}' is not available in this build ({e})")
+                raise click.ClickException(f"'damoc {name}' is not available in this build ({reason})")
             return unavailable
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

@@ -107,7 +107,7 @@ def _print_scores(result: dict[str, Any], threshold: float) -> None:
               help="Prune layers whose input/output cosine exceeds this (0.80-0.95 tested).")
 @click.option("--sparsity", type=float, default=0.2, show_default=True,
               help="Fraction of each task-vector tensor zeroed by magnitude before merging.")
-@click.option("--rule", default=None, help="Merge rule (default: additive; 'drop' = plain dropping). See --rules.")
+@click.option("--rule", default=None, help="Merge rule (default: convex; 'drop' = plain dropping). See --rules.")
 @click.option("--max-fraction", type=float, default=0.25, show_default=True,
               help="At most this fraction of the layers is pruned.")
 @click.option("--keep-first/--no-keep-first", default=True, show_default=True, help="Never prune layer 0.")

@@ -77,7 +77,7 @@ def file_type_of(path: Path) -> str:
     if head.startswith(b"{"):
         return "jsonl"
     raise DataError(f"cannot tell the file type from the name {path.name!r}",
-                    f"use one of .jsonl .json .csv .tsv .parquet", path=str(path))
+                    "use one of .jsonl .json .csv .tsv .parquet", path=str(path))
 
 
 def _iter_jsonl(path: Path, problems: list[Problem]) -> Iterator[tuple[int, Mapping[str, Any] | None]]:

@@ -48,6 +48,9 @@ class FilterSection(_Section):
     method: str = "graphcut"
     ratio: float = Field(0.1, gt=0, le=1)
     count: int | None = Field(None, ge=1, description="absolute budget; overrides ratio")
+    scorer: str = Field("", description="registry name or model folder of the LM that scores samples for the "
+                                        "LM-based methods (AlpaGasus, LMA, Superfiltering, LESS, MoDS, Cherry, "
+                                        "Deita, CaR); empty = the smallest candidate of the run")
     params: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -161,13 +161,20 @@ def _abs(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve()) if path else path
 
 
-def _resolve_model_ref(settings: Any, ref: str, cands: list[CandidatePlan]) -> str:
-    """A compressor/rewriter reference: empty = the smallest runnable candidate's Chat, else a name or a folder."""
+def _filter_needs_scorer(method: str) -> bool:
+    from damoc.filters import method_info
+
+    return bool(method_info(method)["needs_scorer"])
+
+
+def _resolve_model_ref(settings: Any, ref: str, cands: list[CandidatePlan], key: str = "compress.model") -> str:
+    """A scorer/compressor/rewriter reference: empty = the smallest runnable candidate's Chat, else a name or a
+    folder."""
     if not ref:
         pool = [c for c in cands if not c.error and c.chat_path]
         if not pool:
-            raise ConfigError("no candidate can serve as the token-scoring model",
-                              "set compress.model to a model folder or registry name")
+            raise ConfigError(f"no candidate can serve as the scoring model ({key})",
+                              f"set {key} to a model folder or registry name")
         return min(pool, key=lambda c: c.parameters or float("inf")).chat_path or ""
     for c in cands:
         if c.name == ref and c.chat_path:
@@ -218,6 +225,8 @@ def make_plan(settings: Any, config: RunConfig, *, with_preflight: bool = True) 
                                        if config.compress.rewriter else None)
         if d.stage == "filter":
             params["seed"] = config.seeds[0]
+            if _filter_needs_scorer(config.filter.method):
+                params["scorer_path"] = _resolve_model_ref(settings, config.filter.scorer, cands, "filter.scorer")
         cells.append(CellSpec(DATA_CANDIDATE, d.stage, d.stage, needs=[train_from], params=params))
         train_from = f"{DATA_CANDIDATE}/{d.stage}"
     prep = f"{DATA_CANDIDATE}/prepare"

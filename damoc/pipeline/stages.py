@@ -128,7 +128,7 @@ def run_filter(params: dict[str, Any], samples: list[Sample], out: Path, reporte
 
     kw: dict[str, Any] = {"count": params["count"]} if params.get("count") else {"ratio": params["ratio"]}
     sel = select(samples, params["method"], seed=params.get("seed", 0), params=params.get("params") or {},
-                 reporter=reporter, settings=settings, **kw)
+                 reporter=reporter, settings=settings, scorer=params.get("scorer_path"), **kw)
     keep = set(sel.ids)
     chosen = [s for s in samples if s.id in keep]
     if not chosen:

@@ -98,7 +98,7 @@ def _build_pool(tmp: Path, rec: ZooRecipe, settings: Any, reporter: Reporter | N
     before = torch.get_num_threads()
     set_threads(settings.threads or _default_threads(rec.threads))
     try:
-        _train_and_save(tmp, rec, device, reporter)
+        _train_and_save(tmp, rec, device, reporter, _workers(rec, device, settings))
     finally:            # build_zoo runs inside callers' processes (the test session): leave their setting alone
         torch.set_num_threads(before)
 
@@ -205,7 +205,22 @@ def _default_threads(wanted: int) -> int:
     return 1 if busy else wanted
 
 
-def _train_and_save(tmp: Path, rec: ZooRecipe, device: str, reporter: Reporter | None) -> None:
+def _workers(rec: ZooRecipe, device: str, settings: Any) -> int:
+    """Processes that train candidates side by side: one per free core on CPU for a parallel recipe, else 1 (a GPU
+    is better used by one process; `settings.threads` set by the user means "this many threads, one process")."""
+    import os
+
+    if not rec.parallel or device != "cpu" or settings.threads or len(rec.candidates) < 2:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        cores -= int(os.getloadavg()[0] + 0.5)     # cores other jobs already keep busy
+    except OSError:
+        pass
+    return max(1, min(cores, len(rec.candidates)))
+
+
+def _train_and_save(tmp: Path, rec: ZooRecipe, device: str, reporter: Reporter | None, workers: int = 1) -> None:
     import torch
 
     from damoc.zoo.tokenizer import save_base_tokenizer
@@ -213,10 +228,16 @@ def _train_and_save(tmp: Path, rec: ZooRecipe, device: str, reporter: Reporter |
     t0 = time.perf_counter()
     data = prepare_data(rec, reporter)
     save_base_tokenizer(data.tokenizer, tmp / "tokenizer")
-    entries = [train_candidate(spec, rec, data, tmp, device, reporter) for spec in rec.candidates]
+    if workers > 1:
+        from damoc.zoo.parallel import train_in_processes
+
+        entries = train_in_processes(rec, data, tmp, device, reporter, workers)
+    else:
+        entries = [train_candidate(spec, rec, data, tmp, device, reporter) for spec in rec.candidates]
     atomic_write_json(tmp / "manifest.json", {
         "size": rec.size, "recipe_hash": stable_hash(rec.cache_key()), "recipe": rec.to_dict(),
-        "candidates": entries, "device": device, "torch_threads": torch.get_num_threads(),
+        "candidates": entries, "device": device, "workers": workers,
+        "torch_threads": 1 if workers > 1 else torch.get_num_threads(),
         "stream_tokens": {s: int(v.numel()) for s, v in data.streams.items()}, "vocab": len(data.tokenizer),
         "seconds": round(time.perf_counter() - t0, 2),
     })

@@ -63,11 +63,13 @@ class ZooRecipe:
     sft_samples: int = 2000
     candidates: tuple[CandidateSpec, ...] = ()
     threads: int = 2                      # torch threads when settings.threads is 0 (not part of the cache key)
+    parallel: bool = False                # train candidates in worker processes, one per core (not in the key)
     version: int = BUILD_VERSION
 
     def cache_key(self) -> dict[str, Any]:
         d = self.to_dict()
         d.pop("threads")
+        d.pop("parallel")
         return d
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,7 +140,9 @@ def _test_candidates() -> tuple[CandidateSpec, ...]:
 
 def recipe(size: str) -> ZooRecipe:
     if size == "demo":
-        return ZooRecipe(size="demo", candidates=_demo_candidates(), batch_size=16, seq_len=128,
+        # Candidates train in parallel processes of one thread each: these models are too small for two threads
+        # to help one of them, so two cores go twice as far as two processes.
+        return ZooRecipe(size="demo", candidates=_demo_candidates(), batch_size=16, seq_len=128, parallel=True,
                          stream_docs=(("world", 30000), ("generic", 30000), ("qa", 12000)), sft_samples=3000)
     if size == "test":
         # One thread: these models are so small that a second thread only adds synchronisation, and on a shared

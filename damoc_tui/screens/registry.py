@@ -404,46 +404,15 @@ class RegistryScreen(Screen[None]):
 # -- registry operations (run in thread workers) --------------------------------------------------------------
 
 def add_candidate(settings: Any, chat: str, base: str | None, name: str | None) -> Any:
-    """Register a Chat (+ Base) as `damoc registry add` does: folders are read now (facts, family check), hub ids
-    are registered as they are (nothing is downloaded)."""
-    from damoc.errors import DamocError
-    from damoc.registry.assess import assess, local_facts, locate
-    from damoc.registry.models import Candidate, ModelFacts, ModelRef, check_name
+    """Register a Chat (+ Base) exactly as `damoc registry add` does (the library builds and checks the entry)."""
+    from damoc.registry import new_candidate
+    from damoc.registry.assess import assess
     from damoc.registry.store import RegistryStore
 
-    def facts(ref: ModelRef, role: str) -> ModelFacts | None:
-        _, path, problem = locate(ref)
-        if ref.kind == "folder" and path is None:
-            raise DamocError(f"{role} {ref.id}: {problem}",
-                             "point at the folder that holds config.json and the *.safetensors files")
-        return local_facts(path) if path else None
-
-    cref = ModelRef.parse(chat, role="Chat")
-    bref = ModelRef.parse(base, role="Base") if base else None
-    cf = facts(cref, "Chat")
-    bf = facts(bref, "Base") if bref else None
-    if cf and bf and cf.architecture != bf.architecture:
-        raise DamocError(f"Chat and Base are of different families: Chat is {cf.architecture}, Base is "
-                         f"{bf.architecture}", "give the Base the Chat was fine-tuned from, or leave Base empty")
     store = RegistryStore(settings)
-    cand = Candidate(name=check_name(name or _derive_name(cref.id)), chat=cref, base=bref,
-                     family=(cf.architecture if cf else "") or "", source="user",
-                     no_base_reason="" if bref else "none given", chat_facts=cf or ModelFacts(origin="none"),
-                     base_facts=bf)
+    cand = new_candidate(chat, base, name=name or None)
     store.add(cand)
     return assess(cand, store.hub_facts())
-
-
-def _derive_name(ref: str) -> str:
-    """The folder or repo name; for `.../qwen-tiny/chat` the parent's (a bare `chat`/`base` says nothing)."""
-    import re
-    from pathlib import PurePath
-
-    p = PurePath(ref.rstrip("/"))
-    label = p.name
-    if label.lower() in ("chat", "base", "instruct", "model", "hf", "main") and p.parent.name:
-        label = p.parent.name
-    return re.sub(r"[^A-Za-z0-9._+-]", "-", label).strip("-.") or "candidate"
 
 
 def scan_cache(settings: Any, paths: list[str] | None = None) -> str:

@@ -123,7 +123,7 @@ class FilePicker(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Static(f"[b]Pick a dataset file[/b]  [dim]enter: pick · backspace: parent · esc: cancel[/]",
+            yield Static("[b]Pick a dataset file[/b]  [dim]enter: pick · backspace: parent · esc: cancel[/]",
                          classes="dialog-title")
             yield Static(escape(str(self.start)), id="picker-where", classes="dialog-detail")
             yield DirectoryTree(str(self.start), id="picker-tree")

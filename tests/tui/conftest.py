@@ -2,7 +2,6 @@
 catalog's flags do not depend on what this machine has downloaded), and a helper to wait for a condition."""
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 

@@ -3,7 +3,6 @@ walk the wizard, save the config, launch, watch the leaderboard fill, cancel, re
 on, reopen the app and reattach. Tiny step counts: this checks the app's part, not ranking quality."""
 from __future__ import annotations
 
-import time
 
 import pytest
 

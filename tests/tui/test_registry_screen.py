@@ -1,7 +1,6 @@
 """Pilot tests of the registry screen: capability flags and their reasons, search/filter/sort, add and remove."""
 from __future__ import annotations
 
-import pytest
 
 from damoc_tui.screens.registry import RegistryScreen
 from damoc_tui.widgets.synced_table import SyncedTable
