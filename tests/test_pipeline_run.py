@@ -202,6 +202,9 @@ def test_cli_contract(zoo_env, isolated_home):
     plan = json.loads(dry.stdout)
     assert [c["stage"] for c in plan["cells"] if c["candidate"] == "_data"] == ["prepare", "filter"]
     assert plan["preflight"] is not None
+    human = _damoc("run", *common, "--dry-run", *sets, "--set", "filter.method=superfiltering")
+    assert human.returncode == 0, human.stderr
+    assert "filter superfiltering: scorer " in human.stdout.replace("\n", " ")
     bad = _damoc("run", *common, "--set", "filter.ratoi=0.1")
     assert bad.returncode == 2 and "did you mean ratio" in bad.stderr
     unknown = _damoc("run", *common[:4], "--candidates", "nosuch-model")

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from damoc.cli.common import echo_json, err_console, out_console, settings
 
@@ -141,6 +142,11 @@ def _print_plan(plan: Any) -> None:
                                                       else f", test = {cfg['dataset']['test_fraction']:.0%} held out"))
     data = [d.stage for d in plan.data if d.enabled]
     con.print(f"shared data stages: {', '.join(data)}")
+    for cell in plan.data_cells:     # which model scores what: a user should see it before an hour is spent
+        models = {k: cell.params[k] for k in ("scorer_path", "model_path", "rewriter_path") if cell.params.get(k)}
+        if models:
+            con.print(f"  {cell.stage} {cell.params.get('method', '')}: "
+                      + ", ".join(f"{k.removesuffix('_path')} {escape(str(v))}" for k, v in models.items()))
     for c in plan.candidates:
         if c.error:
             con.print(f"  [red]{c.name}[/]: cannot run: {c.error}")

@@ -41,10 +41,10 @@ def _train(spec: Any, rec: Any, folder: str, device: str) -> dict[str, Any]:
     return train_candidate(spec, rec, _WORKER["data"], Path(folder), device, _WORKER["reporter"])
 
 
-def _cost(spec: Any) -> float:
-    """Relative training cost: parameters x steps (longest first keeps the last worker from finishing alone)."""
-    width = spec.hidden * spec.hidden * spec.layers + spec.hidden * 2048
-    return width * (spec.pretrain_steps + spec.knowledge_steps + spec.sft_steps)
+def _cost(spec: Any, vocab: int) -> float:
+    """Relative training cost: ~parameters x steps (longest first keeps the last worker from finishing alone)."""
+    params = 12 * spec.hidden * spec.hidden * spec.layers + spec.hidden * vocab
+    return params * (spec.pretrain_steps + spec.knowledge_steps + spec.sft_steps)
 
 
 def train_in_processes(rec: Any, data: Any, folder: Path, device: str, reporter: Reporter | None,
@@ -62,7 +62,7 @@ def train_in_processes(rec: Any, data: Any, folder: Path, device: str, reporter:
     try:
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(data, queue)) as ex:
             futs = {ex.submit(_train, spec, rec, str(folder), device): spec.name
-                    for spec in sorted(rec.candidates, key=_cost, reverse=True)}
+                    for spec in sorted(rec.candidates, key=lambda c: _cost(c, rec.vocab_size), reverse=True)}
             for f in as_completed(futs):
                 done[futs[f]] = f.result()          # a failed candidate fails the build, as in a serial build
     finally:
