@@ -20,7 +20,7 @@ import numpy as np
 
 from damoc.compress.budget import dynamic_ratios
 from damoc.compress.config import FIELDS
-from damoc.compress.question import Env, iterative
+from damoc.compress.question import Env, compress_prompt_fields, iterative
 from damoc.compress.text import FieldTokens
 from damoc.compress.token_loss import Request
 
@@ -32,16 +32,8 @@ def llmlingua_method(fields: dict[str, FieldTokens], ratios: dict[str, float], e
                      ) -> Generator[list[Request], list[np.ndarray], dict[str, list[bool]]]:
     env.rule = "quantile"
     env.history = []
-    keeps: dict[str, list[bool]] = {}
-    prefix: list[int] = []
-    for name in FIELDS:
-        ft = fields.get(name)
-        if ft is None or not ft.units:
-            continue
-        keep, _ = yield from iterative(ft, ratios.get(name, 1.0), env, prefix=prefix)
-        keeps[name] = keep
-        kept = ft.kept_ids(keep)
-        prefix = prefix + (env.sep if prefix and kept else []) + kept
+    # every field, the answer included, compressed in order like the question side of DaMoC (no Eq. 2 conditioning)
+    keeps, _ = yield from compress_prompt_fields(fields, ratios, env, FIELDS)
     return keeps
 
 

@@ -191,11 +191,7 @@ def _build_main(size: str) -> int:
     from damoc.settings import Settings
     from damoc.zoo import build_zoo
 
-    settings = Settings.load()
-    if not settings.threads:
-        # zoo models are tiny: one thread (see pipeline.worker.auto_threads; with 2 threads on busy cores the
-        # build was ~20x slower here)
-        settings.threads = 1
+    settings = Settings.load()      # threads left to the build: one process per core, one thread each (zoo.build)
     with ConsoleReporter() as rep:
         build_zoo(size, settings=settings, reporter=rep, register=True)
     return 0

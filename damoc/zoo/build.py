@@ -212,11 +212,9 @@ def _workers(rec: ZooRecipe, device: str, settings: Any) -> int:
 
     if not rec.parallel or device != "cpu" or settings.threads or len(rec.candidates) < 2:
         return 1
+    # Every core this process may use. Not discounted by the load average: a job that just ended still weighs on
+    # the 1-minute average, and one slow worker for the whole build costs far more than a shared core.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        cores -= int(os.getloadavg()[0] + 0.5)     # cores other jobs already keep busy
-    except OSError:
-        pass
     return max(1, min(cores, len(rec.candidates)))
 
 

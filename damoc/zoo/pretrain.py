@@ -78,16 +78,24 @@ def pretrain(model: Any, streams: dict[str, Any], mix: dict[str, float], *, step
             g["lr"] = _lr_at(step, steps, lr)
         with _autocast(device):
             loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if step % 10 == 0 or step == steps - 1:
-            tracker.metric("pretrain/loss", losses[-1], step)
-        tracker.advance(1)
+        _optimizer_step(model, opt, loss, losses, tracker, "pretrain/loss", step, steps)
     model.eval()
     return losses
+
+
+def _optimizer_step(model: Any, opt: Any, loss: Any, losses: list[float], tracker: StageTracker, metric: str,
+                    step: int, steps: int) -> None:
+    """Backward, clip to norm 1, step, record the loss (a metric event every 10 steps and at the end)."""
+    import torch
+
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    losses.append(loss.item())
+    if step % 10 == 0 or step == steps - 1:
+        tracker.metric(metric, losses[-1], step)
+    tracker.advance(1)
 
 
 def encode_chat_pairs(tokenizer: Any, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
@@ -127,13 +135,6 @@ def sft(model: Any, encoded: list[tuple[list[int], list[int]]], *, steps: int, b
             g["lr"] = _lr_at(step, steps, lr, warmup_frac=0.1, floor=0.0)
         with _autocast(device):
             loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if step % 10 == 0 or step == steps - 1:
-            tracker.metric("sft/loss", losses[-1], step)
-        tracker.advance(1)
+        _optimizer_step(model, opt, loss, losses, tracker, "sft/loss", step, steps)
     model.eval()
     return losses
