@@ -87,6 +87,7 @@ def _run(settings: Any, cfg: Any, follow: Any, *, cold: bool = True) -> dict[str
         for k, v in r.times.items():
             stage[k] = stage.get(k, 0.0) + v
     return {"run_id": h.run_id, "status": status, "seconds": secs, "train_seconds": lb.train_seconds(),
+            "train_flops": lb.train_flops(),
             "stage_seconds": stage, "ranking": lb.ranking, "winner": lb.winner,
             "too_close_to_call": lb.too_close_to_call,
             "rows": [{"name": r.candidate, "score": r.score, "stderr": r.stderr, "layers": r.layers, "merge": r.merge,
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                                    "speedup": gt["seconds"] / dm["seconds"],
                                    "train_speedup": (gt["train_seconds"] / dm["train_seconds"]
                                                      if dm["train_seconds"] else None),
+                                   "train_flops_ratio": (gt["train_flops"] / dm["train_flops"]
+                                                         if dm["train_flops"] else None),
                                    "damoc_vs_gt": _agreement(settings, dm, gt),
                                    "zero_shot_vs_gt": _agreement(settings, zs, gt)}
             if args.ablations == "always" or (args.ablations == "on-miss" and not res["damoc_vs_gt"]["top1_agree"]):
@@ -161,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
 def _print_line(task: str, ft: str, r: dict[str, Any]) -> None:
     d, z = r["damoc_vs_gt"], r["zero_shot_vs_gt"]
     tau = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
-    ts = r["train_speedup"]
+    ts, fr = r["train_speedup"], r.get("train_flops_ratio")
     print(f"[{task} / {ft}] speed-up {r['speedup']:.1f}x end to end, "
-          f"{'n/a' if ts is None else f'{ts:.1f}x'} training; "
+          f"{'n/a' if ts is None else f'{ts:.1f}x'} training "
+          f"({'n/a' if not fr else f'{fr:.1f}x'} less training compute); "
           f"DaMoC top-1 {'yes' if d['top1_agree'] else 'NO'} ({d['winner']} vs {d['ground_truth_winner']}), "
           f"tau {tau(d['kendall_tau'])}; zero-shot top-1 {'yes' if z['top1_agree'] else 'no'} ({z['winner']}), "
           f"tau {tau(z['kendall_tau'])}", file=sys.stderr)

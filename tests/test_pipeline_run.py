@@ -127,6 +127,11 @@ def test_damoc_then_ground_truth_end_to_end(zoo_env, tmp_path):
     assert c.time_ratio == pytest.approx(c.seconds_b / c.seconds_a) and c.seconds_a > 0
     # ground truth trains on four times the data the proxies saw
     assert glb.rows[0].times["finetune"] > 0
+    # the compute estimate: 6 x parameters (after pruning) x tokens actually fed, summed into the leaderboard
+    cell = rd.cell(zoo_env["deep"].name, "finetune-full-s0").result()
+    assert cell["tokens_seen"] > 0 and cell["train_flops"] == pytest.approx(6.0 * cell["parameters"] * cell["tokens_seen"])
+    assert rows[zoo_env["deep"].name].train_flops == pytest.approx(cell["train_flops"])
+    assert glb.train_flops() > lb.train_flops() > 0
     assert {r.candidate: r.steps for r in glb.rows}[names[0]] > rows[names[0]].steps
 
 
@@ -236,10 +241,13 @@ def test_cli_contract(zoo_env, isolated_home):
     from damoc.pipeline import api
     s = zoo_env["settings"]
     before = {r.run_id for r in api.list_runs(s)}
-    cli = subprocess.Popen([sys.executable, "-m", "damoc", "run", *common, "--mode", "zero-shot", *sets],
+    # a DaMoC run (filter, fine-tunes): long enough that the CLI is still following it when the signal comes (a
+    # zero-shot run of two tiny models could finish first under a light load)
+    cli = subprocess.Popen([sys.executable, "-m", "damoc", "run", *common, *sets],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
-    _wait_for(lambda: {r.run_id for r in api.list_runs(s)} - before, timeout=120)
+    _wait_for(lambda: {r.run_id for r in api.list_runs(s)} - before, timeout=120, poll=0.05)
     hup_id = ({r.run_id for r in api.list_runs(s)} - before).pop()
+    assert cli.poll() is None, "the run finished before the test could close its terminal"
     cli.send_signal(signal.SIGHUP)
     assert cli.wait(timeout=30) != 0                      # the CLI is gone ...
     assert _wait(s, hup_id) == "finished"                 # ... the run went on to the end
@@ -270,6 +278,8 @@ def test_demo_verify_json_contract(zoo_env, isolated_home):
     assert d["top1_agree"] == (top(d["damoc_ranking"]) == top(d["ground_truth_ranking"]))
     assert sorted(x["name"] for x in d["damoc_ranking"]) == sorted(names)
     assert d["train_speedup"] is not None and d["train_speedup"] > 0
+    # the ground truth trains on all 48 samples, the proxies on GraphCut's 10%: more compute, by the 6·N·D estimate
+    assert d["train_flops_ratio"] is not None and d["train_flops_ratio"] > 1
     # the proxies trained on a fifth of the data: fewer optimizer steps than the ground truth, for every candidate
     from damoc.pipeline import api
     s = zoo_env["settings"]

@@ -49,6 +49,14 @@ class FinetuneResult:
     train_seconds: float = 0.0
     """Wall time of the optimisation loop alone (the paper's training-time measure)."""
 
+    @property
+    def train_flops(self) -> float:
+        """Estimated training compute, 6·N·D (Kaplan et al. 2020, arXiv 2001.08361): N = parameters of the model
+        trained (after pruning; for LoRA the base weights still run forward and backward), D = the non-padding
+        tokens actually fed. Wall time on a GPU follows it for large models; on tiny CPU models a fixed per-step
+        cost dominates instead, so damoc reports both."""
+        return 6.0 * float(self.total_params) * float(self.train_tokens)
+
     def summary(self) -> dict[str, Any]:
         """JSON-safe summary (for run-directory cells and logs)."""
         return {"method": self.method, "steps": self.steps, "epochs_run": round(self.epochs_run, 4),

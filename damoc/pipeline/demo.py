@@ -123,7 +123,9 @@ def run_demo(settings: Any, *, size: str = "demo", task: str | None = None, over
                 "top1_agree": cmp.top1_agree, "kendall_tau": cmp.kendall_tau, "spearman_rho": cmp.spearman_rho,
                 "speedup": gt_secs / dm_secs if dm_secs > 0 else None,
                 "train_speedup": (gt_lb.train_seconds() / dm_lb.train_seconds()
-                                  if dm_lb.train_seconds() > 0 else None)})
+                                  if dm_lb.train_seconds() > 0 else None),
+                # the compute ratio wall time follows on large models (6·N·D, FinetuneResult.train_flops)
+                "train_flops_ratio": (gt_lb.train_flops() / dm_lb.train_flops() if dm_lb.train_flops() > 0 else None)})
     res["runs"]["ground_truth"] = gt_id
     if not cmp.top1_agree and diagnose:
         res["diagnosis"] = _diagnose(settings, size, chosen, names, overrides, gt_id, dm_lb, follow, say)
@@ -176,7 +178,8 @@ def print_summary(res: dict[str, Any], console: Any) -> None:
     verdict = "[green]picked the ground-truth winner[/]" if res["top1_agree"] else "[red]missed the winner[/]"
     con.print(f"DaMoC {verdict} ({res['damoc_winner']} vs {res['ground_truth_winner']}); Kendall tau "
               f"{'n/a' if tau is None else f'{tau:.2f}'}; speed-up {res['speedup']:.1f}x end to end, "
-              f"{res['train_speedup']:.1f}x training only")
+              f"{res['train_speedup']:.1f}x training only"
+              + (f" ({res['train_flops_ratio']:.1f}x less training compute)" if res.get("train_flops_ratio") else ""))
     if "diagnosis" in res:
         con.print(f"why: {res['diagnosis']['verdict']}")
         for k in ABLATIONS:

@@ -43,6 +43,7 @@ class Row:
     reason: str = ""
     too_close: bool = False
     steps: int | None = None
+    train_flops: float = 0.0      # 6·N·D estimate summed over this candidate's fine-tunes (FinetuneResult.train_flops)
     tiebreak: float | None = None  # mean answer log-likelihood: orders rows whose primary scores are equal
     method_tiebreaks: dict[str, float] = field(default_factory=dict)
 
@@ -90,6 +91,9 @@ class Leaderboard:
     def train_seconds(self) -> float:
         return sum(r.times.get("finetune", 0.0) for r in self.rows)
 
+    def train_flops(self) -> float:
+        return sum(r.train_flops for r in self.rows)
+
     def total_stage_seconds(self) -> float:
         return sum(self.shared_times.values()) + sum(sum(r.times.values()) for r in self.rows)
 
@@ -98,7 +102,8 @@ class Leaderboard:
         return {"run_id": self.run_id, "mode": self.mode, "metric": self.metric, "status": self.status,
                 "winner": self.winner, "too_close_to_call": self.too_close_to_call, "tolerance": self.tolerance,
                 "seeds": self.seeds, "methods": self.methods, "method_winners": self.method_winners(),
-                "shared_times": self.shared_times, "train_seconds": self.train_seconds(), "note": self.note,
+                "shared_times": self.shared_times, "train_seconds": self.train_seconds(), "train_flops": self.train_flops(),
+                "note": self.note,
                 "ranking": self.ranking, "rows": [{**asdict(r), "layers": r.layers} for r in self.rows]}
 
     def to_json(self) -> str:
@@ -207,6 +212,7 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
             if res.get("steps"):
                 steps.append(int(res["steps"]))
             row.times["finetune"] = row.times.get("finetune", 0.0) + float(res.get("train_seconds") or 0.0)
+            row.train_flops += float(res.get("train_flops") or 0.0)
             row.times["evaluate"] = row.times.get("evaluate", 0.0) + float(res.get("eval_seconds") or 0.0)
             metric = metric or str(res.get("metric") or "")
         row.scores = {m: _mean(v) for m, v in row.seed_scores.items()}

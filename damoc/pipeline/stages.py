@@ -244,6 +244,8 @@ def run_finetune(spec: dict[str, Any], model_path: str, train: list[Sample], tes
     summary = {"method": spec["method"], "seed": spec.get("seed"), "model_path": model_path,
                "train_samples": len(train), "train_tokens": token_estimate(train),
                "steps": int(getattr(ft, "steps", 0) or 0), "train_seconds": train_seconds,
+               "tokens_seen": int(getattr(ft, "train_tokens", 0) or 0), "parameters": int(ft.total_params or 0),
+               "train_flops": float(ft.train_flops),
                "final_loss": float(losses[-1]) if losses else None, **_eval_summary(res)}
     summary["plan"] = getattr(getattr(ft, "plan", None), "reason", None)
     del ft, res
