@@ -243,8 +243,10 @@ def test_cli_contract(zoo_env, isolated_home):
     before = {r.run_id for r in api.list_runs(s)}
     # a DaMoC run (filter, fine-tunes): long enough that the CLI is still following it when the signal comes (a
     # zero-shot run of two tiny models could finish first under a light load)
+    # SIGHUP at its default action, as in a terminal (a suite started under nohup would hand down SIG_IGN)
     cli = subprocess.Popen([sys.executable, "-m", "damoc", "run", *common, *sets],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
+                           preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     _wait_for(lambda: {r.run_id for r in api.list_runs(s)} - before, timeout=120, poll=0.05)
     hup_id = ({r.run_id for r in api.list_runs(s)} - before).pop()
     assert cli.poll() is None, "the run finished before the test could close its terminal"
