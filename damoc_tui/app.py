@@ -58,6 +58,8 @@ class DamocApp(App[None]):
     MODES: ClassVar[dict[str, Any]] = {"registry": RegistryScreen, "runs": HistoryScreen}
     DEFAULT_MODE = "registry"
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (110, "-wide")]
+    # 24-line terminals (tmux over SSH): lists get the rows, detail panes shrink and scroll
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-short"), (30, "-tall")]
     COMMANDS = App.COMMANDS | {RunCommands}
     ENABLE_COMMAND_PALETTE = True
     live_runs: reactive[tuple[str, ...]] = reactive(())
