@@ -37,6 +37,15 @@ def default_dtype(device: str) -> Any:
     return torch.float32
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and taskset narrow), at least 1."""
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def set_threads(threads: int = 0) -> None:
     import torch
 

@@ -143,6 +143,22 @@ def test_in_memory_prune_model_equals_the_streamed_checkpoint(tmp_path):
         assert k1 == k2 and torch.allclose(v1, v2, atol=1e-6), k1
 
 
+def test_in_memory_prune_model_asks_for_scores_only_when_the_rule_reads_them(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from damoc.errors import DamocError
+    from damoc.prune.api import prune_model
+    from damoc.prune.merge import MERGE_RULES, get_rule
+
+    assert {r for r in MERGE_RULES.names() if not get_rule(r).needs_scores} == {"additive", "drop"}
+    chat_dir, base_dir = save_pair(tmp_path, "llama", layers=6)
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    with pytest.raises(DamocError, match="needs the layer scores"):
+        prune_model(AutoModelForCausalLM.from_pretrained(chat_dir), [3], base_model=base, rule="convex")
+    keep = prune_model(AutoModelForCausalLM.from_pretrained(chat_dir), [3], base_model=base, rule="additive")
+    assert keep == [0, 1, 2, 4, 5]
+
+
 def test_merge_refuses_without_base_and_with_mismatched_shapes(tmp_path):
     from damoc.errors import DamocError
     from damoc.prune.api import check_pair, write_pruned

@@ -22,7 +22,6 @@ from damoc.compress.text import FieldTokens
 from damoc.compress.token_loss import Request
 
 
-
 @dataclass
 class Env:
     """What a method needs besides the sample: the scorer's start token, a field separator, the window size."""

@@ -259,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _use_threads(settings: Any, threads: int) -> None:
     """Set torch's intra-op threads (0 = every core) and tell the stage modules (they read settings.threads)."""
-    from damoc.models import set_threads
+    from damoc.models import set_threads, usable_cores
 
-    threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    threads = threads or usable_cores()
     settings.threads = threads
     set_threads(threads)
 

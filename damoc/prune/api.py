@@ -321,7 +321,7 @@ def prune_model(model: Any, pruned: Sequence[int], *, base_model: Any = None, ru
         if base_model is None:
             raise DamocError("merging needs the Base model", "pass base_model=, or rule='drop'")
         if scores is None:
-            if rule_obj.name not in ("additive",):
+            if rule_obj.needs_scores:
                 raise DamocError(f"rule {rule_obj.name!r} needs the layer scores", "pass scores=")
             scores = [0.0] * n
         prefix = arch_spec(model.config).layers

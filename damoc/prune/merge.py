@@ -40,6 +40,7 @@ class MergeRule:
     description: str
     fn: Callable[[Any, Any, MergeContext], Any] | None = None   # None: plain dropping
     needs_base_target: bool = False
+    needs_scores: bool = True        # reads the Eq. 3 cosines (MergeContext.sim_*); additive and drop do not
 
     @property
     def merges(self) -> bool:
@@ -80,7 +81,8 @@ def _literal(w: Any, s: Any, ctx: MergeContext) -> Any:
     return (1.0 - ctx.sim_pruned) * w + (1.0 - ctx.sim_target) * s
 
 
-ADDITIVE = MergeRule("additive", "W_k + Sparse(tau_l) (TIES-style task-vector addition, lambda = 1)", _additive)
+ADDITIVE = MergeRule("additive", "W_k + Sparse(tau_l) (TIES-style task-vector addition, lambda = 1)", _additive,
+                     needs_scores=False)
 ADDITIVE_SCALED = MergeRule("additive_scaled", "W_k + BI_l/(BI_l+BI_k) * Sparse(tau_l), BI = 1 - cosine",
                             _additive_scaled)
 CONVEX = MergeRule("convex", "(1-b) W_k + b (W_base_k + Sparse(tau_l)), b = BI_l/(BI_l+BI_k)", _convex,
@@ -88,7 +90,8 @@ CONVEX = MergeRule("convex", "(1-b) W_k + b (W_base_k + Sparse(tau_l)), b = BI_l
 PAPER = MergeRule("paper", "Eq. 4 with IS = 1 - cosine: cos_l * W_k + cos_k * Sparse(tau_l)", _paper)
 LITERAL = MergeRule("literal", "Eq. 4 as printed, IS = cosine: (1-cos_l) W_k + (1-cos_k) Sparse(tau_l); "
                     "destroys the kept layer, for the ablation only", _literal)
-DROP = MergeRule("drop", "plain layer dropping by the same scores (ShortGPT-style), no merge", None)
+DROP = MergeRule("drop", "plain layer dropping by the same scores (ShortGPT-style), no merge", None,
+                 needs_scores=False)
 
 MERGE_RULES: Registry[MergeRule] = Registry("merge rule")
 for _r, _aliases in ((ADDITIVE, ("add", "ties")), (ADDITIVE_SCALED, ()), (CONVEX, ()), (PAPER, ("eq4",)),

@@ -91,12 +91,12 @@ def _register(settings: Any, candidates: list[ZooCandidate], reporter: Reporter 
 def _build_pool(tmp: Path, rec: ZooRecipe, settings: Any, reporter: Reporter | None) -> None:
     import torch
 
-    from damoc.models import hf_offline_env, resolve_device, set_threads
+    from damoc.models import hf_offline_env, resolve_device, set_threads, usable_cores
 
     hf_offline_env(settings)
     device = resolve_device(settings.device)
     before = torch.get_num_threads()
-    set_threads(settings.threads or _default_threads(rec.threads))
+    set_threads(settings.threads or min(rec.threads, usable_cores()))
     try:
         _train_and_save(tmp, rec, device, reporter, _workers(rec, device, settings))
     finally:            # build_zoo runs inside callers' processes (the test session): leave their setting alone
@@ -193,29 +193,17 @@ def _tail(losses: list[float], n: int = 10) -> float:
     return round(sum(losses[-n:]) / max(1, len(losses[-n:])), 4)
 
 
-def _default_threads(wanted: int) -> int:
-    """The recipe's thread count, or 1 when the machine is already busy: for models this small, extra OpenMP threads
-    competing with other processes were measured up to 30x slower than a single thread."""
-    import os
-
-    try:
-        busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
-    except OSError:            # no load average on this platform
-        busy = False
-    return 1 if busy else wanted
-
-
 def _workers(rec: ZooRecipe, device: str, settings: Any) -> int:
     """Processes that train candidates side by side: one per free core on CPU for a parallel recipe, else 1 (a GPU
     is better used by one process; `settings.threads` set by the user means "this many threads, one process")."""
-    import os
+    from damoc.models import usable_cores
 
     if not rec.parallel or device != "cpu" or settings.threads or len(rec.candidates) < 2:
         return 1
     # Every core this process may use. Not discounted by the load average: a job that just ended still weighs on
-    # the 1-minute average, and one slow worker for the whole build costs far more than a shared core.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, len(rec.candidates)))
+    # the 1-minute average, and one slow worker for the whole build costs far more than a shared core. (A busy
+    # shared machine: DAMOC_THREADS=1 builds in one process with one thread.)
+    return min(usable_cores(), len(rec.candidates))
 
 
 def _train_and_save(tmp: Path, rec: ZooRecipe, device: str, reporter: Reporter | None, workers: int = 1) -> None:
