@@ -120,6 +120,9 @@ def test_plan_cells_for_each_mode(tmp_path, settings):
     assert sf.cells[1].stage == "filter" and sf.cells[1].params["scorer_path"] == str(m2.resolve())
     sf = make_plan(settings, load_config(None, ["filter.method=cherry"], base), with_preflight=False)
     assert sf.cells[1].params["scorer_path"] in (str(m1.resolve()), str(m2.resolve()))
+    with pytest.raises(ConfigError, match="filter.scorer: "):         # the error names the setting at fault
+        make_plan(settings, load_config(None, ["filter.method=cherry", "filter.scorer=nosuch"], base),
+                  with_preflight=False)
     with pytest.raises(ConfigError):
         make_plan(settings, load_config(None, [], {"candidates": [str(m1)]}))          # no dataset
     with pytest.raises(ConfigError):

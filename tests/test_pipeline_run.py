@@ -129,7 +129,8 @@ def test_damoc_then_ground_truth_end_to_end(zoo_env, tmp_path):
     assert glb.rows[0].times["finetune"] > 0
     # the compute estimate: 6 x parameters (after pruning) x tokens actually fed, summed into the leaderboard
     cell = rd.cell(zoo_env["deep"].name, "finetune-full-s0").result()
-    assert cell["tokens_seen"] > 0 and cell["train_flops"] == pytest.approx(6.0 * cell["parameters"] * cell["tokens_seen"])
+    assert cell["tokens_seen"] > 0
+    assert cell["train_flops"] == pytest.approx(6.0 * cell["parameters"] * cell["tokens_seen"])
     assert rows[zoo_env["deep"].name].train_flops == pytest.approx(cell["train_flops"])
     assert glb.train_flops() > lb.train_flops() > 0
     assert {r.candidate: r.steps for r in glb.rows}[names[0]] > rows[names[0]].steps

@@ -43,7 +43,7 @@ class Row:
     reason: str = ""
     too_close: bool = False
     steps: int | None = None
-    train_flops: float = 0.0      # 6·N·D estimate summed over this candidate's fine-tunes (FinetuneResult.train_flops)
+    train_flops: float = 0.0      # 6·N·D summed over this candidate's fine-tunes (FinetuneResult.train_flops)
     tiebreak: float | None = None  # mean answer log-likelihood: orders rows whose primary scores are equal
     method_tiebreaks: dict[str, float] = field(default_factory=dict)
 
@@ -102,8 +102,8 @@ class Leaderboard:
         return {"run_id": self.run_id, "mode": self.mode, "metric": self.metric, "status": self.status,
                 "winner": self.winner, "too_close_to_call": self.too_close_to_call, "tolerance": self.tolerance,
                 "seeds": self.seeds, "methods": self.methods, "method_winners": self.method_winners(),
-                "shared_times": self.shared_times, "train_seconds": self.train_seconds(), "train_flops": self.train_flops(),
-                "note": self.note,
+                "shared_times": self.shared_times, "train_seconds": self.train_seconds(),
+                "train_flops": self.train_flops(), "note": self.note,
                 "ranking": self.ranking, "rows": [{**asdict(r), "layers": r.layers} for r in self.rows]}
 
     def to_json(self) -> str:

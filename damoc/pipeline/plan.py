@@ -181,7 +181,10 @@ def _resolve_model_ref(settings: Any, ref: str, cands: list[CandidatePlan], key:
             return c.chat_path
     if _is_model_dir(Path(ref).expanduser()):
         return str(Path(ref).expanduser().resolve())
-    return resolve_candidate(settings, ref, "chat").chat_path or ref
+    try:
+        return resolve_candidate(settings, ref, "chat").chat_path or ref
+    except DamocError as e:              # say which setting named it: a run config has several model references
+        raise ConfigError(f"{key}: {e.message}", e.hint) from e
 
 
 # -- the plan ------------------------------------------------------------------------------------------
@@ -221,8 +224,9 @@ def make_plan(settings: Any, config: RunConfig, *, with_preflight: bool = True) 
         params = dict(d.params)
         if d.stage == "compress":
             params["model_path"] = _resolve_model_ref(settings, config.compress.model, cands)
-            params["rewriter_path"] = (_resolve_model_ref(settings, config.compress.rewriter, cands)
-                                       if config.compress.rewriter else None)
+            params["rewriter_path"] = (
+                _resolve_model_ref(settings, config.compress.rewriter, cands, "compress.rewriter")
+                if config.compress.rewriter else None)
         if d.stage == "filter":
             params["seed"] = config.seeds[0]
             if _filter_needs_scorer(config.filter.method):
