@@ -193,6 +193,41 @@ def test_parallel_build_matches_serial_build_and_forwards_progress(tmp_path, mon
     assert json.loads((Path(par[0].chat_path).parents[1] / "manifest.json").read_text())["workers"] == 2
 
 
+def test_ctrl_c_stops_a_parallel_build_at_once_and_leaves_no_cache(tmp_path):
+    """Ctrl-C (SIGINT to the process group) during a parallel build: the workers stop now, not after the queued
+    candidates, and no half-built pool is left to be mistaken for a cached one."""
+    import signal
+    import subprocess
+    import sys
+
+    script = f"""
+import dataclasses, damoc.zoo.build as build
+from tests.test_zoo import _mini
+base = _mini(100000)                                  # long enough to be interrupted mid-training
+spec = base.candidates[0]
+rec = dataclasses.replace(base, candidates=tuple(dataclasses.replace(spec, name=f"m{{i}}", seed=i) for i in range(4)))
+build.recipe = lambda size: rec
+build._workers = lambda rec, device, settings: 2
+print("building", flush=True)
+build.build_zoo(size="test", out={str(tmp_path)!r})
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stdout.readline().strip() == "building"
+    time.sleep(8)               # the pool is spawned and training (or still starting: either must stop cleanly)
+    os.killpg(proc.pid, signal.SIGINT)
+    t1 = time.monotonic()
+    proc.wait(timeout=60)
+    assert time.monotonic() - t1 < 30 and proc.returncode != 0
+    assert "KeyboardInterrupt" in proc.stderr.read()
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+    t2 = time.monotonic()       # no worker outlives the build (multiprocessing's resource tracker may take a moment)
+    while subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True).returncode == 0:
+        assert time.monotonic() - t2 < 10, "a process of the build outlived it"
+        time.sleep(0.2)
+
+
 def test_bad_input_errors(tmp_path):
     import damoc.zoo as zoo
     from damoc.errors import DamocError, UnknownNameError

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import threading
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,13 @@ class _QueueReporter:
 
 
 def _init(data: Any, queue: Any) -> None:
+    import signal
+
     import torch
 
+    # Ctrl-C reaches the whole process group; only the parent acts on it (it terminates the pool), so a worker never
+    # dies half-way through a send or, worse, swallows the interrupt and takes the next candidate.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     _WORKER.update(data=data, reporter=_QueueReporter(queue) if queue is not None else None)
 
@@ -59,13 +63,20 @@ def train_in_processes(rec: Any, data: Any, folder: Path, device: str, reporter:
         pump = threading.Thread(target=forward, name="zoo-events", daemon=True)
         pump.start()
     done: dict[str, dict[str, Any]] = {}
+    # multiprocessing.Pool rather than concurrent.futures: on Ctrl-C the pool must stop now (Pool.terminate), while
+    # ProcessPoolExecutor's shutdown would first train every candidate still queued.
+    pool = ctx.Pool(workers, initializer=_init, initargs=(data, queue))
     try:
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(data, queue)) as ex:
-            futs = {ex.submit(_train, spec, rec, str(folder), device): spec.name
-                    for spec in sorted(rec.candidates, key=lambda c: _cost(c, rec.vocab_size), reverse=True)}
-            for f in as_completed(futs):
-                done[futs[f]] = f.result()          # a failed candidate fails the build, as in a serial build
+        jobs = [(spec.name, pool.apply_async(_train, (spec, rec, str(folder), device)))
+                for spec in sorted(rec.candidates, key=lambda c: _cost(c, rec.vocab_size), reverse=True)]
+        for name, job in jobs:
+            done[name] = job.get()              # a failed candidate fails the build, as in a serial build
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
     finally:
+        pool.join()
         if queue is not None:
             queue.put(None)
             pump.join(timeout=10)  # type: ignore[union-attr]
