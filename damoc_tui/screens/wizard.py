@@ -72,7 +72,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "w-test-fraction": ("dataset.test_fraction", "float"), "w-max-train": ("dataset.max_train", "opt_int"),
     "w-max-test": ("dataset.max_test", "opt_int"),
     "w-filter-on": ("filter.enabled", "bool"), "w-filter-ratio": ("filter.ratio", "float"),
-    "w-filter-count": ("filter.count", "opt_int"),
+    "w-filter-count": ("filter.count", "opt_int"), "w-filter-scorer": ("filter.scorer", "str"),
     "w-comp-on": ("compress.enabled", "bool"), "w-comp-method": ("compress.method", "select"),
     "w-comp-rate": ("compress.rate", "float"), "w-comp-gate": ("compress.threshold", "opt_float"),
     "w-comp-model": ("compress.model", "str"), "w-comp-rewriter": ("compress.rewriter", "str"),
@@ -196,6 +196,9 @@ class WizardScreen(Screen[None]):
                     yield Label("  or count ")
                     yield Input(placeholder="-", id="w-filter-count", compact=True, classes="short")
                 yield Static(RATIO_WARNING, id="w-ratio-note", classes="note")
+                yield Label("scoring LM of the LM-based methods (registry name or folder; empty = the smallest "
+                            "candidate)")
+                yield Input(placeholder="smallest candidate", id="w-filter-scorer", compact=True)
             with VerticalScroll(id="step-compress", classes="step"):
                 yield TickBox("compress the tokens of each sample (question-conditioned perplexity)", True,
                                id="w-comp-on", compact=True)

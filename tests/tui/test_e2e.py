@@ -77,6 +77,7 @@ async def test_wizard_launch_watch_cancel_resume_reopen(make_app, settings, zoo_
         await pilot.pause()
         assert "warning" in text_of(wiz.query_one("#w-ratio-note"))
         ratio.value = "0.25"
+        wiz.query_one("#w-filter-scorer").value = with_base.name      # the LM-based methods' scorer, by registry name
         await pilot.press("pagedown", "pagedown")           # filter -> compress -> prune
 
         # pruning: the candidate without a Base is listed as skipped, with the registry's reason
@@ -101,6 +102,7 @@ async def test_wizard_launch_watch_cancel_resume_reopen(make_app, settings, zoo_
         await pilot.press("ctrl+s")
         await wait_for(pilot, saved.exists, what="saved config")
         assert load_config(saved) == wiz.config
+        assert wiz.config.filter.scorer == with_base.name
 
         # launch: the live view opens on the new run
         await pilot.press("f5")
