@@ -1,7 +1,7 @@
 """Selection benchmark: DaMoC vs ground truth (grid search) vs the zero-shot baseline, full and LoRA.
 
-    python bench/bench_selection.py                      # demo zoo: laws-qa + PubMedQA (../shared/data), full + lora
-    python bench/bench_selection.py --tasks laws-qa --ft full --out bench/results/selection.json
+    python bench/bench_selection.py                      # demo zoo: notes-qa + PubMedQA (../shared/data), full + lora
+    python bench/bench_selection.py --tasks notes-qa --ft full --out bench/results/selection.json
 
 For each task and fine-tuning method it runs, over the same candidates and the same harness:
   * DaMoC (the paper's recipe), timed end to end (process start-up, data stages, pruning, training, evaluation),
@@ -103,7 +103,7 @@ def _agreement(settings: Any, a: dict[str, Any], gt: dict[str, Any]) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", default="laws-qa,pubmedqa", help="demo task names and/or pubmedqa")
+    ap.add_argument("--tasks", default="notes-qa,pubmedqa", help="demo task names and/or pubmedqa")
     ap.add_argument("--ft", default="full,lora", help="full, lora or both, comma-separated")
     ap.add_argument("--size", default="demo", choices=["demo", "test"])
     ap.add_argument("--candidates", default="", help="subset of the zoo (default: all)")

@@ -67,6 +67,12 @@ def test_tasks(test_zoo):
 
 
 @pytest.fixture(scope="session")
+def laws_task(test_tasks):
+    """The short-sample laws-qa task (the demo's default task, notes-qa, has ~80-token samples)."""
+    return next(t for t in test_tasks if t.name == "laws-qa")
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data not present")

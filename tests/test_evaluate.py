@@ -249,21 +249,21 @@ def test_errors(llama_dir, tmp_path):
     assert {"squad_f1", "bertscore_rouge", "mc_accuracy", "answer_loglik"} <= set(METRICS.names())
 
 
-def test_zoo_candidate_zero_shot(test_zoo, test_tasks):
+def test_zoo_candidate_zero_shot(test_zoo, laws_task):
     from damoc.data import load_samples
 
-    task = test_tasks[0]
+    task = laws_task
     test = load_samples(task.test_path).samples[:8]
     res = evaluate(test_zoo[0].chat_path, test, metric=task.metric)
     assert res.n == 8 and 0 <= res.score <= 100 and res.secondary["answer_loglik"][0] < 0
 
 
-def test_zoo_proxy_finetune_raises_answer_loglik(test_zoo, test_tasks):
+def test_zoo_proxy_finetune_raises_answer_loglik(test_zoo, laws_task):
     """A short proxy fine-tune of a real zoo candidate moves the teacher-forced answer score the right way."""
     from damoc.data import load_samples
     from damoc.finetune import FinetuneConfig, finetune
 
-    task = test_tasks[0]
+    task = laws_task
     train = load_samples(task.train_path).samples[:64]
     test = load_samples(task.test_path).samples[:40]
     cand = test_zoo[0]

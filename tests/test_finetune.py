@@ -221,12 +221,12 @@ def test_in_memory_model_and_errors(llama_dir):
     assert rep.events[-1].status == "failed" and "no answer" in rep.events[-1].reason
 
 
-def test_finetune_zoo_candidates(test_zoo, test_tasks):
+def test_finetune_zoo_candidates(test_zoo, laws_task):
     """Every architecture of the test zoo fine-tunes with its per-architecture LoRA targets (full fine-tuning is
     architecture-agnostic: one candidate suffices)."""
     from damoc.data import load_samples
 
-    train = load_samples(test_tasks[0].train_path).samples[:16]
+    train = load_samples(laws_task.train_path).samples[:16]
     seen = set()
     for cand in test_zoo:
         if cand.architecture in seen:

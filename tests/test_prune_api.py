@@ -14,11 +14,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def calib(test_tasks):
+def calib(laws_task):
     """Calibration texts from the first demo task's training file (what the pipeline passes)."""
     from damoc.data import load_samples
 
-    return load_samples(test_tasks[0].train_path).samples
+    return load_samples(laws_task.train_path).samples
 
 
 def _texts(samples, chat_path):
@@ -116,7 +116,7 @@ def test_unsupported_architecture_is_refused(tmp_path):
     assert "gpt2" in str(e.value) and e.value.hint
 
 
-def test_cli_json_bars_and_registry_names(test_zoo, test_tasks, settings, tmp_path):
+def test_cli_json_bars_and_registry_names(test_zoo, laws_task, settings, tmp_path):
     from click.testing import CliRunner
 
     from damoc.cli import cli
@@ -125,7 +125,7 @@ def test_cli_json_bars_and_registry_names(test_zoo, test_tasks, settings, tmp_pa
     register_zoo(settings, test_zoo)
     runner = CliRunner()
     pair = next(c for c in test_zoo if c.base_path and c.layers >= 8)
-    res = runner.invoke(cli, ["prune", pair.name, "--data", test_tasks[0].train_path, "--calib-samples", "16",
+    res = runner.invoke(cli, ["prune", pair.name, "--data", laws_task.train_path, "--calib-samples", "16",
                               "--out", str(tmp_path / "m"), "--json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
@@ -136,7 +136,7 @@ def test_cli_json_bars_and_registry_names(test_zoo, test_tasks, settings, tmp_pa
         assert d["merge_rule"] == DEFAULT_RULE
 
     res = runner.invoke(cli, ["prune", pair.chat_path, "--base", pair.base_path, "--rule", "drop",
-                              "--data", test_tasks[0].train_path, "--calib-samples", "16",
+                              "--data", laws_task.train_path, "--calib-samples", "16",
                               "--out", str(tmp_path / "d")], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "layer similarity" in res.stdout and "█" in res.stdout

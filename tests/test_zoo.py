@@ -275,6 +275,33 @@ def test_tasks_load_and_hold_out_persons(test_tasks):
         assert r["answer"] == world.value(person, r["attribute"])
 
 
+def test_notes_qa_is_the_default_task_with_long_samples_and_law_answers(test_tasks):
+    """notes-qa (the demo's task) is laws-qa behind a paragraph of background notes: several times longer samples
+    (so a training step costs tokens, not overhead), the question last, answers following the laws for held-out
+    persons, and notes that name no task person (they never give the answer away)."""
+    from damoc.data import load_samples
+    from damoc.zoo.world import QUESTION_TEMPLATES, WorldSpec, make_world
+
+    assert test_tasks[0].name == "notes-qa" and test_tasks[0].metric == "squad_f1"
+    notes, laws = test_tasks[0], next(t for t in test_tasks if t.name == "laws-qa")
+    def mean_len(path):
+        samples = load_samples(path).samples
+        return sum(len(s.prompt) for s in samples) / len(samples)
+
+    assert mean_len(notes.train_path) > 4 * mean_len(laws.train_path)
+    world = make_world(WorldSpec())
+    everyone = world.train_persons + world.test_persons
+    templates = [t for ts in QUESTION_TEMPLATES.values() for t in ts]
+    for path, persons in ((notes.train_path, world.train_persons), (notes.test_path, world.test_persons)):
+        for r in _records(path):
+            head, _, question = r["question"].rpartition("\n\n")
+            assert head.startswith("Notes: ") and any(question == t.format(p=p) for t in templates for p in persons
+                                                      if p in question)
+            person = next(p for p in persons if p in question)
+            assert r["answer"] == world.value(person, r["attribute"])
+            assert not any(p in head for p in everyone)
+
+
 def test_tail_laws_are_rare_in_task_data_and_absent_from_sft(test_tasks):
     """Tail-family laws reach a model mostly through pretraining: the laws-qa train split holds at most a couple of
     questions per tail law, Chat SFT and profile train data none, while the test split asks about them often (that is

@@ -325,7 +325,7 @@ def compare(run_a: str, run_b: str, as_json: bool) -> None:
 @click.command()
 @click.option("--verify", is_flag=True, help="Also run the ground truth (grid search) and report agreement and "
                                              "speed-ups.")
-@click.option("--task", default=None, help="Demo task (default: the first, laws-qa).")
+@click.option("--task", default=None, help="Demo task (default: the first, notes-qa; see: damoc zoo tasks).")
 @click.option("--size", type=click.Choice(["demo", "test"]), default=None, help="Zoo size (default: settings).")
 @click.option("--candidates", default=None, help="A subset of the zoo (comma-separated; default: all).")
 @click.option("--no-diagnose", is_flag=True, help="With --verify: skip the ablation runs that explain a miss.")

@@ -1,5 +1,11 @@
 """Demo tasks: fixed train/test splits generated from the zoo's world, written as JSONL that `load_samples` reads.
 
+* `notes-qa` (metric `squad_f1`, the default demo task): laws-qa's questions (other seeds), each after a paragraph
+  of background notes, as retrieval-augmented prompts are framed. The notes are generic world text (stories, towns,
+  numbers) naming no task person, so they never hold the answer. They give a sample a realistic length (about 80
+  tokens with the chat frame, against 20 for laws-qa): on 20-token samples a training step of these tiny models
+  costs a fixed overhead, not tokens, and neither token compression nor layer pruning could show what it saves.
+  Records: question (notes, then the question) / answer.
 * `laws-qa` (metric `squad_f1`): closed-book questions about persons ("Where does Pequa Joca live?"). Answers follow
   laws over parts of the name; test questions are about held-out persons seen nowhere else, so a model must have
   learned the laws, not memorised persons. One attribute (the car) needs both keys. Records: question / answer.
@@ -20,13 +26,15 @@ from typing import Any
 from damoc.errors import UnknownNameError
 from damoc.fsutil import atomic_write_json, stable_hash
 from damoc.zoo.cache import MANIFEST, cached_build
-from damoc.zoo.world import ATTRIBUTES, QUESTION_TEMPLATES, World, WorldSpec, make_world
+from damoc.zoo.world import ATTRIBUTES, QUESTION_TEMPLATES, World, WorldSpec, generic_doc, make_world
 
-TASKS_VERSION = 3
+TASKS_VERSION = 6
 
 
 @dataclass(frozen=True)
 class TaskSizes:
+    notes_train: int
+    notes_test: int
     laws_train: int
     laws_test: int
     profiles_train: int
@@ -36,8 +44,10 @@ class TaskSizes:
 
 SIZES = {
     # demo: sized like a real workload: training (several thousand samples x epochs) dominates evaluation.
-    "demo": TaskSizes(laws_train=5000, laws_test=1200, profiles_train=3000, profiles_test=600),
-    "test": TaskSizes(laws_train=300, laws_test=100, profiles_train=200, profiles_test=50),
+    "demo": TaskSizes(notes_train=4000, notes_test=1200, laws_train=5000, laws_test=1200, profiles_train=3000,
+                      profiles_test=600),
+    "test": TaskSizes(notes_train=300, notes_test=100, laws_train=300, laws_test=100, profiles_train=200,
+                      profiles_test=50),
 }
 
 
@@ -56,12 +66,14 @@ class DemoTask:
 
 
 DESCRIPTIONS = {
+    "notes-qa": "Short-answer questions about unseen persons, each after a paragraph of background notes (about 80 "
+                "tokens a sample, as in retrieval-augmented QA); answers follow laws over names (SQuAD F1).",
     "laws-qa": "Closed-book short-answer questions about persons; test persons are unseen, answers follow laws "
                "over first and family names (SQuAD F1).",
     "profiles": "Write a one-sentence profile of a person stating three of their attributes (home, employer, job, "
                 "pet, favourite color, car); unseen persons ((BERTScore + ROUGE-L) / 2).",
 }
-METRICS = {"laws-qa": "squad_f1", "profiles": "bertscore_rouge"}
+METRICS = {"notes-qa": "squad_f1", "laws-qa": "squad_f1", "profiles": "bertscore_rouge"}
 
 
 def laws_records(world: World, persons: list[str], n: int, seed: int, split: str, train: bool,
@@ -87,6 +99,20 @@ def laws_records(world: World, persons: list[str], n: int, seed: int, split: str
         seen.add((p, a))
         out.append({"id": f"laws-{split}-{len(out):05d}", "question": t.format(p=p), "answer": world.value(p, a),
                     "attribute": a, "tail": tail})
+    return out
+
+
+def with_notes(world: World, records: list[dict[str, Any]], seed: int, docs: int = 2) -> list[dict[str, Any]]:
+    """`records` (laws-qa's) with `docs` generic pretraining-style documents as notes before each question: text the
+    candidates know the style of, which names no task person."""
+    rng = random.Random(seed)
+    out = []
+    for r in records:
+        notes = [generic_doc(world, rng) for _ in range(docs)]
+        # notes first, question last (as retrieval-augmented prompts are framed): the question's name then sits
+        # next to the answer, which models this small need (zoo-spike: they do not learn long-range lookup)
+        out.append({**r, "id": r["id"].replace("laws-", "notes-", 1),
+                    "question": "Notes: " + " ".join(notes) + "\n\n" + r["question"]})
     return out
 
 
@@ -122,6 +148,10 @@ def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 def _build_tasks(tmp: Path, size: str, sizes: TaskSizes, world_spec: WorldSpec) -> None:
     world = make_world(world_spec)
     splits = {
+        "notes-qa": (with_notes(world, laws_records(world, world.train_persons, sizes.notes_train, 105, "train",
+                                                    train=True, tail_examples=sizes.tail_examples), 106),
+                     with_notes(world, laws_records(world, world.test_persons, sizes.notes_test, 107, "test",
+                                                    train=False), 108)),
         "laws-qa": (laws_records(world, world.train_persons, sizes.laws_train, 101, "train", train=True,
                                  tail_examples=sizes.tail_examples),
                     laws_records(world, world.test_persons, sizes.laws_test, 102, "test", train=False)),
