@@ -106,7 +106,9 @@ class CandidateState:
         return sum(s.seconds for s in self.stages.values())
 
     def pruning(self) -> str:
-        """The pruning/merge outcome as the prune cell reported it: `-3/24 merged`, `skipped: no Base`."""
+        """The pruning/merge outcome as the prune cell reported it: `3/24 merged` (layers pruned of before, the
+        leaderboard's and the CLI's form, so the cell does not change when the leaderboard file takes over),
+        `skipped: no Base`."""
         st = self.stages.get("prune")
         if st is None:
             return ""
@@ -116,7 +118,7 @@ class CandidateState:
             return st.status
         s = st.summary
         before, after = s.get("layers_before"), s.get("layers_after")
-        out = f"-{before - after}/{before}" if isinstance(before, int) and isinstance(after, int) else "pruned"
+        out = f"{before - after}/{before}" if isinstance(before, int) and isinstance(after, int) else "pruned"
         if s.get("merge_rule"):
             return out + " merged"
         return out + (" no merge" if "skip_reason" in s else "")

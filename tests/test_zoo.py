@@ -401,7 +401,7 @@ def test_cli_build_and_tasks_json(test_zoo, isolated_home):
     r = CliRunner().invoke(cli, ["zoo", "tasks", "--size", "test", "--out", out, "--json"])
     assert r.exit_code == 0, r.output
     tasks = json.loads(r.stdout)
-    assert {t["name"] for t in tasks} == {"laws-qa", "profiles"}
+    assert [t["name"] for t in tasks] == ["notes-qa", "laws-qa", "profiles"]      # the first is the demo default
     assert all(Path(t["train_path"]).is_file() and Path(t["test_path"]).is_file() for t in tasks)
     # the build registered the pool in this home's registry
     from damoc.registry import RegistryStore
