@@ -308,3 +308,34 @@ def test_filter_stage_runs_an_lm_based_method_with_the_plans_scorer(zoo_env, tmp
     assert res["method"] == "superfiltering" and res["n_out"] == 10
     kept = read_samples_jsonl(tmp_path / TRAIN_FILE)
     assert len(kept) == 10 and {k.id for k in kept} <= {x.id for x in samples}
+
+
+def test_a_signal_while_a_run_starts_waits_until_its_driver_is_recorded(zoo_env, monkeypatch):
+    """A terminal closed (or Ctrl-C) between the run directory's creation and the driver's spawn used to leave a run
+    "created" for ever (the CI rehearsal hit it under load). start_run now holds the signal until the driver's pid
+    is recorded; the driver lifts the inherited mask and runs to the end."""
+    from damoc.pipeline import api
+
+    s = zoo_env["settings"]
+    cfg = _config(zoo_env, "compress.enabled=false", "prune.enabled=false", names=zoo_env["names"][:1],
+                  mode="zero-shot")
+    made, seen = [], []
+    real_spawn = api._spawn_driver
+
+    def spawn_after_a_signal(settings, rd, *, resume):
+        made.append(rd)
+        os.kill(os.getpid(), signal.SIGTERM)               # arrives inside the window
+        seen.append("sent")
+        return real_spawn(settings, rd, resume=resume)
+
+    def on_term(signum, frame):
+        seen.append(("delivered, driver pid recorded", bool(api.open_run(s, made[0].run_id).meta.get("pid"))))
+
+    monkeypatch.setattr(api, "_spawn_driver", spawn_after_a_signal)
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        h = api.start_run(s, cfg)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert seen == ["sent", ("delivered, driver pid recorded", True)]
+    assert _wait(s, h.run_id) == "finished"

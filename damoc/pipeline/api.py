@@ -13,7 +13,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +76,27 @@ class RunSummary:
         return asdict(self)
 
 
+# Signals that end a CLI: held while a run directory is created and its driver spawned (see _signals_held).
+HELD_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGTERM})
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold HELD_SIGNALS (they stay pending, nothing is lost) from the moment a run directory exists until its
+    driver is spawned and recorded: a terminal closed or a Ctrl-C in that window would otherwise leave a run that
+    no driver ever starts ("created" for ever). Pending signals arrive on exit. The driver inherits the mask and
+    lifts it first thing (driver.main). Python receives signals in the main thread only, so from another thread
+    (the TUI's workers) this holds nothing."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _spawn_driver(settings: Any, rd: RunDir, *, resume: bool) -> subprocess.Popen:
     logs = rd.path / "logs"
     logs.mkdir(exist_ok=True)
@@ -96,11 +120,12 @@ def start_run(settings: Any, config: RunConfig, *, detach: bool = True, plan: Pl
     if not plan.runnable:
         why = "; ".join(f"{c.name}: {c.error}" for c in plan.candidates)
         raise DamocError(f"no candidate can run ({why})", "fix the candidates above (damoc registry list)")
-    rd = RunDir.create(settings.runs_dir, plan.config, meta={
-        "mode": plan.mode, "candidates": [c.name for c in plan.candidates], "label": config.label,
-        "dataset": plan.config["dataset"]["train"], "status": "created"})
-    atomic_write_json(rd.path / "plan.json", plan.to_dict())
-    proc = _spawn_driver(settings, rd, resume=False)
+    with _signals_held():
+        rd = RunDir.create(settings.runs_dir, plan.config, meta={
+            "mode": plan.mode, "candidates": [c.name for c in plan.candidates], "label": config.label,
+            "dataset": plan.config["dataset"]["train"], "status": "created"})
+        atomic_write_json(rd.path / "plan.json", plan.to_dict())
+        proc = _spawn_driver(settings, rd, resume=False)
     return RunHandle(rd.run_id, rd.path, proc.pid, None if detach else proc)
 
 
@@ -117,7 +142,8 @@ def resume_run(settings: Any, run_id: str, *, detach: bool = True) -> RunHandle:
     if not (rd.path / "plan.json").is_file():
         raise DamocError(f"run {rd.run_id} has no plan.json (created by another version?)",
                          "start a new run with damoc run")
-    proc = _spawn_driver(settings, rd, resume=True)
+    with _signals_held():
+        proc = _spawn_driver(settings, rd, resume=True)
     return RunHandle(rd.run_id, rd.path, proc.pid, None if detach else proc)
 
 
