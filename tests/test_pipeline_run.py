@@ -312,8 +312,8 @@ def test_filter_stage_runs_an_lm_based_method_with_the_plans_scorer(zoo_env, tmp
 
 def test_a_signal_while_a_run_starts_waits_until_its_driver_is_recorded(zoo_env, monkeypatch):
     """A terminal closed (or Ctrl-C) between the run directory's creation and the driver's spawn used to leave a run
-    "created" for ever (the CI rehearsal hit it under load). start_run now holds the signal until the driver's pid
-    is recorded; the driver lifts the inherited mask and runs to the end."""
+    "created" for ever (the CI rehearsal hit it under load). start_run now defers the signal until the driver's pid
+    is recorded, and the run goes on to the end."""
     from damoc.pipeline import api
 
     s = zoo_env["settings"]

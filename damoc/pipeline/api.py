@@ -76,25 +76,31 @@ class RunSummary:
         return asdict(self)
 
 
-# Signals that end a CLI: held while a run directory is created and its driver spawned (see _signals_held).
-HELD_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGTERM})
+# Signals that end a CLI: deferred while a run directory is created and its driver spawned (see _signals_deferred).
+HELD_SIGNALS = tuple(getattr(signal, n) for n in ("SIGHUP", "SIGINT", "SIGTERM") if hasattr(signal, n))
 
 
 @contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold HELD_SIGNALS (they stay pending, nothing is lost) from the moment a run directory exists until its
-    driver is spawned and recorded: a terminal closed or a Ctrl-C in that window would otherwise leave a run that
-    no driver ever starts ("created" for ever). Pending signals arrive on exit. The driver inherits the mask and
-    lifts it first thing (driver.main). Python receives signals in the main thread only, so from another thread
-    (the TUI's workers) this holds nothing."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+def _signals_deferred() -> Iterator[None]:
+    """Defer HELD_SIGNALS from the moment a run directory exists until its driver is spawned and recorded: a
+    terminal closed or a Ctrl-C in that window would otherwise leave a run that no driver ever starts ("created"
+    for ever). A signal that comes meanwhile is recorded, and raised again once the previous handlers are back, so
+    nothing is lost or changed (an ignored SIGHUP stays ignored). Python-level handlers, not a signal mask: a mask
+    holds only the calling thread's signals, and the kernel hands a process-directed signal to any thread that does
+    not block it. Handlers can only be set from the main thread, so from another thread (the TUI's workers) this
+    defers nothing."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in HELD_SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)
 
 
 def _spawn_driver(settings: Any, rd: RunDir, *, resume: bool) -> subprocess.Popen:
@@ -120,7 +126,7 @@ def start_run(settings: Any, config: RunConfig, *, detach: bool = True, plan: Pl
     if not plan.runnable:
         why = "; ".join(f"{c.name}: {c.error}" for c in plan.candidates)
         raise DamocError(f"no candidate can run ({why})", "fix the candidates above (damoc registry list)")
-    with _signals_held():
+    with _signals_deferred():
         rd = RunDir.create(settings.runs_dir, plan.config, meta={
             "mode": plan.mode, "candidates": [c.name for c in plan.candidates], "label": config.label,
             "dataset": plan.config["dataset"]["train"], "status": "created"})
@@ -142,7 +148,7 @@ def resume_run(settings: Any, run_id: str, *, detach: bool = True) -> RunHandle:
     if not (rd.path / "plan.json").is_file():
         raise DamocError(f"run {rd.run_id} has no plan.json (created by another version?)",
                          "start a new run with damoc run")
-    with _signals_held():
+    with _signals_deferred():
         proc = _spawn_driver(settings, rd, resume=True)
     return RunHandle(rd.run_id, rd.path, proc.pid, None if detach else proc)
 

@@ -52,10 +52,6 @@ class Driver:
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)     # a closed terminal must not stop a run
-        # start_run spawns the driver with these signals held (api._signals_held) and the mask is inherited: lift
-        # it now that the handlers are in place (one sent meanwhile is delivered here, not lost)
-        if hasattr(signal, "pthread_sigmask"):
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
     # -- helpers ------------------------------------------------------------------------------------
     def _cells(self, candidate: str) -> list[Any]:
