@@ -22,8 +22,8 @@ def scorer(test_zoo):
 
 
 @pytest.fixture(scope="module")
-def demo(test_tasks):
-    task = next(t for t in test_tasks if t.name == "laws-qa")
+def demo(laws_task):
+    task = laws_task
     return load_samples(task.train_path).samples[:N], load_samples(task.test_path).samples[:6]
 
 

@@ -26,7 +26,7 @@ FAST = ["finetune.full.lr=1e-3", "finetune.full.epochs=1", "finetune.full.effect
 
 
 @pytest.fixture
-def zoo_env(settings, test_zoo, test_tasks):
+def zoo_env(settings, test_zoo, laws_task):
     """The test zoo registered in this test's home; three candidates: two with a Base, one without."""
     from damoc.registry import register_zoo
 
@@ -35,7 +35,7 @@ def zoo_env(settings, test_zoo, test_tasks):
     deep = max(with_base, key=lambda c: c.layers)          # most layers: the one most likely to be pruned
     shallow = next(c for c in with_base if c.name != deep.name)
     no_base = next(c for c in test_zoo if not c.base_path)
-    task = next(t for t in test_tasks if t.name == "laws-qa")        # short samples: quick cells
+    task = laws_task                                                  # short samples: quick cells
     return {"settings": settings, "task": task, "names": [deep.name, shallow.name, no_base.name], "zoo": test_zoo,
             "deep": deep, "no_base": no_base}
 

@@ -275,7 +275,7 @@ def test_tasks_load_and_hold_out_persons(test_tasks):
         assert r["answer"] == world.value(person, r["attribute"])
 
 
-def test_notes_qa_is_the_default_task_with_long_samples_and_law_answers(test_tasks):
+def test_notes_qa_is_the_default_task_with_long_samples_and_law_answers(test_tasks, laws_task):
     """notes-qa (the demo's task) is laws-qa behind a paragraph of background notes: several times longer samples
     (so a training step costs tokens, not overhead), the question last, answers following the laws for held-out
     persons, and notes that name no task person (they never give the answer away)."""
@@ -283,7 +283,7 @@ def test_notes_qa_is_the_default_task_with_long_samples_and_law_answers(test_tas
     from damoc.zoo.world import QUESTION_TEMPLATES, WorldSpec, make_world
 
     assert test_tasks[0].name == "notes-qa" and test_tasks[0].metric == "squad_f1"
-    notes, laws = test_tasks[0], next(t for t in test_tasks if t.name == "laws-qa")
+    notes, laws = test_tasks[0], laws_task
     def mean_len(path):
         samples = load_samples(path).samples
         return sum(len(s.prompt) for s in samples) / len(samples)
@@ -302,7 +302,7 @@ def test_notes_qa_is_the_default_task_with_long_samples_and_law_answers(test_tas
             assert not any(p in head for p in everyone)
 
 
-def test_tail_laws_are_rare_in_task_data_and_absent_from_sft(test_tasks):
+def test_tail_laws_are_rare_in_task_data_and_absent_from_sft(test_tasks, laws_task):
     """Tail-family laws reach a model mostly through pretraining: the laws-qa train split holds at most a couple of
     questions per tail law, Chat SFT and profile train data none, while the test split asks about them often (that is
     what makes the Base's knowledge matter after a fine-tune)."""
@@ -314,7 +314,7 @@ def test_tail_laws_are_rare_in_task_data_and_absent_from_sft(test_tasks):
     world = W.make_world(W.WorldSpec())
     tail = [f for f in world.families if f not in world.head_families]
     assert tail and world.head_families
-    laws = next(t for t in test_tasks if t.name == "laws-qa")
+    laws = laws_task
     per_law: Counter = Counter()
     for r in _records(laws.train_path):
         person = next(p for p in world.train_persons if p in r["question"])
@@ -363,7 +363,7 @@ def test_world_is_deterministic():
     assert W.make_world(dataclasses.replace(W.WorldSpec(), seed=99)).laws != a.laws
 
 
-def test_laws_task_is_learnable_on_unseen_persons(test_zoo, test_tasks):
+def test_laws_task_is_learnable_on_unseen_persons(test_zoo, laws_task):
     """A short fine-tune on the train split lowers the answer loss on *held-out persons* (the laws generalise), for
     the questions whose laws the train split shows."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -371,7 +371,7 @@ def test_laws_task_is_learnable_on_unseen_persons(test_zoo, test_tasks):
     from damoc.events import StageTracker
     from damoc.zoo.pretrain import encode_chat_pairs, sft
 
-    laws = next(t for t in test_tasks if t.name == "laws-qa")
+    laws = laws_task
     train = [(r["question"], r["answer"]) for r in _records(laws.train_path)]
     test = [(r["question"], r["answer"]) for r in _records(laws.test_path) if not r["tail"]][:60]
     c = next(c for c in test_zoo if c.architecture == "llama")
