@@ -1,8 +1,10 @@
-"""One registry pattern for every pluggable method: filters, compressors, merge rules, metrics, backends.
+"""One registry pattern for every pluggable method: filters, compressors, merge rules, metrics, backends,
+curve predictors, cell kinds, executors.
 
-Design follows lm-evaluation-harness's `Registry` (lazy "module:attr" entries, did-you-mean errors):
-entries can be registered eagerly with the decorator or lazily by import path, so listing methods never
-imports torch.
+Design follows lm-evaluation-harness's `lm_eval/api/registry.py`: lazy "module:attr" entries (listing methods
+never imports torch), did-you-mean errors, a base-type check on everything registered, and duplicates refused.
+A lazy entry is a placeholder; the object it points to is checked against the registry's base type when it is
+first loaded, and `register` (the decorator, at the definition) upgrades a placeholder of the same target.
 """
 from __future__ import annotations
 
@@ -28,27 +30,40 @@ class Entry:
 
 
 class Registry(Generic[T]):
-    """Named, lazily imported implementations of one kind of thing."""
+    """Named, lazily imported implementations of one kind of thing, each an instance or subclass of `base`."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, base: type) -> None:
         self.kind = kind
+        self.base = base
         self._entries: dict[str, Entry] = {}
         self._loaded: dict[str, T] = {}
 
     def add(self, name: str, target: str, *, family: str = "", description: str = "", **extra: Any) -> None:
-        if name in self._entries and self._entries[name].target != target:
+        """Register a lazy entry: `target` is imported on first `get`."""
+        if not name or name != name.strip():
+            raise ValueError(f"{self.kind} name {name!r} is empty or padded")
+        if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} already registered as {self._entries[name].target}")
         self._entries[name] = Entry(name, target, family, description, dict(extra))
 
     def register(self, name: str, *, family: str = "", description: str = "", **extra: Any) -> Callable[[T], T]:
-        """Decorator form, for code that is already imported."""
+        """Decorator form, at the definition. A lazy entry of the same target is upgraded, not duplicated."""
         def deco(obj: T) -> T:
+            self._check(name, obj)
             target = f"{obj.__module__}:{obj.__qualname__}"  # type: ignore[attr-defined]
-            if name not in self._entries:
+            known = self._entries.get(name)
+            if known is None:
                 self.add(name, target, family=family, description=description, **extra)
+            elif known.target != target:
+                raise ValueError(f"{self.kind} {name!r} already registered as {known.target}")
             self._loaded[name] = obj
             return obj
         return deco
+
+    def _check(self, name: str, obj: Any) -> None:
+        ok = isinstance(obj, self.base) or (isinstance(obj, type) and issubclass(obj, self.base))
+        if not ok:
+            raise TypeError(f"{self.kind} {name!r} is {obj!r}, not a {self.base.__name__}")
 
     def entry(self, name: str) -> Entry:
         key = self.normalise(name)
@@ -63,6 +78,7 @@ class Registry(Generic[T]):
             obj: Any = importlib.import_module(module)
             for part in attr.split("."):
                 obj = getattr(obj, part)
+            self._check(e.name, obj)
             self._loaded[e.name] = obj
         return self._loaded[e.name]
 
@@ -85,5 +101,12 @@ class Registry(Generic[T]):
     def __iter__(self) -> Iterator[Entry]:
         return iter(self._entries.values())
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def names(self) -> list[str]:
         return list(self._entries)
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(name, description) of every entry, in registration order: the UI's and the CLI's choice lists."""
+        return [(e.name, e.description) for e in self._entries.values()]

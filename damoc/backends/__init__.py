@@ -14,7 +14,7 @@ from damoc.backends.base import (GenerationBackend, answer_loglik, continuation_
                                  eos_ids, prompt_ids)
 from damoc.plugins import Registry
 
-BACKENDS: Registry[Any] = Registry("backend")
+BACKENDS: Registry[Any] = Registry("backend", object)
 BACKENDS.add("transformers", "damoc.backends.hf:TransformersBackend", family="local",
              description="transformers generate: batched greedy, left padding, stop strings + EOS, KV cache",
              aliases=("hf", "huggingface"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from damoc.compress.config import FIELDS, CompressConfig, CompressResult
 from damoc.plugins import Registry
 
-COMPRESSORS: Registry = Registry("compressor")
+COMPRESSORS: Registry = Registry("compressor", object)
 COMPRESSORS.add("damoc", "damoc.compress.answer:damoc_method", family="damoc", gate=True,
                 description="DaMoC: question fields LLMLingua-style, answer by question-conditioned perplexity (Eq. 2),"
                             " exact per-field budget, BERTScore gate + rewriting")

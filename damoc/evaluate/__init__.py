@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from damoc.plugins import Registry
 
-METRICS: Registry = Registry("metric")
+METRICS: Registry = Registry("metric", object)
 METRICS.add("squad_f1", "damoc.evaluate.metrics:squad_f1", family="generate",
             description="SQuAD token F1 (and exact match) of the greedy answer, max over references; percent",
             aliases=("f1", "squad"))

@@ -22,7 +22,7 @@ from damoc.plugins import Registry
 
 FAMILIES = ("distribution", "quality", "hybrid")
 
-FILTERS: Registry[Any] = Registry("filter method")
+FILTERS: Registry[Any] = Registry("filter method", object)
 _add = FILTERS.add
 # distribution-aware
 _add("dq", "damoc.filters.distribution:DQ", family="distribution", aliases=("datasetquantization",),

@@ -87,7 +87,7 @@ def candidate_stages(config: RunConfig, cand: CandidateFacts) -> list[StageDecis
 
 # -- named presets (ablations) -----------------------------------------------------------------------
 
-RECIPES: Registry[list[str]] = Registry("recipe")
+RECIPES: Registry[list[str]] = Registry("recipe", list)
 
 
 def _preset(name: str, description: str, overrides: list[str]) -> None:

@@ -93,7 +93,7 @@ LITERAL = MergeRule("literal", "Eq. 4 as printed, IS = cosine: (1-cos_l) W_k + (
 DROP = MergeRule("drop", "plain layer dropping by the same scores (ShortGPT-style), no merge", None,
                  needs_scores=False)
 
-MERGE_RULES: Registry[MergeRule] = Registry("merge rule")
+MERGE_RULES: Registry[MergeRule] = Registry("merge rule", MergeRule)
 for _r, _aliases in ((ADDITIVE, ("add", "ties")), (ADDITIVE_SCALED, ()), (CONVEX, ()), (PAPER, ("eq4",)),
                      (LITERAL, ()), (DROP, ("shortgpt", "none"))):
     MERGE_RULES.add(_r.name, f"damoc.prune.merge:{_r.name.upper()}", family="drop" if _r is DROP else "merge",
