@@ -5,13 +5,19 @@ Design follows lm-evaluation-harness's `lm_eval/api/registry.py`: lazy "module:a
 never imports torch), did-you-mean errors, a base-type check on everything registered, and duplicates refused.
 A lazy entry is a placeholder; the object it points to is checked against the registry's base type when it is
 first loaded, and `register` (the decorator, at the definition) upgrades a placeholder of the same target.
+
+A method's metadata (family, description, aliases) is written once, in one of two ways:
+- a lazy index (`add`) where listing must stay cheap, and classes that subclass a `Plugin` base with
+  `class GraphCut(FilterMethod, name="graphcut")`: the class registers itself at its definition (its module and
+  name must be the index's target) and takes name, family and description from the index;
+- `put(name, obj, ...)` at the definition, for method objects of a module that is cheap to import anyway.
 """
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from damoc.errors import UnknownNameError
 
@@ -23,7 +29,7 @@ class Entry:
     """What a registry knows about a method without importing it."""
 
     name: str
-    target: str                       # "package.module:attr"
+    target: str                       # "package.module:attr"; "" for an object `put` in place
     family: str = ""
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -32,7 +38,7 @@ class Entry:
 class Registry(Generic[T]):
     """Named, lazily imported implementations of one kind of thing, each an instance or subclass of `base`."""
 
-    def __init__(self, kind: str, base: type) -> None:
+    def __init__(self, kind: str, base: type = object) -> None:
         self.kind = kind
         self.base = base
         self._entries: dict[str, Entry] = {}
@@ -59,6 +65,13 @@ class Registry(Generic[T]):
             self._loaded[name] = obj
             return obj
         return deco
+
+    def put(self, name: str, obj: T, *, family: str = "", description: str = "", **extra: Any) -> T:
+        """Register an object (an instance, not a class) at its definition; returns it."""
+        self._check(name, obj)
+        self.add(name, "", family=family, description=description, **extra)
+        self._loaded[name] = obj
+        return obj
 
     def _check(self, name: str, obj: Any) -> None:
         ok = isinstance(obj, self.base) or (isinstance(obj, type) and issubclass(obj, self.base))
@@ -110,3 +123,27 @@ class Registry(Generic[T]):
     def choices(self) -> list[tuple[str, str]]:
         """(name, description) of every entry, in registration order: the UI's and the CLI's choice lists."""
         return [(e.name, e.description) for e in self._entries.values()]
+
+
+class Plugin:
+    """Base of the classes a lazily indexed registry holds (filters, compressors, backends).
+
+    `class GraphCut(FilterMethod, name="graphcut")` registers the class at its definition and sets `name`, `family`
+    and `description` from the registry's entry, so the index that lists methods without importing them is the
+    one place their metadata is written. A method base names its registry by overriding `registry()`."""
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    @classmethod
+    def registry(cls) -> Registry[Any]:
+        raise NotImplementedError(f"{cls.__name__} names no registry")
+
+    def __init_subclass__(cls, *, name: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if name:
+            reg = cls.registry()
+            reg.register(name)(cls)
+            entry = reg.entry(name)
+            cls.name, cls.family, cls.description = entry.name, entry.family, entry.description

@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from damoc.errors import ConfigError, DamocError, DataError, UnknownNameError
-from damoc.plugins import Registry
+from damoc.events import NullReporter, Reporter
+from damoc.filters.base import (FILTERS, FilterContext, FilterMethod, Scored, describe_params, params_dict,
+                                resolve_budget)
+from damoc.settings import Settings
 
 FAMILIES = ("distribution", "quality", "hybrid")
 
-FILTERS: Registry[Any] = Registry("filter method", object)
+# The index: each method's metadata, written once; the classes take theirs from here (`FilterMethod`).
 _add = FILTERS.add
 # distribution-aware
 _add("dq", "damoc.filters.distribution:DQ", family="distribution", aliases=("datasetquantization",),
@@ -64,8 +67,6 @@ def list_methods() -> list[dict[str, str]]:
 
 def method_info(name: str) -> dict[str, Any]:
     """A method's registry entry plus its parameters (imports the method's module)."""
-    from damoc.filters.base import describe_params
-
     e = FILTERS.entry(name)
     cls = FILTERS.get(name)
     return {"name": e.name, "family": e.family, "description": e.description, "reference": cls.reference,
@@ -120,15 +121,13 @@ def _num(x: Any) -> float | None:
 class ScoredPool:
     """A method's scores on a pool; `select` any ratio or count from them without rescoring."""
 
-    def __init__(self, method: Any, ctx: Any, scored: Any, seconds: float, skipped: dict[str, str],
-                 total: int) -> None:
+    def __init__(self, method: FilterMethod, ctx: FilterContext, scored: Scored, seconds: float,
+                 skipped: dict[str, str], total: int) -> None:
         self.method, self.ctx, self.scored, self.seconds = method, ctx, scored, seconds
         self.skipped = skipped            # id -> reason of samples dropped before scoring (no answer)
         self.total = total                # samples given, skipped ones included
 
     def select(self, ratio: float | None = 0.1, count: int | None = None) -> Selection:
-        from damoc.filters.base import params_dict, resolve_budget
-
         t0 = time.perf_counter()
         ctx, n = self.ctx, self.ctx.n
         budget = resolve_budget(n, ratio, count)
@@ -162,7 +161,7 @@ class ScoredPool:
                          else dict(scored.details), indices=list(order))
 
 
-def _dropped_reason(scored: Any, i: int, order: list[int]) -> str:
+def _dropped_reason(scored: Scored, i: int, order: list[int]) -> str:
     if scored.drop_reason is not None:
         return scored.drop_reason(i, order)
     if not bool(scored.eligible[i]):
@@ -172,30 +171,19 @@ def _dropped_reason(scored: Any, i: int, order: list[int]) -> str:
             f"({float(scored.values[last]):.4g})")
 
 
-def resolve_scorer(settings: Any, scorer: str | Path | None) -> str | None:
-    """A scorer model folder: a path as given, else a registry candidate's Chat folder, else a hub id as-is."""
+def resolve_scorer(settings: Settings, scorer: str | Path | None) -> str | None:
+    """A scorer model folder: a folder as given, else a registry candidate's Chat folder, else an "org/name" hub id
+    as-is (transformers finds it in the local HF cache, if it is there)."""
+    from damoc.registry.resolve import model_folder
+
     if scorer is None or str(scorer) == "":
         return None
-    p = Path(str(scorer)).expanduser()
-    if p.exists():
-        if not (p / "config.json").is_file():
-            raise ConfigError(f"scorer {p}: not a Hugging Face model folder (no config.json)",
-                              "pass a folder written by save_pretrained, or a registry candidate name")
-        return str(p)
     try:
-        from damoc.registry import resolve_candidate
-    except ImportError:
-        resolve_candidate = None  # type: ignore[assignment]
-    if resolve_candidate is not None:
-        try:
-            return str(resolve_candidate(settings, str(scorer)).chat_path)
-        except UnknownNameError:
-            if "/" not in str(scorer):
-                raise
-    elif "/" not in str(scorer):
-        raise ConfigError(f"scorer {scorer!r} is not a folder, and this build has no model registry",
-                          "pass the model's folder")
-    return str(scorer)       # an "org/name" hub id: transformers finds it in the local HF cache, if it is there
+        return str(model_folder(settings, scorer, setting="scorer"))
+    except ConfigError as e:
+        if "/" in str(scorer) and isinstance(e.__cause__, UnknownNameError):
+            return str(scorer)
+        raise
 
 
 def _load_embeddings(emb: Any, n: int) -> Any:
@@ -241,14 +229,11 @@ def _as_samples(samples: Any, skip_bad: bool) -> list[Any]:
 
 def score(samples: Any, method: str = "graphcut", *, budget: int | None = None, ratio: float | None = 0.1,
           count: int | None = None, seed: int = 0, params: Mapping[str, Any] | Any | None = None,
-          embeddings: Any = None, reporter: Any = None, settings: Any = None, scorer: str | Path | None = None,
-          target: Any = None, skip_bad: bool = False, encoder: str | None = None, run_id: str = "") -> ScoredPool:
+          embeddings: Any = None, reporter: Reporter | None = None, settings: Settings | None = None,
+          scorer: str | Path | None = None, target: Any = None, skip_bad: bool = False, encoder: str | None = None,
+          run_id: str = "") -> ScoredPool:
     """Score a pool with one method (the expensive part). `budget` (else ratio/count) is a hint for greedy methods."""
-    from damoc.events import NullReporter
-    from damoc.filters.base import FilterContext, resolve_budget
-
     if settings is None:
-        from damoc.settings import Settings
         settings = Settings.load()
     t0 = time.perf_counter()
     cls = FILTERS.get(method)
@@ -289,14 +274,13 @@ def score(samples: Any, method: str = "graphcut", *, budget: int | None = None, 
 
 def select(samples: Any, method: str = "graphcut", *, ratio: float | None = 0.1, count: int | None = None,
            seed: int = 0, params: Mapping[str, Any] | Any | None = None, embeddings: Any = None,
-           reporter: Any = None, settings: Any = None, scorer: str | Path | None = None, target: Any = None,
+           reporter: Reporter | None = None, settings: Settings | None = None, scorer: str | Path | None = None,
+           target: Any = None,
            skip_bad: bool = False, encoder: str | None = None, run_id: str = "") -> Selection:
     """Select `count` samples, or round(ratio * n), from `samples` (a list of `Sample` or a dataset path).
 
     `embeddings`: an (n, d) array or .npy path, one row per sample, instead of encoding; `scorer`: model folder or
     registry name for the LM-based methods; `target`: samples (or a path) LESS matches against."""
-    from damoc.filters.base import resolve_budget
-
     pool_samples = _as_samples(samples, skip_bad)
     if not pool_samples:
         raise DataError("no samples to filter", "give a dataset with at least one sample")

@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 from damoc.data.sample import Sample
 from damoc.errors import ConfigError, DamocError, DataError
 from damoc.events import NullReporter, Reporter, StageTracker
+from damoc.plugins import Plugin, Registry
+from damoc.settings import Settings
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -159,7 +161,7 @@ def _field_docs(cls: type) -> dict[str, str]:
 @dataclass
 class FilterContext:
     samples: list[Sample]
-    settings: Any
+    settings: Settings
     seed: int = 0
     reporter: Reporter = field(default_factory=NullReporter)
     scorer: str | None = None                 # resolved model folder (or hub id) for LM-based methods
@@ -176,7 +178,7 @@ class FilterContext:
 
     def device(self) -> str:
         from damoc.models import resolve_device
-        return resolve_device(getattr(self.settings, "device", "auto"))
+        return resolve_device(self.settings.device)
 
     def tracker(self, stage: str) -> StageTracker:
         return StageTracker(self.reporter, stage, run_id=self.run_id)
@@ -280,12 +282,10 @@ class Scored:
 
 # ---------------------------------------------------------------------------------------------------------------
 # the method interface
-class FilterMethod:
-    """One data-selection method. Subclasses set the class attributes and implement `score`."""
+class FilterMethod(Plugin):
+    """One data-selection method: `class GraphCut(FilterMethod, name="graphcut")` registers it in `FILTERS` (name,
+    family and description come from the index in `damoc.filters`); subclasses set the flags and implement `score`."""
 
-    name: ClassVar[str] = ""
-    family: ClassVar[str] = ""                    # distribution | quality | hybrid
-    description: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
     needs_answers: ClassVar[bool] = False
     needs_scorer: ClassVar[bool] = False
@@ -294,6 +294,10 @@ class FilterMethod:
 
     def __init__(self, params: Mapping[str, Any] | Any | None = None) -> None:
         self.params = parse_params(self.Params, params, self.name)
+
+    @classmethod
+    def registry(cls) -> Registry[Any]:
+        return FILTERS
 
     def score(self, ctx: FilterContext, budget: int) -> Scored:
         raise NotImplementedError
@@ -311,3 +315,7 @@ class FilterMethod:
         key = -v if descending else v
         idx = np.lexsort((tie, key))            # primary: key, secondary: the seeded permutation
         return [int(i) for i in idx if el[i] and np.isfinite(v[i])]
+
+
+FILTERS: Registry[type[FilterMethod]] = Registry("filter method", FilterMethod)
+"""The methods, indexed lazily in `damoc.filters` (listing them imports no numpy)."""

@@ -34,10 +34,7 @@ class GraphCutParams:
             raise ConfigError("graphcut: pool must be >= 1")
 
 
-class GraphCut(FilterMethod):
-    name = "graphcut"
-    family = "distribution"
-    description = "Greedy GraphCut on sentence embeddings: representative yet diverse (the paper's pick)."
+class GraphCut(FilterMethod, name="graphcut"):
     Params = GraphCutParams
     uses_embeddings = True
     reference = ("Iyer et al. 2021 (submodlib GraphCutFunction); greedy gain sum_i s_ix - lam (2 sum_S s_jx + s_xx) "
@@ -91,10 +88,7 @@ class DQParams:
             raise ConfigError(f"dq: bins must be >= 1, got {self.bins}")
 
 
-class DQ(FilterMethod):
-    name = "dq"
-    family = "distribution"
-    description = "Dataset Quantization: bins by repeated GraphCut, then a uniform draw from every bin."
+class DQ(FilterMethod, name="dq"):
     Params = DQParams
     uses_embeddings = True
     reference = ("Zhou et al. ICCV 2023, magic-research/Dataset_Quantization alpaca_sample.py: K bins of floor(n/K) "
@@ -163,10 +157,7 @@ class KCenterParams:
     """Points tracked exactly between refreshes (speed only)."""
 
 
-class KCenterGreedy(FilterMethod):
-    name = "kcentergreedy"
-    family = "distribution"
-    description = "K-Center greedy: repeatedly take the sample farthest from those already taken."
+class KCenterGreedy(FilterMethod, name="kcentergreedy"):
     Params = KCenterParams
     uses_embeddings = True
     reference = ("Sener & Savarese ICLR 2018; google/active-learning kcenter_greedy.py (Euclidean, seeded first "
@@ -200,10 +191,7 @@ class KCenterGreedy(FilterMethod):
                       extend=lambda b: self.score(ctx, b))
 
 
-class Random(FilterMethod):
-    name = "random"
-    family = "distribution"
-    description = "Uniform random sample without replacement (seeded)."
+class Random(FilterMethod, name="random"):
     reference = "uniform sampling without replacement (DQ's --random branch)"
 
     def score(self, ctx: FilterContext, budget: int) -> Scored:

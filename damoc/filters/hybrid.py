@@ -67,10 +67,7 @@ class MoDSParams:
             raise ConfigError("mods: quality_keep and seed_fraction must be in (0, 1]")
 
 
-class MoDS(FilterMethod):
-    name = "mods"
-    family = "hybrid"
-    description = "MoDS: quality filter, K-Center seed set, then the samples a seed-tuned model still answers badly."
+class MoDS(FilterMethod, name="mods"):
     Params = MoDSParams
     needs_answers = True
     needs_scorer = True
@@ -176,10 +173,7 @@ class CherryParams:
     """When fewer samples than the budget pass, top up with the next best."""
 
 
-class Cherry(FilterMethod):
-    name = "cherry"
-    family = "hybrid"
-    description = "Cherry LLM: K-Means pre-experience set, brief tuning, then keep the highest IFD (< 1)."
+class Cherry(FilterMethod, name="cherry"):
     Params = CherryParams
     needs_answers = True
     needs_scorer = True
@@ -250,10 +244,7 @@ class DeitaParams:
             raise ConfigError(f"deita: tau is a cosine similarity in [-1, 1], got {self.tau}")
 
 
-class Deita(FilterMethod):
-    name = "deita"
-    family = "hybrid"
-    description = "Deita: complexity x quality scores, then skip samples too similar to those already kept."
+class Deita(FilterMethod, name="deita"):
     Params = DeitaParams
     needs_answers = True
     needs_scorer = True
@@ -346,10 +337,7 @@ class CaRParams:
             raise ConfigError("car: variance must be in (0, 1]")
 
 
-class CaR(FilterMethod):
-    name = "car"
-    family = "hybrid"
-    description = "CaR: quality ranking plus clustering; the best of every cluster and the best overall."
+class CaR(FilterMethod, name="car"):
     Params = CaRParams
     needs_answers = True
     needs_scorer = True

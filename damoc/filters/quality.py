@@ -43,10 +43,7 @@ class AlpaGasusParams:
             raise ConfigError(f"alpagasus: threshold must be in [0, 5], got {self.threshold}")
 
 
-class AlpaGasus(FilterMethod):
-    name = "alpagasus"
-    family = "quality"
-    description = "AlpaGasus: an LLM judge rates each sample 0-5; keep the best rated (or those >= a threshold)."
+class AlpaGasus(FilterMethod, name="alpagasus"):
     Params = AlpaGasusParams
     needs_answers = True
     needs_scorer = True
@@ -132,10 +129,7 @@ class LMAParams:
     encoder's WordPiece; 'words' (whitespace), 'chars', or a tokenizer folder / HF id."""
 
 
-class LMA(FilterMethod):
-    name = "lma"
-    family = "quality"
-    description = "Long Is More for Alignment: keep the samples with the longest responses (in tokens)."
+class LMA(FilterMethod, name="lma"):
     Params = LMAParams
     needs_answers = True
     reference = ("Zhao et al. ICML 2024 (tml-epfl/long-is-more-for-alignment): the longest responses; ties by "
@@ -193,10 +187,7 @@ class SuperfilteringParams:
     """When fewer samples than the budget have IFD < threshold, top up with the next best."""
 
 
-class Superfiltering(FilterMethod):
-    name = "superfiltering"
-    family = "quality"
-    description = "Superfiltering: IFD from a small scorer LM; drop IFD >= 1, keep the highest IFD."
+class Superfiltering(FilterMethod, name="superfiltering"):
     Params = SuperfilteringParams
     needs_answers = True
     needs_scorer = True
@@ -265,10 +256,7 @@ class LESSParams:
             raise ConfigError("less: epochs and proj_dim must be >= 1")
 
 
-class LESS(FilterMethod):
-    name = "less"
-    family = "quality"
-    description = "LESS: LoRA gradient features after a short warm-up, keep those most similar to a target set."
+class LESS(FilterMethod, name="less"):
     Params = LESSParams
     needs_answers = True
     needs_scorer = True

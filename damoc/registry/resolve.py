@@ -5,11 +5,39 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from damoc.errors import DamocError
+from damoc.errors import ConfigError, DamocError
 from damoc.registry.models import Candidate, ModelFacts, ModelRef, ResolvedCandidate, human_bytes
+from damoc.settings import Settings
 
 
-def resolve_candidate(settings: Any, name: str) -> ResolvedCandidate:
+def given_folder(ref: str | Path, *, setting: str) -> Path | None:
+    """`ref` as a model folder when it is a path (it must hold config.json); None when it reads as a name.
+    A path that does not exist is an error here, not a registry lookup: `./chat` is never a candidate's name."""
+    text = str(ref)
+    p = Path(text).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ConfigError(f"{setting}: {p} has no config.json, not a Hugging Face model folder",
+                              "pass a folder written by save_pretrained, or a registry candidate name")
+        return p.resolve()
+    if text.startswith((".", "~", "/")) or "\\" in text or (p.parent != Path(".") and p.parent.is_dir()):
+        raise ConfigError(f"{setting} {text!r}: no such folder", "check the path, or pass a registry candidate name")
+    return None
+
+
+def model_folder(settings: Settings, ref: str | Path, *, setting: str = "compress.model") -> Path:
+    """The model folder a setting names: a folder as given, else a registry candidate's Chat folder. Errors name
+    `setting` (a run config holds several model references); an unknown name's error keeps its did-you-mean."""
+    folder = given_folder(ref, setting=setting)
+    if folder is not None:
+        return folder
+    try:
+        return Path(resolve_candidate(settings, str(ref)).chat_path)
+    except DamocError as e:
+        raise ConfigError(f"{setting}: {e.message}", e.hint) from e
+
+
+def resolve_candidate(settings: Settings, name: str) -> ResolvedCandidate:
     """Local folders for `name` (hub ids go through the local HF cache; nothing is downloaded).
 
     Raises DamocError when the Chat is not on this machine. `base_path` is set only when sparse merging is supported
@@ -91,7 +119,7 @@ def _get(item: Any, key: str) -> Any:
     return item.get(key) if isinstance(item, dict) else getattr(item, key, None)
 
 
-def register_zoo(settings: Any, zoo_candidates: Iterable[Any]) -> list[Candidate]:
+def register_zoo(settings: Settings, zoo_candidates: Iterable[Any]) -> list[Candidate]:
     """Register (or refresh) the demo zoo's pairs: items with name, architecture, parameters, layers, chat_path,
     base_path (or None). Idempotent: re-registering replaces the earlier zoo entries of the same names, and never
     overwrites an entry the user added under the same name (that raises NameTaken)."""
