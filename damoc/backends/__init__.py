@@ -10,11 +10,10 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from damoc.backends.base import (GenerationBackend, answer_loglik, continuation_ids, continuation_text, cut_at_stop,
-                                 eos_ids, prompt_ids)
-from damoc.plugins import Registry
+from damoc.backends.base import (BACKENDS, GenerationBackend, answer_loglik, continuation_ids, continuation_text,
+                                 cut_at_stop, eos_ids, prompt_ids)
 
-BACKENDS: Registry[Any] = Registry("backend", object)
+# The index: each backend's metadata, written once.
 BACKENDS.add("transformers", "damoc.backends.hf:TransformersBackend", family="local",
              description="transformers generate: batched greedy, left padding, stop strings + EOS, KV cache",
              aliases=("hf", "huggingface"))

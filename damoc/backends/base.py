@@ -5,31 +5,47 @@ here so that a prompt is tokenised the same way when a model is trained on it an
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
+
+from damoc.plugins import Plugin, Registry
 
 
-@runtime_checkable
-class GenerationBackend(Protocol):
-    """What every backend offers. Prompts are already formatted (`damoc.models.format_prompt`)."""
+class GenerationBackend(Plugin, ABC):
+    """What every backend offers: `class TransformersBackend(GenerationBackend, name="transformers")` registers it
+    in `BACKENDS` (metadata in the index of `damoc.backends`). Prompts are already formatted
+    (`damoc.models.format_prompt`)."""
 
-    name: str
     tokenizer: Any
 
+    @classmethod
+    def registry(cls) -> Registry[Any]:
+        return BACKENDS
+
+    @property
+    def max_length(self) -> int | None:
+        """The model's context in tokens, when the backend knows it (the rewriter sizes its prompts by it)."""
+        return None
+
+    @abstractmethod
     def generate(self, prompts: list[str], *, max_new_tokens: int = 64, stop: list[str] | None = None,
                  batch_size: int | None = None) -> list[str]:
         """Greedy continuations, one per prompt, in input order, cut before the first stop string (EOS always
         stops). The text is returned as decoded (not stripped)."""
-        ...
 
+    @abstractmethod
     def loglikelihood(self, contexts: list[str], continuations: list[str], *,
                       batch_size: int | None = None) -> list[tuple[float, int]]:
         """Teacher-forced (sum log-prob of the continuation tokens given the context, number of those tokens)."""
-        ...
 
+    @abstractmethod
     def close(self) -> None:
         """Free the model (and GPU memory). The backend is unusable afterwards."""
-        ...
+
+
+BACKENDS: Registry[type[GenerationBackend]] = Registry("backend", GenerationBackend)
+"""The backends, indexed lazily in `damoc.backends` (nothing heavy is imported until one is built)."""
 
 
 def prompt_ids(tokenizer: Any, text: str) -> list[int]:

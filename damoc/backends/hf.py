@@ -6,7 +6,7 @@ import gc
 from pathlib import Path
 from typing import Any
 
-from damoc.backends.base import cut_at_stop, eos_ids, prompt_ids
+from damoc.backends.base import GenerationBackend, cut_at_stop, eos_ids, prompt_ids
 from damoc.errors import ConfigError
 
 
@@ -27,10 +27,8 @@ def _stop_criteria(tokenizer: Any, stop: list[str], prompt_len: int) -> Any:
     return StopOnStrings()
 
 
-class TransformersBackend:
+class TransformersBackend(GenerationBackend, name="transformers"):
     """Generation and scoring with a Hugging Face causal LM (a folder, or a model already in memory)."""
-
-    name = "transformers"
 
     def __init__(self, model: Any, *, tokenizer: Any = None, device: str = "auto", dtype: Any = None,
                  trust_remote_code: bool = False, **_: Any) -> None:
@@ -177,10 +175,7 @@ class TransformersBackend:
         if self._owns_model:
             self.model = None
             gc.collect()
-            try:
-                import torch
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            except ImportError:  # pragma: no cover
-                pass
+            import torch
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 

@@ -9,12 +9,11 @@ import gc
 from pathlib import Path
 from typing import Any
 
-from damoc.backends.base import cut_at_stop, prompt_ids
+from damoc.backends.base import GenerationBackend, cut_at_stop, prompt_ids
 from damoc.errors import ConfigError
 
 
-class VLLMBackend:
-    name = "vllm"
+class VLLMBackend(GenerationBackend, name="vllm"):
 
     def __init__(self, model: Any, *, tokenizer: Any = None, device: str = "auto", dtype: str = "auto",
                  gpu_memory_utilization: float = 0.85, tensor_parallel_size: int = 1, max_model_len: int | None = None,

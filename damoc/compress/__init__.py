@@ -9,26 +9,31 @@ baselines. Light at import time: torch, transformers and bert-score load inside 
 """
 from __future__ import annotations
 
-from damoc.compress.config import FIELDS, CompressConfig, CompressResult
-from damoc.plugins import Registry
+from typing import Any
 
-COMPRESSORS: Registry = Registry("compressor", object)
-COMPRESSORS.add("damoc", "damoc.compress.answer:damoc_method", family="damoc", gate=True,
+from damoc.compress.config import FIELDS, CompressConfig, CompressResult
+from damoc.compress.method import COMPRESSORS, Compressor
+from damoc.events import Reporter
+from damoc.settings import Settings
+
+# The index: each compressor's metadata, written once (`gate`: whether the BERTScore gate applies by default).
+COMPRESSORS.add("damoc", "damoc.compress.answer:DaMoC", family="damoc", gate=True,
                 description="DaMoC: question fields LLMLingua-style, answer by question-conditioned perplexity (Eq. 2),"
                             " exact per-field budget, BERTScore gate + rewriting")
-COMPRESSORS.add("llmlingua", "damoc.compress.baselines:llmlingua_method", family="baseline", gate=False,
+COMPRESSORS.add("llmlingua", "damoc.compress.baselines:LLMLingua", family="baseline", gate=False,
                 aliases=("llm-lingua",),
                 description="LLMLingua: question-agnostic, whole sample, iterative token level, quantile threshold")
-COMPRESSORS.add("longllmlingua", "damoc.compress.baselines:longllmlingua_method", family="baseline", gate=False,
+COMPRESSORS.add("longllmlingua", "damoc.compress.baselines:LongLLMLingua", family="baseline", gate=False,
                 aliases=("long-llmlingua",),
                 description="LongLLMLingua: question-aware coarse-to-fine, contrastive token scores, dynamic ratios")
 
 
-def compress_dataset(samples, config=None, *, reporter=None, settings=None) -> CompressResult:  # type: ignore[no-untyped-def]
+def compress_dataset(samples: list[Any], config: CompressConfig | None = None, *, reporter: Reporter | None = None,
+                     settings: Settings | None = None) -> CompressResult:
     """See `damoc.compress.core.compress_dataset`."""
     from damoc.compress.core import compress_dataset as _run
 
     return _run(samples, config, reporter=reporter, settings=settings)
 
 
-__all__ = ["COMPRESSORS", "FIELDS", "CompressConfig", "CompressResult", "compress_dataset"]
+__all__ = ["COMPRESSORS", "Compressor", "FIELDS", "CompressConfig", "CompressResult", "compress_dataset"]

@@ -1,4 +1,4 @@
-"""Answer compression conditioned on the compressed question (the paper's Eq. 2), and the `damoc` method.
+"""Answer compression conditioned on the compressed question (the paper's Eq. 2), and the `damoc` compressor.
 
 Eq. 2: s_i = perplexity(x_ans_i | x~_que, x_ans_<i). Each answer token is scored by its loss given the compressed
 question and the answer tokens before it (the earlier answer windows in their compressed form, as LLMLingua's
@@ -17,6 +17,7 @@ from collections.abc import Generator
 import numpy as np
 
 from damoc.compress.config import PROMPT_FIELDS
+from damoc.compress.method import Compressor, Masks
 from damoc.compress.question import Env, compress_prompt_fields, iterative
 from damoc.compress.text import FieldTokens
 from damoc.compress.token_loss import Request
@@ -29,12 +30,14 @@ def compress_answer(ans: FieldTokens, ratio: float, env: Env, *, question_ids: l
                                  prefix0=[] if contrastive else None))
 
 
-def damoc_method(fields: dict[str, FieldTokens], ratios: dict[str, float], env: Env, *, contrastive: bool = False,
-                 **_: object) -> Generator[list[Request], list[np.ndarray], dict[str, list[bool]]]:
+class DaMoC(Compressor, name="damoc"):
     """DaMoC token compression of one sample: the prompt fields LLMLingua-style, then the answer by Eq. 2."""
-    keeps, q_ids = yield from compress_prompt_fields(fields, ratios, env, PROMPT_FIELDS)
-    ans = fields.get("answer")
-    if ans is not None and ans.units:
-        keeps["answer"], _ = yield from compress_answer(ans, ratios.get("answer", 1.0), env, question_ids=q_ids,
-                                                        contrastive=contrastive)
-    return keeps
+
+    def compress(self, fields: dict[str, FieldTokens], ratios: dict[str, float], env: Env, *,
+                 contrastive: bool = False, rate: float = 0.5) -> Masks:
+        keeps, q_ids = yield from compress_prompt_fields(fields, ratios, env, PROMPT_FIELDS)
+        ans = fields.get("answer")
+        if ans is not None and ans.units:
+            keeps["answer"], _ = yield from compress_answer(ans, ratios.get("answer", 1.0), env, question_ids=q_ids,
+                                                            contrastive=contrastive)
+        return keeps

@@ -14,12 +14,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Generator
 
 import numpy as np
 
 from damoc.compress.budget import dynamic_ratios
 from damoc.compress.config import FIELDS
+from damoc.compress.method import Compressor, Masks
 from damoc.compress.question import Env, compress_prompt_fields, iterative
 from damoc.compress.text import FieldTokens
 from damoc.compress.token_loss import Request
@@ -28,13 +28,14 @@ COARSE_EXTRA_TOKENS = 100
 DYNAMIC_DELTA = 0.3
 
 
-def llmlingua_method(fields: dict[str, FieldTokens], ratios: dict[str, float], env: Env, **_: object
-                     ) -> Generator[list[Request], list[np.ndarray], dict[str, list[bool]]]:
-    env.rule = "quantile"
-    env.history = []
-    # every field, the answer included, compressed in order like the question side of DaMoC (no Eq. 2 conditioning)
-    keeps, _ = yield from compress_prompt_fields(fields, ratios, env, FIELDS)
-    return keeps
+class LLMLingua(Compressor, name="llmlingua"):
+    def compress(self, fields: dict[str, FieldTokens], ratios: dict[str, float], env: Env, *,
+                 contrastive: bool = False, rate: float = 0.5) -> Masks:
+        env.rule = "quantile"
+        env.history = []
+        # every field, the answer included, compressed in order like DaMoC's question side (no Eq. 2 conditioning)
+        keeps, _ = yield from compress_prompt_fields(fields, ratios, env, FIELDS)
+        return keeps
 
 
 _SENT = re.compile(r"(?<=[.!?])\s+")
@@ -64,60 +65,61 @@ def documents(ft: FieldTokens) -> list[tuple[int, int]]:
     return out
 
 
-def longllmlingua_method(fields: dict[str, FieldTokens], ratios: dict[str, float], env: Env, *, rate: float = 0.5,
-                         **_: object) -> Generator[list[Request], list[np.ndarray], dict[str, list[bool]]]:
-    keeps: dict[str, list[bool]] = {}
-    q_ids: list[int] = []
-    q_tokens = 0
-    for name in ("instruction", "question"):
-        ft = fields.get(name)
-        if ft is not None and ft.units:
-            keeps[name] = [True] * len(ft.units)
-            q_ids = q_ids + (env.sep if q_ids else []) + ft.ids
-            q_tokens += ft.n_tokens
-    ctx, ans = fields.get("context"), fields.get("answer")
-    ctx_n = ctx.n_tokens if ctx is not None else 0
-    ans_n = ans.n_tokens if ans is not None and not ans.protected else 0
-    total = q_tokens + ctx_n + (ans.n_tokens if ans is not None else 0)
-    fixed = q_tokens + (ans.n_tokens if ans is not None and ans.protected else 0)
-    tau = (rate * total - fixed) / max(ctx_n + ans_n, 1)
-    tau = min(max(tau, 0.05), 1.0)
+class LongLLMLingua(Compressor, name="longllmlingua"):
+    def compress(self, fields: dict[str, FieldTokens], ratios: dict[str, float], env: Env, *,
+                 contrastive: bool = False, rate: float = 0.5) -> Masks:
+        keeps: dict[str, list[bool]] = {}
+        q_ids: list[int] = []
+        q_tokens = 0
+        for name in ("instruction", "question"):
+            ft = fields.get(name)
+            if ft is not None and ft.units:
+                keeps[name] = [True] * len(ft.units)
+                q_ids = q_ids + (env.sep if q_ids else []) + ft.ids
+                q_tokens += ft.n_tokens
+        ctx, ans = fields.get("context"), fields.get("answer")
+        ctx_n = ctx.n_tokens if ctx is not None else 0
+        ans_n = ans.n_tokens if ans is not None and not ans.protected else 0
+        total = q_tokens + ctx_n + (ans.n_tokens if ans is not None else 0)
+        fixed = q_tokens + (ans.n_tokens if ans is not None and ans.protected else 0)
+        tau = (rate * total - fixed) / max(ctx_n + ans_n, 1)
+        tau = min(max(tau, 0.05), 1.0)
 
-    ctx_prefix: list[int] = []
-    if ctx is not None and ctx.units:
-        keep = [False] * len(ctx.units)
-        docs = documents(ctx)
-        target = tau * ctx_n
-        if len(docs) > 1 and q_ids:
-            reqs = [Request(env.start + ctx.ids[ctx.units[a].start:ctx.units[b - 1].end] + env.sep, q_ids)
-                    for a, b in docs]
-            losses = yield reqs
-            qloss = [float(np.nanmean(x)) if len(x) else float("inf") for x in losses]
-            ranked = sorted(range(len(docs)), key=lambda d: (qloss[d], d))
-        else:
-            ranked = list(range(len(docs)))
-        chosen, n = [], 0
-        for d in ranked:                             # coarse: documents in rank order up to budget + 100 tokens
-            if n >= target + COARSE_EXTRA_TOKENS and chosen:
-                break
-            chosen.append(d)
-            a, b = docs[d]
-            n += ctx.units[b - 1].end - ctx.units[a].start
-        base = min(target / max(n, 1), 1.0)
-        rank_ratio = dict(zip(chosen, dynamic_ratios(base, len(chosen), DYNAMIC_DELTA)))
-        kept_ctx: list[int] = []
-        for d in sorted(chosen):                     # fine: original order, contrastive against the question
-            a, b = docs[d]
-            sub, _ = yield from iterative(ctx, rank_ratio[d], env, prefix=q_ids, prefix0=[] if q_ids else None,
-                                          carried=kept_ctx, span=(a, b))
-            keep[a:b] = sub
-            kept_ctx = ctx.kept_ids(keep)
-        if not any(keep):
-            keep[0] = True
-        keeps["context"] = keep
-        ctx_prefix = ctx.kept_ids(keep)
-    if ans is not None and ans.units:
-        cond = q_ids + (env.sep if q_ids and ctx_prefix else []) + ctx_prefix
-        keeps["answer"], _ = yield from iterative(ans, 1.0 if ans.protected else tau, env, prefix=cond,
-                                                  prefix0=ctx_prefix if q_ids else None)
-    return keeps
+        ctx_prefix: list[int] = []
+        if ctx is not None and ctx.units:
+            keep = [False] * len(ctx.units)
+            docs = documents(ctx)
+            target = tau * ctx_n
+            if len(docs) > 1 and q_ids:
+                reqs = [Request(env.start + ctx.ids[ctx.units[a].start:ctx.units[b - 1].end] + env.sep, q_ids)
+                        for a, b in docs]
+                losses = yield reqs
+                qloss = [float(np.nanmean(x)) if len(x) else float("inf") for x in losses]
+                ranked = sorted(range(len(docs)), key=lambda d: (qloss[d], d))
+            else:
+                ranked = list(range(len(docs)))
+            chosen, n = [], 0
+            for d in ranked:                             # coarse: documents in rank order up to budget + 100 tokens
+                if n >= target + COARSE_EXTRA_TOKENS and chosen:
+                    break
+                chosen.append(d)
+                a, b = docs[d]
+                n += ctx.units[b - 1].end - ctx.units[a].start
+            base = min(target / max(n, 1), 1.0)
+            rank_ratio = dict(zip(chosen, dynamic_ratios(base, len(chosen), DYNAMIC_DELTA)))
+            kept_ctx: list[int] = []
+            for d in sorted(chosen):                     # fine: original order, contrastive against the question
+                a, b = docs[d]
+                sub, _ = yield from iterative(ctx, rank_ratio[d], env, prefix=q_ids, prefix0=[] if q_ids else None,
+                                              carried=kept_ctx, span=(a, b))
+                keep[a:b] = sub
+                kept_ctx = ctx.kept_ids(keep)
+            if not any(keep):
+                keep[0] = True
+            keeps["context"] = keep
+            ctx_prefix = ctx.kept_ids(keep)
+        if ans is not None and ans.units:
+            cond = q_ids + (env.sep if q_ids and ctx_prefix else []) + ctx_prefix
+            keeps["answer"], _ = yield from iterative(ans, 1.0 if ans.protected else tau, env, prefix=cond,
+                                                      prefix0=ctx_prefix if q_ids else None)
+        return keeps

@@ -8,13 +8,20 @@ from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from damoc.compress.config import FIELDS, CompressConfig, CompressResult
 from damoc.errors import ConfigError
-from damoc.events import StageTracker
+from damoc.events import Reporter, StageTracker
+from damoc.registry.resolve import model_folder
+from damoc.settings import Settings
+
+if TYPE_CHECKING:
+    from damoc.backends.base import GenerationBackend
+    from damoc.compress.gate import BertScoreGate
+    from damoc.compress.token_loss import TokenScorer
 
 CHUNK = 64                     # samples whose scoring requests are batched together (and progress granularity)
 
@@ -31,24 +38,6 @@ class _Item:
     score: float | None = None                   # gate F1 of the token-compressed text
     final_score: float | None = None             # gate F1 of what is emitted
     rounds: int = 0
-
-
-def resolve_model(name: str, settings: Any, what: str) -> str:
-    """A model folder, or a registry candidate's chat model folder."""
-    p = Path(name).expanduser()
-    if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise ConfigError(f"{what} folder {p} has no config.json",
-                              "pass a folder written by save_pretrained, or a registry candidate name")
-        return str(p.resolve())
-    if name.startswith((".", "~", "/")) or "\\" in name or p.parent.is_dir() and p.parent != Path("."):
-        raise ConfigError(f"{what} {name!r}: no such folder", "check the path, or pass a registry candidate name")
-    try:
-        from damoc.registry import resolve_candidate
-    except ImportError as e:
-        raise ConfigError(f"{what} {name!r} is not a model folder, and the model registry is not available",
-                          "pass a model folder (one with config.json)") from e
-    return str(resolve_candidate(settings, name).chat_path)
 
 
 def _folder_identity(path: str) -> list[Any]:
@@ -100,12 +89,11 @@ def _text_fields(s: Any) -> dict[str, str]:
     return {k: getattr(s, k) or "" for k in FIELDS}
 
 
-def compress_dataset(samples: list[Any], config: CompressConfig | None = None, *, reporter: Any = None,
-                     settings: Any = None) -> CompressResult:
+def compress_dataset(samples: list[Any], config: CompressConfig | None = None, *, reporter: Reporter | None = None,
+                     settings: Settings | None = None) -> CompressResult:
     """Compress the question/context/answer tokens of `samples` (see docs/compression.md)."""
     from damoc.compress import COMPRESSORS
     from damoc.compress.cache import cache_key, load_cached, store_cached
-    from damoc.settings import Settings
 
     cfg = (config or CompressConfig()).validate()
     settings = settings or Settings.load()
@@ -113,8 +101,8 @@ def compress_dataset(samples: list[Any], config: CompressConfig | None = None, *
     if not cfg.model:
         raise ConfigError("no compressor model given",
                           "pass the small LM that scores tokens: --model NAME|FOLDER (a registry candidate or folder)")
-    model_path = resolve_model(cfg.model, settings, "compressor model")
-    rewriter_path = resolve_model(cfg.rewriter, settings, "rewriter") if cfg.rewriter else None
+    model_path = str(model_folder(settings, cfg.model, setting="compress.model"))
+    rewriter_path = str(model_folder(settings, cfg.rewriter, setting="compress.rewriter")) if cfg.rewriter else None
     gated = method_entry.extra.get("gate", True) if cfg.gate is None else cfg.gate
     samples = list(samples)
 
@@ -145,7 +133,7 @@ def compress_dataset(samples: list[Any], config: CompressConfig | None = None, *
     window = min(cfg.window, max(8, scorer.max_length // 2))
     sep = list(tok("\n\n", add_special_tokens=False)["input_ids"])
     force = re.compile(cfg.force_keep) if cfg.force_keep else None
-    method = COMPRESSORS.get(method_entry.name)
+    method = COMPRESSORS.get(method_entry.name)()
 
     # a task statement shared by several samples (billsum's "Summarize the following bill.") is a template: kept
     instr_counts = Counter(s.instruction.strip() for s in samples if s.instruction and s.instruction.strip())
@@ -169,7 +157,7 @@ def compress_dataset(samples: list[Any], config: CompressConfig | None = None, *
     n_orig_tokens = sum(ft.n_tokens for it in items for ft in it.fields.values())
     for c in range(0, len(items), CHUNK):
         chunk = items[c:c + CHUNK]
-        gens = [method(it.fields, it.ratios, Env(start=scorer.start_ids, sep=sep, window=window),
+        gens = [method.compress(it.fields, it.ratios, Env(start=scorer.start_ids, sep=sep, window=window),
                        contrastive=cfg.contrastive, rate=cfg.rate) for it in chunk]
         for it, keeps in zip(chunk, _drive(gens, scorer)):
             it.keeps = keeps
@@ -219,9 +207,8 @@ def compress_dataset(samples: list[Any], config: CompressConfig | None = None, *
         try:
             _rewrite_loop(items, failing, cfg, gate, backend, tok, reporter, rewrite_info)
         finally:
-            close = getattr(backend, "close", None)
-            if callable(close) and not shared:
-                close()
+            if not shared:
+                backend.close()
     t_rewrite = time.perf_counter() - t0
 
     # ---- outcome ------------------------------------------------------------------------------------------
@@ -298,7 +285,7 @@ def compress_dataset(samples: list[Any], config: CompressConfig | None = None, *
     return result
 
 
-def _rewriter_backend(path: str, device: str, scorer: Any) -> Any:
+def _rewriter_backend(path: str, device: str, scorer: TokenScorer | None) -> GenerationBackend:
     """A generation backend from `damoc.backends` (vLLM on a GPU box when installed, transformers otherwise); the
     compressor's model already in memory is reused when it is also the rewriter."""
     from damoc.backends import get_backend
@@ -308,8 +295,8 @@ def _rewriter_backend(path: str, device: str, scorer: Any) -> Any:
     return get_backend(path, name="auto", device=device)
 
 
-def _rewrite_loop(items: list[_Item], failing: list[_Item], cfg: CompressConfig, gate: Any, backend: Any,
-                  tok: Any, reporter: Any, info: dict[str, Any]) -> None:
+def _rewrite_loop(items: list[_Item], failing: list[_Item], cfg: CompressConfig, gate: BertScoreGate,
+                  backend: GenerationBackend, tok: Any, reporter: Reporter | None, info: dict[str, Any]) -> None:
     from damoc.compress.rewrite import (Attempt, RewriteJob, build_prompt, format_for, parse_response, pick_examples,
                                         primer)
     from damoc.compress.text import count_tokens
@@ -327,7 +314,7 @@ def _rewrite_loop(items: list[_Item], failing: list[_Item], cfg: CompressConfig,
         todo = [j for j in jobs.values() if by_index[j.index].status == "failed"]
         if not todo:
             break
-        ctx_len = getattr(backend, "max_length", None)
+        ctx_len = backend.max_length
         prompts, limits, runnable = [], [], []
         for j in todo:
             n_comp = sum(count_tokens(backend.tokenizer, v) for v in j.compressed.values())

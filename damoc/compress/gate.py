@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from damoc.errors import ConfigError
+from damoc.settings import Settings
 
 # bert-score's English default model and layer, and its shipped baseline F at that layer (rescale_baseline/en)
 PAPER_THRESHOLD = 0.9
@@ -90,7 +91,7 @@ def _chunks(words: list[str], k: int) -> list[str]:
 class BertScoreGate:
     """Loads the encoder once (`BERTScorer`) and scores many (original, compressed) samples."""
 
-    def __init__(self, *, encoder: str | None = None, settings: Any = None, threshold: float | None = None,
+    def __init__(self, *, encoder: str | None = None, settings: Settings | None = None, threshold: float | None = None,
                  device: str = "cpu", batch_size: int = 64) -> None:
         from damoc.encoders import encoder_num_layers, encoder_path
 
