@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from damoc.events import CandidateScored, RunFinished, RunStarted, StageStarted
+from tests.helpers.cache import cache_dir
+from tests.helpers.cli import damoc
 
 FAST = ["finetune.full.lr=1e-3", "finetune.full.epochs=1", "finetune.full.effective_batch=8",
         "finetune.full.micro_batch=8", "finetune.full.max_length=64", "finetune.proxy_min_steps=3",
@@ -194,29 +196,24 @@ def test_cancel_kill_and_resume_never_redo_finished_cells(zoo_env):
     assert len(lb.ranking) == 3 and all(r.status == "done" and r.seed_spread is not None for r in lb.rows)
 
 
-def _damoc(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "damoc", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
-
-
 def test_cli_contract(zoo_env, isolated_home):
     task, names = zoo_env["task"], zoo_env["names"][:2]
     common = ["--dataset", task.train_path, "--test", task.test_path, "--candidates", ",".join(names)]
     sets = [a for kv in FAST + ["compress.enabled=false"] for a in ("--set", kv)]
-    dry = _damoc("run", *common, "--dry-run", "--json", *sets)
+    dry = damoc("run", *common, "--dry-run", "--json", *sets)
     assert dry.returncode == 0, dry.stderr
     plan = json.loads(dry.stdout)
     assert [c["stage"] for c in plan["cells"] if c["candidate"] == "_data"] == ["prepare", "filter"]
     assert plan["preflight"] is not None
-    human = _damoc("run", *common, "--dry-run", *sets, "--set", "filter.method=superfiltering")
+    human = damoc("run", *common, "--dry-run", *sets, "--set", "filter.method=superfiltering")
     assert human.returncode == 0, human.stderr
     assert "filter superfiltering: scorer " in human.stdout.replace("\n", " ")
-    bad = _damoc("run", *common, "--set", "filter.ratoi=0.1")
+    bad = damoc("run", *common, "--set", "filter.ratoi=0.1")
     assert bad.returncode == 2 and "did you mean ratio" in bad.stderr
-    unknown = _damoc("run", *common[:4], "--candidates", "nosuch-model")
+    unknown = damoc("run", *common[:4], "--candidates", "nosuch-model")
     assert unknown.returncode == 2 and "nosuch-model" in unknown.stderr
 
-    r = _damoc("run", *common, "--mode", "zero-shot", "--json", *sets)
+    r = damoc("run", *common, "--mode", "zero-shot", "--json", *sets)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["mode"] == "zero-shot" and out["seconds"] > 0 and out["run_id"]
@@ -224,14 +221,14 @@ def test_cli_contract(zoo_env, isolated_home):
     assert out["ranking"][0]["rank"] == 1 and all("score" in x for x in out["ranking"])
     assert "scored" in r.stderr                 # live progress went to stderr
 
-    r2 = _damoc("run", *common, "--mode", "few-shot", "--detach", "--json", *sets)
+    r2 = damoc("run", *common, "--mode", "few-shot", "--detach", "--json", *sets)
     assert r2.returncode == 0, r2.stderr
     rid = json.loads(r2.stdout)["run_id"]
-    att = _damoc("attach", rid, "--json")
+    att = damoc("attach", rid, "--json")
     assert att.returncode == 0, att.stderr[-2000:]
     assert json.loads(att.stdout)["run_id"] == rid
 
-    cmp = _damoc("compare", out["run_id"], rid, "--json")
+    cmp = damoc("compare", out["run_id"], rid, "--json")
     assert cmp.returncode == 0, cmp.stderr
     c = json.loads(cmp.stdout)
     assert {"top1_agree", "kendall_tau", "spearman_rho", "time_ratio"} <= set(c)
@@ -254,7 +251,7 @@ def test_cli_contract(zoo_env, isolated_home):
     cli.send_signal(signal.SIGHUP)
     assert cli.wait(timeout=30) != 0                      # the CLI is gone ...
     assert _wait(s, hup_id) == "finished"                 # ... the run went on to the end
-    lst = _damoc("runs", "--json")
+    lst = damoc("runs", "--json")
     runs = {x["run_id"]: x for x in json.loads(lst.stdout)}
     assert runs[rid]["mode"] == "few-shot" and runs[out["run_id"]]["status"] == "finished"
 
@@ -262,14 +259,12 @@ def test_cli_contract(zoo_env, isolated_home):
 def test_demo_verify_json_contract(zoo_env, isolated_home):
     """`damoc demo --verify --json` on the test zoo (two candidates, tiny steps): the keys the selection check reads,
     and figures that agree with each other."""
-    from conftest import test_cache_dir
-
     isolated_home.mkdir(parents=True, exist_ok=True)
-    (isolated_home / "zoo").symlink_to(test_cache_dir() / "zoo")       # the cached test zoo, not a rebuild
+    (isolated_home / "zoo").symlink_to(cache_dir() / "zoo")       # the cached test zoo, not a rebuild
     names = zoo_env["names"][:2]
     sets = [a for kv in ["dataset.max_test=8", "dataset.max_train=48", "evaluate.max_new_tokens=6",
                          "compress.enabled=false"] for a in ("--set", kv)]
-    r = _damoc("demo", "--size", "test", "--verify", "--json", "--no-diagnose", "--candidates", ",".join(names),
+    r = damoc("demo", "--size", "test", "--verify", "--json", "--no-diagnose", "--candidates", ",".join(names),
                *sets)
     assert r.returncode == 0, r.stderr[-3000:]
     d = json.loads(r.stdout)
@@ -296,7 +291,8 @@ def test_filter_stage_runs_an_lm_based_method_with_the_plans_scorer(zoo_env, tmp
     from damoc.data import load_samples
     from damoc.events import NullReporter
     from damoc.pipeline.plan import make_plan
-    from damoc.pipeline.stages import TRAIN_FILE, read_samples_jsonl, run_filter
+    from damoc.pipeline.cells.data import run_filter
+    from damoc.pipeline.cells.samples import TRAIN_FILE, read_samples_jsonl
 
     s = zoo_env["settings"]
     plan = make_plan(s, _config(zoo_env, "filter.method=superfiltering"), with_preflight=False)

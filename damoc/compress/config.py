@@ -5,10 +5,50 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from damoc.errors import ConfigError
 
 FIELDS = ("instruction", "question", "context", "answer")
 PROMPT_FIELDS = ("instruction", "question", "context")
+
+
+_SECTION_RATE = 0.5
+_SECTION_METHOD = "damoc"
+
+
+class CompressParams(BaseModel):
+    """The run config's `compress` section: token compression of the filtered samples (question-conditioned
+    perplexity + BERTScore gate, Eq. 1-2). `to_config` builds the module's `CompressConfig` from it."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    enabled: bool = True
+    rate: float = Field(_SECTION_RATE, gt=0, le=1, description="target fraction of tokens kept")
+    method: str = Field(_SECTION_METHOD, description="compressor of damoc.compress.COMPRESSORS (damoc, llmlingua, ...)")
+    model: str = Field("", description="registry name or model folder of the small LM that scores tokens; "
+                                       "empty = the smallest candidate of the run")
+    rewriter: str = Field("", description="registry name or folder of the LM that rewrites samples failing the "
+                                          "BERTScore gate; empty = no rewriting (they keep their original text)")
+    threshold: float | None = Field(None, description="BERTScore F1 gate; None = the encoder's equivalent of the "
+                                                      "paper's 0.9")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def to_config(self, *, model_path: str, rewriter_path: str | None = None,
+                  device: str | None = None) -> "CompressConfig":
+        """`CompressConfig` with the resolved model folders; `params` are further `CompressConfig` fields."""
+        known = {f.name for f in dataclasses.fields(CompressConfig)}
+        unknown = sorted(set(self.params) - known)
+        if unknown:
+            raise ConfigError(f"compress.params: CompressConfig has no setting(s) {', '.join(unknown)}",
+                              f"known: {', '.join(sorted(known))}")
+        values: dict[str, Any] = {"rate": self.rate, "compressor": self.method or _SECTION_METHOD,
+                                  "model": model_path, "threshold": self.threshold, "rewriter": rewriter_path,
+                                  "device": device}
+        try:
+            return CompressConfig(**{**values, **self.params})
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"compress: {e}", "check compress.params in the run config") from None
 
 
 @dataclass
@@ -25,9 +65,9 @@ class CompressConfig:
     (those samples fall back to their original text).
     """
 
-    rate: float = 0.5
+    rate: float = _SECTION_RATE
     rates: dict[str, float] = field(default_factory=dict)
-    compressor: str = "damoc"
+    compressor: str = _SECTION_METHOD
     model: str | None = None
     threshold: float | None = None
     rewriter: str | None = None

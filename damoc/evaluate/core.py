@@ -13,6 +13,7 @@ from damoc.errors import ConfigError, DataError
 from damoc.events import Reporter, StageTracker
 from damoc.evaluate.metrics import MetricOutput
 from damoc.evaluate.text import mean_stderr
+from damoc.settings import Settings
 
 SHORT_ANSWER_WORDS = 10
 """`pick_metric`: a median reference answer of at most this many words is extractive/short (squad_f1)."""
@@ -90,7 +91,7 @@ class EvalContext:
     progress."""
 
     def __init__(self, samples: Sequence[Any], prompts: list[str], backend: Any, tracker: StageTracker, *,
-                 max_new_tokens: int, stop: list[str], batch_size: int | None, settings: Any) -> None:
+                 max_new_tokens: int, stop: list[str], batch_size: int | None, settings: Settings) -> None:
         self.samples, self.prompts, self.backend, self.tracker = list(samples), prompts, backend, tracker
         self.max_new_tokens, self.stop, self.batch_size, self.settings = max_new_tokens, stop, batch_size, settings
         self._preds: list[str] | None = None
@@ -129,7 +130,7 @@ class EvalContext:
     def metric_device(self) -> str:
         from damoc.models import resolve_device
 
-        return resolve_device(getattr(self.settings, "device", "auto") or "auto")
+        return resolve_device(self.settings.device or "auto")
 
 
 def _work(metric: str, samples: Sequence[Any]) -> int:
@@ -161,7 +162,7 @@ def _is_backend(obj: Any) -> bool:
 def evaluate(model_or_path: Any, samples: Sequence[Any], *, metric: str = "auto", tokenizer: Any = None,
              max_new_tokens: int | None = None, few_shot: int = 0, few_shot_pool: Sequence[Any] | None = None,
              backend: str = "auto", reporter: Reporter | None = None, batch_size: int | None = None,
-             secondary: Sequence[str] = ("answer_loglik",), settings: Any = None, seed: int = 0,
+             secondary: Sequence[str] = ("answer_loglik",), settings: Settings | None = None, seed: int = 0,
              stop: list[str] | None = None, chat: bool | None = None,
              tracker: StageTracker | None = None) -> EvalResult:
     """Score a model on `samples`.
@@ -172,7 +173,6 @@ def evaluate(model_or_path: Any, samples: Sequence[Any], *, metric: str = "auto"
     from damoc.backends import get_backend
     from damoc.evaluate import METRICS
     from damoc.finetune.train import FinetuneResult
-    from damoc.settings import Settings
 
     t0 = time.perf_counter()
     samples = list(samples)
@@ -203,7 +203,7 @@ def evaluate(model_or_path: Any, samples: Sequence[Any], *, metric: str = "auto"
     else:
         if isinstance(model_or_path, (str, Path)) and not Path(model_or_path).exists():
             raise ConfigError(f"model folder {model_or_path} does not exist", "check the candidate's path")
-        be = get_backend(model_or_path, name=backend, device=getattr(settings, "device", "auto"),
+        be = get_backend(model_or_path, name=backend, device=settings.device,
                          tokenizer=tokenizer)
         owned = True
 

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from damoc.errors import ConfigError
 
@@ -33,6 +35,61 @@ def lora_targets_for(model_type: str, override: list[str] | str | None = None) -
     return LORA_TARGETS.get(model_type, "all-linear")
 
 
+class MethodParams(BaseModel):
+    """The hyper-parameters of one fine-tuning method that a run config exposes (its `finetune.full` and
+    `finetune.lora` sections): the same for every candidate, a fixed proxy harness. Each default is written here
+    once; `FinetuneConfig` takes its own defaults from this schema and `to_config` builds it."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    lr: float = Field(PAPER_FULL_LR, gt=0, lt=1)
+    epochs: float = Field(3.0, gt=0)
+    effective_batch: int = Field(64, ge=1)
+    micro_batch: int = Field(0, ge=0, description="per-step batch; 0 = the fine-tune module's choice")
+    max_length: int = Field(0, ge=0, description="token cap per sample; 0 = the module's default")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def to_config(self, method: str, *, min_steps: int = 0, seed: int = 0, device: str = "auto",
+                  deepspeed: str | None = None, bf16: bool | str = "auto") -> "FinetuneConfig":
+        """The module's config for this section; `params` are further `FinetuneConfig` fields, checked by name."""
+        known = {f.name for f in fields(FinetuneConfig)}
+        unknown = sorted(set(self.params) - known)
+        if unknown:
+            raise ConfigError(f"finetune.{method}.params: FinetuneConfig has no setting(s) {', '.join(unknown)}",
+                              f"known: {', '.join(sorted(known))}")
+        values: dict[str, Any] = {
+            "method": method, "lr": self.lr, "epochs": self.epochs, "effective_batch": self.effective_batch,
+            "warmup_ratio": self.warmup_ratio, "weight_decay": self.weight_decay, "min_steps": min_steps,
+            "seed": seed, "device": device, "deepspeed": deepspeed, "bf16": bf16}
+        if self.micro_batch:
+            values["micro_batch"] = self.micro_batch
+        if self.max_length:
+            values["max_length"] = self.max_length
+        if method == "lora":
+            values.update(lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout)
+        return FinetuneConfig(**{**values, **self.params})
+
+
+class FullParams(MethodParams):
+    """Full fine-tuning: the paper's lr 1e-5."""
+
+
+class LoraParams(MethodParams):
+    """LoRA: a ~10x larger lr than full fine-tuning (see DEFAULT_LORA_LR)."""
+
+    lr: float = Field(DEFAULT_LORA_LR, gt=0, lt=1)
+
+
+_HP = MethodParams()
+# FinetuneConfig's own settings beyond the section's (defaults written once, here)
+DEFAULT_MAX_LENGTH = 512
+
+
 @dataclass
 class FinetuneConfig:
     """How one model is fine-tuned. Defaults are the paper's full fine-tune; `min_steps` makes it a proxy recipe."""
@@ -40,8 +97,8 @@ class FinetuneConfig:
     method: Literal["full", "lora"] = "full"
     lr: float | None = None
     """None = 1e-5 for full (paper), 1e-4 for LoRA."""
-    epochs: float = 3.0
-    effective_batch: int = 64
+    epochs: float = _HP.epochs
+    effective_batch: int = _HP.effective_batch
     """Samples per optimizer step, reached by gradient accumulation over `micro_batch`."""
     micro_batch: int | None = None
     """Samples per forward pass; None = 16 on CPU, 4 on CUDA (accumulation makes up the rest)."""
@@ -53,15 +110,15 @@ class FinetuneConfig:
     """How far `min_steps` may extend training."""
     max_steps: int | None = None
     """Hard cap on optimizer steps (applied last)."""
-    max_length: int = 512
+    max_length: int = DEFAULT_MAX_LENGTH
     """Tokens per sample (prompt is cut from the left, the answer kept)."""
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
+    warmup_ratio: float = _HP.warmup_ratio
+    weight_decay: float = _HP.weight_decay
     lr_scheduler: str = "linear"
     max_grad_norm: float = 1.0
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
+    lora_r: int = _HP.lora_r
+    lora_alpha: int = _HP.lora_alpha
+    lora_dropout: float = _HP.lora_dropout
     lora_targets: list[str] | str | None = None
     """None = per-architecture defaults (LORA_TARGETS), "all-linear" for unknown architectures."""
     chat: bool | None = None

@@ -18,7 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from damoc.compress.config import CompressParams
 from damoc.errors import ConfigError
+from damoc.finetune.config import PROXY_MIN_STEPS, FinetuneConfig, FullParams, LoraParams, MethodParams
+from damoc.prune.config import PruneParams
 
 MODES = ("damoc", "ground-truth", "zero-shot", "few-shot")
 FT_CHOICES = ("full", "lora", "both")
@@ -54,66 +57,24 @@ class FilterSection(_Section):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class CompressSection(_Section):
-    """Token compression of the filtered samples (question-conditioned perplexity + BERTScore gate, Eq. 1-2)."""
-
-    enabled: bool = True
-    rate: float = Field(0.5, gt=0, le=1, description="target fraction of tokens kept")
-    method: str = Field("damoc", description="compressor of damoc.compress.COMPRESSORS (damoc, llmlingua, ...)")
-    model: str = Field("", description="registry name or model folder of the small LM that scores tokens; "
-                                       "empty = the smallest candidate of the run")
-    rewriter: str = Field("", description="registry name or folder of the LM that rewrites samples failing the "
-                                          "BERTScore gate; empty = no rewriting (they keep their original text)")
-    threshold: float | None = Field(None, description="BERTScore F1 gate; None = the encoder's equivalent of the "
-                                                      "paper's 0.9")
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class PruneSection(_Section):
-    """Layer pruning by input/output cosine (Eq. 3) and sparse merging of the task vector (Eq. 4-5)."""
-
-    enabled: bool = True
-    threshold: float = Field(0.85, gt=0, le=1)
-    sparsity: float = Field(0.2, ge=0, lt=1)
-    rule: str = Field("", description="merge rule of damoc.prune.MERGE_RULES; empty = the module's default")
-    calib_samples: int = Field(64, ge=1)
-    allow_no_base: bool = Field(False, description="prune Chat candidates without a Base by plain dropping")
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class MethodSection(_Section):
-    """Hyper-parameters of one fine-tuning method (the same for every candidate: a fixed proxy harness)."""
-
-    lr: float = Field(1e-5, gt=0, lt=1)
-    epochs: float = Field(3.0, gt=0)
-    effective_batch: int = Field(64, ge=1)
-    micro_batch: int = Field(0, ge=0, description="per-step batch; 0 = the fine-tune module's choice")
-    max_length: int = Field(0, ge=0, description="token cap per sample; 0 = the module's default")
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class FullSection(MethodSection):
-    """Full fine-tuning: the paper's lr 1e-5."""
-
-
-class LoraSection(MethodSection):
-    # LoRA commonly takes a ~10x larger lr than full fine-tuning (LLaMA-Factory's and peft's examples use 1e-4)
-    lr: float = Field(1e-4, gt=0, lt=1)
-
-
 class FinetuneSection(_Section):
-    full: FullSection = Field(default_factory=FullSection)
-    lora: LoraSection = Field(default_factory=LoraSection)
-    proxy_min_steps: int = Field(120, ge=0, description=(
+    full: FullParams = Field(default_factory=FullParams)
+    lora: LoraParams = Field(default_factory=LoraParams)
+    proxy_min_steps: int = Field(PROXY_MIN_STEPS, ge=0, description=(
         "minimum optimizer steps of a proxy fine-tune (zoo-spike: 38 steps learned nothing, 114 recovered the "
         "ranking); ground truth runs use no minimum"))
     deepspeed: str | None = Field(None, description="DeepSpeed config file passed through on GPU boxes")
     bf16: Literal["auto", "on", "off"] = "auto"
+
+    def method(self, name: str) -> MethodParams:
+        """The section of one fine-tuning method (full | lora)."""
+        return self.full if name == "full" else self.lora
+
+    def to_config(self, method: str, *, proxy: bool, seed: int, device: str) -> FinetuneConfig:
+        """The fine-tune module's config for one proxy (or ground-truth) fine-tune of this run."""
+        return self.method(method).to_config(
+            method, min_steps=self.proxy_min_steps if proxy else 0, seed=seed, device=device,
+            deepspeed=self.deepspeed, bf16="auto" if self.bf16 == "auto" else self.bf16 == "on")
 
 
 class EvaluateSection(_Section):
@@ -161,8 +122,8 @@ class RunConfig(BaseModel):
     label: str = ""
     dataset: DatasetSection = Field(default_factory=DatasetSection)
     filter: FilterSection = Field(default_factory=FilterSection)
-    compress: CompressSection = Field(default_factory=CompressSection)
-    prune: PruneSection = Field(default_factory=PruneSection)
+    compress: CompressParams = Field(default_factory=CompressParams)
+    prune: PruneParams = Field(default_factory=PruneParams)
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     leaderboard: LeaderboardSection = Field(default_factory=LeaderboardSection)

@@ -16,9 +16,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from damoc.errors import DamocError
+from damoc.settings import Settings
+
+if TYPE_CHECKING:
+    from damoc.pipeline.config import RunConfig
+    from damoc.zoo.tasks import DemoTask
 
 # The demo harness, per zoo size (dotted keys, applied before the user's --set overrides).
 DEMO_BASE: dict[str, dict[str, Any]] = {
@@ -42,7 +47,7 @@ DEMO_BASE: dict[str, dict[str, Any]] = {
 ABLATIONS = ("filter-only", "filter+compress")
 
 
-def ensure_zoo(settings: Any, size: str) -> list[Any]:
+def ensure_zoo(settings: Settings, size: str) -> list[Any]:
     """The zoo of `size`, registered. Building trains models, so it runs in a subprocess (this process never holds
     a model); a built zoo is only read."""
     from damoc.zoo import build_zoo, load_manifest
@@ -56,8 +61,8 @@ def ensure_zoo(settings: Any, size: str) -> list[Any]:
     return build_zoo(size, settings=settings, register=True)
 
 
-def demo_config(settings: Any, size: str, task: Any, names: list[str], overrides: list[str],
-                mode: str = "damoc") -> Any:
+def demo_config(settings: Settings, size: str, task: DemoTask, names: list[str], overrides: list[str],
+                mode: str = "damoc") -> RunConfig:
     from damoc.pipeline.config import load_config
 
     base = {**DEMO_BASE.get(size, {}), "dataset.train": task.train_path, "dataset.test": task.test_path,
@@ -65,7 +70,7 @@ def demo_config(settings: Any, size: str, task: Any, names: list[str], overrides
     return load_config(None, overrides, base)
 
 
-def _timed_run(settings: Any, cfg: Any, follow: Callable[[str], str]) -> tuple[str, str, float]:
+def _timed_run(settings: Settings, cfg: RunConfig, follow: Callable[[str], str]) -> tuple[str, str, float]:
     from damoc.pipeline import api
 
     t0 = time.perf_counter()
@@ -74,7 +79,7 @@ def _timed_run(settings: Any, cfg: Any, follow: Callable[[str], str]) -> tuple[s
     return h.run_id, status, time.perf_counter() - t0
 
 
-def run_demo(settings: Any, *, size: str = "demo", task: str | None = None, overrides: list[str] | None = None,
+def run_demo(settings: Settings, *, size: str = "demo", task: str | None = None, overrides: list[str] | None = None,
              verify: bool = False, follow: Callable[[str], str], console: Any = None,
              diagnose: bool = True, candidates: list[str] | None = None) -> dict[str, Any]:
     from damoc.pipeline import api
@@ -132,7 +137,7 @@ def run_demo(settings: Any, *, size: str = "demo", task: str | None = None, over
     return res
 
 
-def _diagnose(settings: Any, size: str, task: Any, names: list[str], overrides: list[str], gt_id: str,
+def _diagnose(settings: Settings, size: str, task: Any, names: list[str], overrides: list[str], gt_id: str,
               dm_lb: Any, follow: Callable[[str], str], say: Callable[[str], None]) -> dict[str, Any]:
     """DaMoC missed: re-run the proxy with stages switched off to find the stage that moved the ranking."""
     from damoc.pipeline import api

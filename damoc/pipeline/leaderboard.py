@@ -17,7 +17,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SHARED_STAGES = ("prepare", "filter", "compress")
+from damoc.pipeline.cells import PrepareCell, PruneCell, kind_of, shared_kinds
+from damoc.pipeline.rundir import DATA_CANDIDATE, RunDir
+
 # Equal primary scores (common when tiny models all score 0 F1) are ordered by the teacher-forced answer
 # log-likelihood, the low-noise secondary signal damoc.evaluate reports (zoo-spike.md, "Metric").
 TIEBREAK = "answer_loglik"
@@ -171,10 +173,10 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
     """
     candidate_errors = candidate_errors or {}
     shared: dict[str, float] = {}
-    for st in SHARED_STAGES:
-        c = cells.get(f"_data/{st}")
+    for kind in shared_kinds():
+        c = cells.get(f"{DATA_CANDIDATE}/{kind.name}")
         if c and c["state"] == "done":
-            shared[st] = float(c["result"].get("seconds") or 0.0)
+            shared[kind.name] = float(c["result"].get("seconds") or 0.0)
     rows: list[Row] = []
     for name in candidates:
         row = Row(candidate=name)
@@ -183,21 +185,21 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
             row.status, row.reason = "failed", candidate_errors[name]
             rows.append(row)
             continue
-        prune = mine.get("prune")
+        prune = mine.get(PruneCell.name)
         if prune is not None and prune["state"] == "done":
             p = prune["result"]
             row.layers_before, row.layers_after = p.get("layers_before"), p.get("layers_after")
             row.pruned = list(p.get("pruned") or [])
             row.merge = (f"applied ({p['merge_rule']})" if p.get("merge_rule") else
                          f"skipped: {p.get('skip_reason') or 'no merge rule'}")
-            row.times["prune"] = float(p.get("seconds") or 0.0)
+            row.times[PruneCell.name] = float(p.get("seconds") or 0.0)
         elif prune is None and mode == "damoc":
             row.merge = "skipped: " + (prune_skips or {}).get(name, "pruning not planned")
         stderrs: list[float] = []
         steps: list[int] = []
         tiebreaks: dict[str, list[float]] = {}
         for stage, c in mine.items():
-            if c["state"] != "done" or stage == "prune":
+            if c["state"] != "done" or not kind_of(stage).scored:
                 continue
             res = c["result"]
             if res.get("score") is None:
@@ -271,27 +273,29 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
                        shared_times=shared, tolerance=tolerance, seeds=len(seeds), methods=list(methods), note=note)
 
 
-def leaderboard_of(rd: Any, *, run_status: str | None = None) -> Leaderboard:
+def leaderboard_of(rd: RunDir, *, run_status: str | None = None) -> Leaderboard:
     """Read a run directory's plan and cell markers, then build the leaderboard (see `build_leaderboard`)."""
     from damoc.fsutil import read_json
+    from damoc.pipeline.plan import Plan
 
-    plan = read_json(rd.path / "plan.json", {}) or {}
-    cfg = plan.get("config") or rd.config or {}
+    raw = read_json(rd.path / "plan.json", {}) or {}
+    plan = Plan.from_dict(raw) if raw else None
+    cfg = plan.config if plan is not None else (rd.config or {})
     cells: dict[str, dict[str, Any]] = {}
-    for spec in plan.get("cells", []):
-        cell = rd.cell(spec["candidate"], spec["stage"])
+    for spec in plan.cells if plan is not None else []:
+        cell = rd.cell(spec.candidate, spec.stage)
         state = cell.state
         result = cell.result() if state == "done" else read_json(cell.failure_marker)
-        cells[f"{spec['candidate']}/{spec['stage']}"] = {"state": state, "result": result or {}}
-    errors = {c["name"]: c["error"] for c in plan.get("candidates", []) if c.get("error")}
-    skips = {c["name"]: s.get("reason", "") for c in plan.get("candidates", []) for s in c.get("stages", [])
-             if s.get("stage") == "prune" and not s.get("enabled")}
-    names = [c["name"] for c in plan.get("candidates", [])] or list(cfg.get("candidates", []))
-    prep = cells.get("_data/prepare", {}).get("result") or {}
+        cells[spec.key] = {"state": state, "result": result or {}}
+    candidates = plan.candidates if plan is not None else []
+    errors = {c.name: c.error for c in candidates if c.error}
+    skips = {c.name: d.reason for c in candidates for d in c.stages if d.stage == PruneCell.name and not d.enabled}
+    names = [c.name for c in candidates] or list(cfg.get("candidates", []))
+    prep = cells.get(f"{DATA_CANDIDATE}/{PrepareCell.name}", {}).get("result") or {}
     ft = cfg.get("ft", "full")
     methods = ["full", "lora"] if ft == "both" else [ft]
-    return build_leaderboard(run_id=rd.run_id, mode=cfg.get("mode", plan.get("mode", "damoc")), candidates=names,
-                             methods=methods, seeds=list(cfg.get("seeds", [0])), cells=cells,
+    return build_leaderboard(run_id=rd.run_id, mode=cfg.get("mode", plan.mode if plan is not None else "damoc"),
+                             candidates=names, methods=methods, seeds=list(cfg.get("seeds", [0])), cells=cells,
                              tolerance=float((cfg.get("leaderboard") or {}).get("tolerance", 1.0)),
-                             run_status=run_status or rd.status(), candidate_errors=errors, metric=str(prep.get("metric", "")),
-                             prune_skips=skips)
+                             run_status=run_status or rd.status(), candidate_errors=errors,
+                             metric=str(prep.get("metric", "")), prune_skips=skips)

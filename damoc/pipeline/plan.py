@@ -16,25 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from damoc.errors import ConfigError, DamocError
+from damoc.errors import ConfigError, DamocError, UnknownNameError
+from damoc.pipeline.cells import (CellSpec, CompressCell, EvalCell, FilterCell, FinetuneCell, PrepareCell, PruneCell,
+                                  Role)
+from damoc.pipeline.cells.data import CompressCellParams, FilterCellParams, PrepareParams
+from damoc.pipeline.cells.scoring import EvalCellParams, FinetuneCellParams
 from damoc.pipeline.config import RunConfig
 from damoc.pipeline.recipes import CandidateFacts, StageDecision, candidate_stages, data_stages
 from damoc.pipeline.rundir import DATA_CANDIDATE
-
-
-@dataclass
-class CellSpec:
-    candidate: str
-    stage: str                      # cell name: prepare | filter | compress | prune | finetune-full-s0 | eval-...
-    kind: str                       # prepare | filter | compress | prune | finetune | eval
-    method: str | None = None       # full | lora (finetune cells)
-    seed: int | None = None
-    needs: list[str] = field(default_factory=list)    # keys of cells whose output this cell reads
-    params: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return f"{self.candidate}/{self.stage}"
+from damoc.settings import Settings
 
 
 @dataclass
@@ -99,7 +89,7 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "config": self.config,
                 "candidates": [{**asdict(c), "stages": [s.to_dict() for s in c.stages]} for c in self.candidates],
-                "data": [d.to_dict() for d in self.data], "cells": [asdict(c) for c in self.cells],
+                "data": [d.to_dict() for d in self.data], "cells": [c.to_dict() for c in self.cells],
                 "preflight": self.preflight, "warnings": list(self.warnings)}
 
     @classmethod
@@ -108,7 +98,7 @@ class Plan:
                  for c in d.get("candidates", [])]
         return cls(mode=d["mode"], config=d["config"], candidates=cands,
                    data=[StageDecision(**s) for s in d.get("data", [])],
-                   cells=[CellSpec(**c) for c in d.get("cells", [])],
+                   cells=[CellSpec.from_dict(c) for c in d.get("cells", [])],
                    preflight=d.get("preflight"), warnings=list(d.get("warnings", [])))
 
 
@@ -118,19 +108,20 @@ def _is_model_dir(p: Path) -> bool:
     return p.is_dir() and (p / "config.json").is_file()
 
 
-def resolve_candidate(settings: Any, name: str, variant: str) -> CandidatePlan:
+def resolve_candidate(settings: Settings, name: str, variant: str) -> CandidatePlan:
     """A registry name (or a model folder used as an ad-hoc Chat candidate without Base) -> CandidatePlan.
 
     Unknown names raise `UnknownNameError` (did-you-mean): a typo should stop the run before it starts.
     Known candidates whose files are missing come back with `error` set, so the rest of the run goes on.
     """
+    from damoc.registry import resolve_candidate as registry_resolve  # light: TinyDB, no torch
+
     p = Path(name).expanduser()
-    if _is_model_dir(p):
+    folder = _is_model_dir(p)
+    if folder:
         chat, base, merge_ok, merge_reason, params = str(p.resolve()), None, False, "ad-hoc folder: no Base", None
         cname = p.name
     else:
-        from damoc.errors import UnknownNameError
-        from damoc.registry import resolve_candidate as registry_resolve  # light: TinyDB, no torch
         try:
             r = registry_resolve(settings, name)
         except UnknownNameError:
@@ -138,12 +129,8 @@ def resolve_candidate(settings: Any, name: str, variant: str) -> CandidatePlan:
         except DamocError as e:     # known but not usable here (not downloaded, unreadable): this one fails
             return CandidatePlan(name=name, chat_path=None, base_path=None, model_path=None,
                                  error=e.message + (f" ({e.hint})" if e.hint else ""))
-        cname = getattr(r, "name", name)
-        chat = str(r.chat_path) if getattr(r, "chat_path", None) else None
-        base = str(r.base_path) if getattr(r, "base_path", None) else None
-        merge_ok = bool(getattr(r, "merge_supported", bool(base)))
-        merge_reason = str(getattr(r, "merge_reason", "") or "")
-        params = getattr(r, "parameters", None)
+        cname, chat, base = r.name, r.chat_path, r.base_path
+        merge_ok, merge_reason, params = r.merge_supported, r.merge_reason, r.parameters
     model = base if variant == "base" else chat
     error = ""
     if model is None:
@@ -154,7 +141,7 @@ def resolve_candidate(settings: Any, name: str, variant: str) -> CandidatePlan:
         error = f"{variant} checkpoint {model} not found on disk (pull it: damoc registry pull {cname})"
     return CandidatePlan(name=cname, chat_path=chat, base_path=base, model_path=model, merge_supported=merge_ok,
                          merge_reason=merge_reason, parameters=params, error=error,
-                         source="folder" if _is_model_dir(p) else "registry")
+                         source="folder" if folder else "registry")
 
 
 def _abs(path: str | None) -> str | None:
@@ -167,7 +154,7 @@ def _filter_needs_scorer(method: str) -> bool:
     return bool(method_info(method)["needs_scorer"])
 
 
-def _resolve_model_ref(settings: Any, ref: str, cands: list[CandidatePlan], key: str = "compress.model") -> str:
+def _resolve_model_ref(settings: Settings, ref: str, cands: list[CandidatePlan], key: str = "compress.model") -> str:
     """A scorer/compressor/rewriter reference: empty = the smallest runnable candidate's Chat, else a name or a
     folder."""
     if not ref:
@@ -189,7 +176,7 @@ def _resolve_model_ref(settings: Any, ref: str, cands: list[CandidatePlan], key:
 
 # -- the plan ------------------------------------------------------------------------------------------
 
-def make_plan(settings: Any, config: RunConfig, *, with_preflight: bool = True) -> Plan:
+def make_plan(settings: Settings, config: RunConfig, *, with_preflight: bool = True) -> Plan:
     if not config.dataset.train:
         raise ConfigError("no training dataset given", "pass --dataset FILE (or dataset.train in the config)")
     train = Path(config.dataset.train).expanduser()
@@ -215,50 +202,35 @@ def make_plan(settings: Any, config: RunConfig, *, with_preflight: bool = True) 
     if len(config.seeds) < 2 and config.mode in ("damoc", "ground-truth"):
         warnings.append("one seed: 'too close to call' uses leaderboard.tolerance instead of the seed spread")
 
-    cells: list[CellSpec] = [CellSpec(DATA_CANDIDATE, "prepare", "prepare",
-                                       params={**data[0].params, "metric": config.evaluate.metric})]
-    train_from = f"{DATA_CANDIDATE}/prepare"
-    for d in data[1:]:
-        if not d.enabled:
-            continue
-        params = dict(d.params)
-        if d.stage == "compress":
-            params["model_path"] = _resolve_model_ref(settings, config.compress.model, cands)
-            params["rewriter_path"] = (
-                _resolve_model_ref(settings, config.compress.rewriter, cands, "compress.rewriter")
-                if config.compress.rewriter else None)
-        if d.stage == "filter":
-            params["seed"] = config.seeds[0]
-            if _filter_needs_scorer(config.filter.method):
-                params["scorer_path"] = _resolve_model_ref(settings, config.filter.scorer, cands, "filter.scorer")
-        cells.append(CellSpec(DATA_CANDIDATE, d.stage, d.stage, needs=[train_from], params=params))
-        train_from = f"{DATA_CANDIDATE}/{d.stage}"
-    prep = f"{DATA_CANDIDATE}/prepare"
-
+    cells = _data_cells(settings, config, cands, data)
+    prep = cells[0].key
+    train_from = cells[-1].key                     # the last shared data cell: the proxies' training samples
     for c in cands:
         if c.error:
             continue
         if config.mode in ("zero-shot", "few-shot"):
             few = config.mode == "few-shot"
-            cells.append(CellSpec(c.name, f"eval-{config.mode}", "eval", seed=config.seeds[0], needs=[prep],
-                                  params={**config.evaluate.model_dump(), "few_shot": config.evaluate.few_shot
-                                          if few else 0}))
+            params = EvalCellParams(**{**config.evaluate.model_dump(), "few_shot": config.evaluate.few_shot
+                                       if few else 0})
+            cells.append(EvalCell.make(c.name, EvalCell.stage(config.mode), inputs={Role.DATA: prep},
+                                       params=params, seed=config.seeds[0]))
             continue
-        needs_model: list[str] = []
-        prune = c.decision("prune")
+        inputs = {Role.DATA: prep, Role.TRAIN: train_from if config.mode == "damoc" else prep}
+        prune = c.decision(PruneCell.name)
         if prune is not None and prune.enabled:
-            cells.append(CellSpec(c.name, "prune", "prune", needs=[prep], params=prune.params))
-            needs_model = [f"{c.name}/prune"]
+            cell = PruneCell.make(c.name, PruneCell.name, inputs={Role.DATA: prep},
+                                  params=PruneCell.params_model(**prune.params))
+            cells.append(cell)
+            inputs[Role.MODEL] = cell.key
         proxy = config.mode == "damoc"
         for m in config.methods:
-            hp = getattr(config.finetune, m).model_dump()
+            params = FinetuneCellParams(hp=config.finetune.method(m).model_dump(),
+                                        min_steps=config.finetune.proxy_min_steps if proxy else 0,
+                                        deepspeed=config.finetune.deepspeed, bf16=config.finetune.bf16,
+                                        evaluate=config.evaluate.model_dump())
             for s in config.seeds:
-                cells.append(CellSpec(
-                    c.name, f"finetune-{m}-s{s}", "finetune", method=m, seed=s,
-                    needs=list(dict.fromkeys([prep, train_from if proxy else prep, *needs_model])),
-                    params={"hp": hp, "min_steps": config.finetune.proxy_min_steps if proxy else 0,
-                            "deepspeed": config.finetune.deepspeed, "bf16": config.finetune.bf16,
-                            "evaluate": config.evaluate.model_dump()}))
+                cells.append(FinetuneCell.make(c.name, FinetuneCell.stage(m, s), inputs=inputs, params=params,
+                                               method=m, seed=s))
 
     preflight = None
     if with_preflight:
@@ -270,14 +242,35 @@ def make_plan(settings: Any, config: RunConfig, *, with_preflight: bool = True) 
                 preflight=preflight, warnings=warnings)
 
 
-def _preflight(settings: Any, names: list[str], config: RunConfig) -> tuple[dict[str, Any] | None, str]:
+def _data_cells(settings: Settings, config: RunConfig, cands: list[CandidatePlan], data: list[StageDecision]
+                ) -> list[CellSpec]:
+    """The shared data cells, each reading the training samples of the one before it."""
+    decided = {d.stage: d for d in data}
+    prep = PrepareCell.make(DATA_CANDIDATE, PrepareCell.name, inputs={},
+                            params=PrepareParams(**decided[PrepareCell.name].params, metric=config.evaluate.metric))
+    cells = [prep]
+    if decided[FilterCell.name].enabled:
+        params = FilterCellParams(**config.filter.model_dump(), seed=config.seeds[0])
+        if _filter_needs_scorer(config.filter.method):
+            params.scorer_path = _resolve_model_ref(settings, config.filter.scorer, cands, "filter.scorer")
+        cells.append(FilterCell.make(DATA_CANDIDATE, FilterCell.name, inputs={Role.TRAIN: cells[-1].key},
+                                     params=params))
+    if decided[CompressCell.name].enabled:
+        params = CompressCellParams(
+            **config.compress.model_dump(), model_path=_resolve_model_ref(settings, config.compress.model, cands),
+            rewriter_path=(_resolve_model_ref(settings, config.compress.rewriter, cands, "compress.rewriter")
+                           if config.compress.rewriter else None))
+        cells.append(CompressCell.make(DATA_CANDIDATE, CompressCell.name, inputs={Role.TRAIN: cells[-1].key},
+                                       params=params))
+    return cells
+
+
+def _preflight(settings: Settings, names: list[str], config: RunConfig) -> tuple[dict[str, Any] | None, str]:
     """The registry's pre-flight estimate (disk, memory, time); a failure is a warning, never a blocker."""
-    try:
-        from damoc.registry import preflight
-    except ImportError:
-        return None, "pre-flight estimate unavailable (damoc.registry.preflight not installed)"
+    from damoc.registry import preflight
+
     # the registry's estimator reads a flat dict (see damoc/registry/preflight.py PreflightConfig)
-    method = config.finetune.lora if config.ft == "lora" else config.finetune.full
+    method = config.finetune.method(config.methods[0])
     flat: dict[str, Any] = {"finetune": config.ft, "device": config.device,
                             "prune": config.mode == "damoc" and config.prune.enabled,
                             "lora_rank": config.finetune.lora.lora_r}
@@ -291,10 +284,4 @@ def _preflight(settings: Any, names: list[str], config: RunConfig) -> tuple[dict
         return None, f"pre-flight estimate failed: {e.message}"
     except Exception as e:  # an estimate must never stop a run
         return None, f"pre-flight estimate failed: {type(e).__name__}: {e}"
-    if hasattr(res, "model_dump"):
-        res = res.model_dump(mode="json")
-    elif hasattr(res, "to_dict"):
-        res = res.to_dict()
-    elif hasattr(res, "__dataclass_fields__"):
-        res = asdict(res)
-    return (res if isinstance(res, dict) else {"estimate": res}), ""
+    return res.to_dict(), ""

@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from damoc.plugins import Registry
+from damoc.pipeline.cells import CompressCell, FilterCell, FinetuneCell, PrepareCell, PruneCell
 from damoc.pipeline.config import RunConfig
+from damoc.plugins import Registry
+
+EVALUATE = "evaluate"      # the evaluation step of a candidate: inside its fine-tune cells, or an eval cell
 
 
 @dataclass(frozen=True)
@@ -40,15 +43,15 @@ class CandidateFacts:
 
 def data_stages(config: RunConfig) -> list[StageDecision]:
     """The shared data stages, in order. `prepare` (load + split) always runs."""
-    out = [StageDecision("prepare", True, params=config.dataset.model_dump())]
+    out = [StageDecision(PrepareCell.name, True, params=config.dataset.model_dump())]
     if config.mode != "damoc":
         why = f"not part of --mode {config.mode}"
-        return out + [StageDecision("filter", False, why), StageDecision("compress", False, why)]
+        return out + [StageDecision(FilterCell.name, False, why), StageDecision(CompressCell.name, False, why)]
     f = config.filter
-    out.append(StageDecision("filter", f.enabled, "" if f.enabled else "disabled (filter.enabled=false)",
+    out.append(StageDecision(FilterCell.name, f.enabled, "" if f.enabled else "disabled (filter.enabled=false)",
                              f.model_dump()))
     c = config.compress
-    out.append(StageDecision("compress", c.enabled, "" if c.enabled else "disabled (compress.enabled=false)",
+    out.append(StageDecision(CompressCell.name, c.enabled, "" if c.enabled else "disabled (compress.enabled=false)",
                              c.model_dump()))
     return out
 
@@ -57,59 +60,58 @@ def prune_decision(config: RunConfig, cand: CandidateFacts) -> StageDecision:
     p = config.prune
     params = p.model_dump()
     if config.mode != "damoc":
-        return StageDecision("prune", False, f"not part of --mode {config.mode}")
+        return StageDecision(PruneCell.name, False, f"not part of --mode {config.mode}")
     if not p.enabled:
-        return StageDecision("prune", False, "disabled (prune.enabled=false)")
+        return StageDecision(PruneCell.name, False, "disabled (prune.enabled=false)")
     if config.variant == "base":
-        return StageDecision("prune", False, "Base candidates are not pruned (paper sec. 5.2: GraphCut + "
+        return StageDecision(PruneCell.name, False, "Base candidates are not pruned (paper sec. 5.2: GraphCut + "
                                              "token compression only)")
     if not cand.has_base or not cand.merge_supported:
         why = (cand.merge_reason or "").removeprefix("pruning skipped: ") or \
             "no Base checkpoint (W_pre) for sparse merging"
         if p.allow_no_base:
-            return StageDecision("prune", True, f"merge skipped: {why}; layers dropped without merging",
+            return StageDecision(PruneCell.name, True, f"merge skipped: {why}; layers dropped without merging",
                                  {**params, "allow_no_base": True})
-        return StageDecision("prune", False, f"{why} (set prune.allow_no_base=true to prune by plain dropping)")
-    return StageDecision("prune", True, params=params)
+        return StageDecision(PruneCell.name, False, f"{why} (set prune.allow_no_base=true to prune by plain dropping)")
+    return StageDecision(PruneCell.name, True, params=params)
 
 
 def candidate_stages(config: RunConfig, cand: CandidateFacts) -> list[StageDecision]:
     """The model stages of one candidate, in order (the cells are derived from these in plan.py)."""
     if config.mode in ("zero-shot", "few-shot"):
-        return [StageDecision("prune", False, f"not part of --mode {config.mode}"),
-                StageDecision("finetune", False, f"not part of --mode {config.mode}"),
-                StageDecision("evaluate", True, params=config.evaluate.model_dump())]
+        return [StageDecision(PruneCell.name, False, f"not part of --mode {config.mode}"),
+                StageDecision(FinetuneCell.name, False, f"not part of --mode {config.mode}"),
+                StageDecision(EVALUATE, True, params=config.evaluate.model_dump())]
     return [prune_decision(config, cand),
-            StageDecision("finetune", True, params={m: getattr(config.finetune, m).model_dump()
+            StageDecision(FinetuneCell.name, True, params={m: config.finetune.method(m).model_dump()
                                                     for m in config.methods}),
-            StageDecision("evaluate", True, params=config.evaluate.model_dump())]
+            StageDecision(EVALUATE, True, params=config.evaluate.model_dump())]
 
 
 # -- named presets (ablations) -----------------------------------------------------------------------
 
-RECIPES: Registry[list[str]] = Registry("recipe", list)
+@dataclass(frozen=True)
+class Recipe:
+    """A named preset: `--set` overrides of the default run config."""
+
+    name: str
+    description: str
+    overrides: tuple[str, ...] = ()
 
 
-def _preset(name: str, description: str, overrides: list[str]) -> None:
-    RECIPES.add(name, f"{__name__}:_PRESETS.{name.replace('-', '_').replace('+', '_')}",
-                description=description, overrides=overrides)
+PAPER = Recipe("paper", "GraphCut 10% + token compression + pruning with sparse merging (Chat with Base)")
+FILTER_ONLY = Recipe("filter-only", "GraphCut 10% only", ("compress.enabled=false", "prune.enabled=false"))
+FILTER_COMPRESS = Recipe("filter+compress", "GraphCut + token compression (the paper's Base recipe)",
+                         ("prune.enabled=false",))
+FILTER_PRUNE = Recipe("filter+prune", "GraphCut + pruning with sparse merging", ("compress.enabled=false",))
+NO_FILTER = Recipe("no-filter", "token compression + pruning on the whole training set", ("filter.enabled=false",))
 
-
-class _PRESETS:  # attribute holder so the registry's lazy "module:attr" targets resolve
-    paper: list[str] = []
-    filter_only = ["compress.enabled=false", "prune.enabled=false"]
-    filter_compress = ["prune.enabled=false"]
-    filter_prune = ["compress.enabled=false"]
-    no_filter = ["filter.enabled=false"]
-
-
-_preset("paper", "GraphCut 10% + token compression + pruning with sparse merging (Chat with Base)", [])
-_preset("filter-only", "GraphCut 10% only", _PRESETS.filter_only)
-_preset("filter+compress", "GraphCut + token compression (the paper's Base recipe)", _PRESETS.filter_compress)
-_preset("filter+prune", "GraphCut + pruning with sparse merging", _PRESETS.filter_prune)
-_preset("no-filter", "token compression + pruning on the whole training set", _PRESETS.no_filter)
+RECIPES: Registry[Recipe] = Registry("recipe", Recipe)
+for _attr in ("PAPER", "FILTER_ONLY", "FILTER_COMPRESS", "FILTER_PRUNE", "NO_FILTER"):
+    _r: Recipe = globals()[_attr]
+    RECIPES.add(_r.name, f"{__name__}:{_attr}", description=_r.description)
 
 
 def recipe_overrides(name: str) -> list[str]:
     """The `--set` overrides a named recipe stands for (UnknownNameError with did-you-mean otherwise)."""
-    return list(RECIPES.entry(name).extra.get("overrides", []))
+    return list(RECIPES.get(name).overrides)

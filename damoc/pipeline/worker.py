@@ -26,11 +26,16 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from damoc.data.sample import Sample
 from damoc.errors import Cancelled, DamocError
 from damoc.events import Event, StageTracker
 from damoc.fsutil import read_json
-from damoc.pipeline.plan import CellSpec, Plan
+from damoc.pipeline.cells import CELL_KINDS, CellContext, CellSpec, Role
+from damoc.pipeline.cells.samples import TRAIN_FILE, read_samples_jsonl
+from damoc.pipeline.cells.scoring import scored_event
+from damoc.pipeline.plan import CandidatePlan, Plan
 from damoc.pipeline.rundir import DATA_CANDIDATE, Cell, RunDir
+from damoc.settings import Settings
 
 EXIT_DATA_FAILED = 3
 EXIT_CANCELLED = 130
@@ -57,69 +62,56 @@ class CellReporter:
         self.rd.emit(dataclasses.replace(event, **changes))
 
 
+class WorkerCellContext(CellContext):
+    """A cell's view of the run, backed by the worker's sample cache (a worker serves many cells)."""
+
+    def __init__(self, worker: "Worker", spec: CellSpec) -> None:
+        self.worker, self.spec = worker, spec
+        self.out = worker.rd.cell(spec.candidate, spec.stage).path
+        self.settings, self.device = worker.settings, worker.device
+        self.reporter = CellReporter(worker.rd, spec.candidate, spec.key)
+
+    def _bound(self, role: Role) -> str:
+        key = self.spec.input(role)
+        if key is None:
+            raise DamocError(f"cell {self.spec.key} has no {role.value} input in plan.json",
+                             "the run was planned by another version of damoc; start a new run")
+        return key
+
+    def samples(self, role: Role, file: str = TRAIN_FILE) -> list[Sample]:
+        return self.worker.samples(self._bound(role), file)
+
+    def result(self, role: Role) -> dict[str, Any]:
+        key = self.spec.input(role)
+        return (self.worker.cell(key).result() or {}) if key else {}
+
+    @property
+    def candidate(self) -> CandidatePlan:
+        return self.worker.plan.candidate(self.spec.candidate)
+
+
 class Worker:
-    def __init__(self, rd: RunDir, plan: Plan, settings: Any) -> None:
+    def __init__(self, rd: RunDir, plan: Plan, settings: Settings) -> None:
         self.rd, self.plan, self.settings = rd, plan, settings
         cfg = plan.config
-        self.device = cfg.get("device") or getattr(settings, "device", "auto") or "auto"
-        self.threads = int(cfg.get("threads") or getattr(settings, "threads", 0) or 0)
-        self._samples: dict[tuple[str, str], Any] = {}
+        self.device = cfg.get("device") or settings.device or "auto"
+        self.threads = int(cfg.get("threads") or settings.threads or 0)
+        self._samples: dict[tuple[str, str], list[Sample]] = {}
 
-    # -- helpers ------------------------------------------------------------------------------------
     def cell(self, key: str) -> Cell:
         cand, _, stage = key.partition("/")
         return self.rd.cell(cand, stage)
 
-    def samples(self, key: str, which: str = "train.jsonl") -> list[Any]:
-        from damoc.pipeline.stages import read_samples_jsonl
-
+    def samples(self, key: str, which: str = TRAIN_FILE) -> list[Sample]:
         if (key, which) not in self._samples:
             self._samples[(key, which)] = read_samples_jsonl(self.cell(key).path / which)
         return self._samples[(key, which)]
 
-    def train_source(self, spec: CellSpec) -> str:
-        return [n for n in spec.needs if n.startswith(DATA_CANDIDATE + "/")][-1]
-
-    @property
-    def prep(self) -> str:
-        return f"{DATA_CANDIDATE}/prepare"
-
-    # -- one cell -----------------------------------------------------------------------------------
     def run_cell(self, spec: CellSpec) -> dict[str, Any]:
-        from damoc.pipeline import stages
-
-        cell = self.rd.cell(spec.candidate, spec.stage)
-        out = cell.path
-        rep = CellReporter(self.rd, spec.candidate, spec.key)
-        if spec.kind == "prepare":
-            return stages.run_prepare(spec.params, out, None)
-        if spec.kind == "filter":
-            return stages.run_filter(spec.params, self.samples(self.train_source(spec)), out, rep, self.settings)
-        if spec.kind == "compress":
-            return stages.run_compress(spec.params, self.samples(self.train_source(spec)), out, rep,
-                                       self.settings, self.device)
-        cand = self.plan.candidate(spec.candidate)
-        if spec.kind == "prune":
-            return stages.run_prune(spec.params, dataclasses.asdict(cand), self.samples(self.prep), out, rep,
-                                    self.device)
-        metric = str((self.cell(self.prep).result() or {}).get("metric") or "auto")
-        test = self.samples(self.prep, "test.jsonl")
-        if spec.kind == "finetune":
-            model_path = cand.model_path or ""
-            prune_key = f"{spec.candidate}/prune"
-            if prune_key in spec.needs:
-                model_path = (self.cell(prune_key).result() or {}).get("model_path") or model_path
-            return stages.run_finetune(dataclasses.asdict(spec), model_path, self.samples(self.train_source(spec)),
-                                       test, metric, out, rep, self.device, self.settings)
-        if spec.kind == "eval":
-            return stages.run_eval(dataclasses.asdict(spec), cand.model_path or "", test, self.samples(self.prep),
-                                   metric, rep, self.settings)
-        raise DamocError(f"unknown cell kind {spec.kind!r} in plan.json", "the run was planned by another version")
+        return CELL_KINDS.get(spec.kind)().run(WorkerCellContext(self, spec))
 
     def serve(self, specs: list[CellSpec]) -> int:
         """Run the pending cells of `specs` in order; returns the exit code."""
-        from damoc.pipeline.stages import scored_event
-
         failed_candidates: dict[str, str] = {}
         for spec in specs:
             cell = self.rd.cell(spec.candidate, spec.stage)
@@ -160,7 +152,7 @@ class Worker:
             summary["seconds"] = tracker.seconds
             cell.mark_done(**summary)
             tracker.finish("ok", **{k: v for k, v in summary.items() if not isinstance(v, (list, dict))})
-            if spec.kind in ("finetune", "eval"):
+            if CELL_KINDS.get(spec.kind).scored:
                 self.rd.emit(scored_event(self.rd.run_id, spec.candidate, spec.key, summary))
         return 0
 
@@ -257,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CANCELLED
 
 
-def _use_threads(settings: Any, threads: int) -> None:
+def _use_threads(settings: Settings, threads: int) -> None:
     """Set torch's intra-op threads (0 = every core) and tell the stage modules (they read settings.threads)."""
     from damoc.models import set_threads, usable_cores
 

@@ -12,8 +12,8 @@ from typing import Any
 from damoc.errors import ConfigError, DamocError
 from damoc.events import Reporter, StageTracker
 from damoc.fsutil import atomic_write_json
+from damoc.prune.config import DEFAULT_SPARSITY, DEFAULT_THRESHOLD
 
-DEFAULT_THRESHOLD = 0.85      # the paper's default (0.85-0.90 work, 0.80 prunes too much: its Appendix D)
 DEFAULT_MAX_FRACTION = 0.25   # the paper prunes 7/28 to 11/48 layers (its Table 6): all <= floor(25%)
 TESTED_THRESHOLDS = (0.80, 0.95)
 BF16_ON_CPU_BYTES = 4 << 30   # checkpoints larger than this are scored in bf16 on CPU (fp32 would need 2x RAM)
@@ -33,7 +33,7 @@ class PruneResult:
     seconds: float
     rule: str = ""                    # the rule asked for ("drop" included)
     threshold: float = DEFAULT_THRESHOLD
-    sparsity: float = 0.2
+    sparsity: float = DEFAULT_SPARSITY
     max_fraction: float = DEFAULT_MAX_FRACTION
     merged_into: dict[int, int] = field(default_factory=dict)   # pruned layer -> kept layer (original indices)
     note: str = ""                    # e.g. why a pruned model was not merged
@@ -209,7 +209,7 @@ def write_pruned(chat_path: str | Path, out_dir: str | Path, pruned: Sequence[in
 
 
 def prune_candidate(chat_path: str | Path, base_path: str | Path | None, out_dir: str | Path, *,
-                    threshold: float = DEFAULT_THRESHOLD, sparsity: float = 0.2, rule: str | None = None,
+                    threshold: float = DEFAULT_THRESHOLD, sparsity: float = DEFAULT_SPARSITY, rule: str | None = None,
                     calib_texts: Sequence[str] | None = None, allow_no_base: bool = False,
                     reporter: Reporter | None = None, device: str = "auto", scores: Sequence[float] | None = None,
                     max_fraction: float = DEFAULT_MAX_FRACTION, keep_first: bool = True, keep_last: bool = True,
@@ -306,7 +306,7 @@ def prune_candidate(chat_path: str | Path, base_path: str | Path | None, out_dir
 
 
 def prune_model(model: Any, pruned: Sequence[int], *, base_model: Any = None, rule: str | None = None,
-                scores: Sequence[float] | None = None, sparsity: float = 0.2, rescale: str = "none") -> list[int]:
+                scores: Sequence[float] | None = None, sparsity: float = DEFAULT_SPARSITY, rescale: str = "none") -> list[int]:
     """In-memory variant: drop layers `pruned` from a loaded Chat model, merging their sparse task vectors
     (needs `base_model`) unless `rule="drop"`. Returns the kept original indices. For small models and tests; use
     `prune_candidate` for checkpoints (it streams, so 7-9B pairs fit in CPU memory)."""
