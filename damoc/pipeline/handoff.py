@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PAPER_HP = {"full": {"lr": 1e-5, "epochs": 3, "batch": 64}, "lora": {"lr": 1e-4, "epochs": 3, "batch": 64}}
+from damoc.finetune.config import FullParams, LoraParams, MethodParams
+
+
+def paper_hp(method: str) -> MethodParams:
+    """The paper's hyper-parameters for the winner's real fine-tune: the run config's defaults (no proxy floor)."""
+    return LoraParams() if method == "lora" else FullParams()
+
 
 # LLaMA-Factory chat template per model family / architecture (src/llamafactory/extras/constants.py groups)
 LF_TEMPLATES = {"llama": "llama3", "qwen": "qwen", "qwen2": "qwen", "gemma": "gemma", "gemma2": "gemma",
@@ -79,16 +85,17 @@ def template_for(w: Winner) -> str:
 
 
 def handoff_files(winner: Winner, dataset: str, *, run_id: str = "", score: str = "") -> dict[str, str]:
-    hp = PAPER_HP["lora" if winner.method == "lora" else "full"]
+    hp = paper_hp(winner.method)
     ds_name = "damoc_" + "".join(c if c.isalnum() else "_" for c in Path(dataset).stem)
     fmt, cols = _columns(_first_record(dataset))
     entry = {ds_name: {"file_name": str(Path(dataset).resolve()), **({"formatting": fmt} if fmt != "alpaca" else {}),
                        **cols}}
     template = template_for(winner)
     head = (f"# DaMoC hand-off for run {run_id}: {winner.name} won" + (f" ({score})" if score else "") +
-            f".\n# Full fine-tune with the paper's hyper-parameters (lr {hp['lr']:g}, effective batch {hp['batch']}, "
-            f"{hp['epochs']} epochs, AdamW).\n")
-    lora = ("lora_rank: 8\nlora_alpha: 16\nlora_target: all\n" if winner.method == "lora" else
+            f".\n# Full fine-tune with the paper's hyper-parameters (lr {hp.lr:g}, "
+            f"effective batch {hp.effective_batch}, {hp.epochs:g} epochs, AdamW).\n")
+    lora = (f"lora_rank: {hp.lora_r}\nlora_alpha: {hp.lora_alpha}\nlora_target: all\n"
+            if winner.method == "lora" else
             "deepspeed: examples/deepspeed/ds_z3_config.json   # ZeRO-3 (needs deepspeed); drop for one GPU\n")
     lf_yaml = (
         head +
@@ -110,8 +117,8 @@ def handoff_files(winner: Winner, dataset: str, *, run_id: str = "", score: str 
         "logging_steps: 10\nsave_steps: 500\nplot_loss: true\noverwrite_output_dir: true\n"
         "\n### train  (effective batch = per_device x accumulation x GPUs = 64 on 8 GPUs; adjust for yours)\n"
         "per_device_train_batch_size: 1\ngradient_accumulation_steps: 8\n"
-        f"learning_rate: {hp['lr']:.1e}\n"
-        f"num_train_epochs: {float(hp['epochs'])}\n"
+        f"learning_rate: {hp.lr:.1e}\n"
+        f"num_train_epochs: {float(hp.epochs)}\n"
         "optim: adamw_torch\nlr_scheduler_type: cosine\nwarmup_ratio: 0.1\nbf16: true\n"
         "ddp_timeout: 180000000\n")
     swift = [
@@ -120,10 +127,10 @@ def handoff_files(winner: Winner, dataset: str, *, run_id: str = "", score: str 
         "--tuner_type", winner.method,
         "--dataset", str(Path(dataset).resolve()),
         "--torch_dtype", "bfloat16",
-        "--num_train_epochs", str(hp["epochs"]),
+        "--num_train_epochs", f"{hp.epochs:g}",
         "--per_device_train_batch_size", "1",
         "--gradient_accumulation_steps", "8",
-        "--learning_rate", f"{hp['lr']:g}",
+        "--learning_rate", f"{hp.lr:g}",
         "--optim", "adamw_torch",
         "--warmup_ratio", "0.1",
         "--max_length", "2048",
@@ -134,7 +141,7 @@ def handoff_files(winner: Winner, dataset: str, *, run_id: str = "", score: str 
     if winner.method == "full":
         swift += ["--deepspeed", "zero3"]
     else:
-        swift += ["--lora_rank", "8", "--lora_alpha", "16", "--target_modules", "all-linear"]
+        swift += ["--lora_rank", str(hp.lora_r), "--lora_alpha", str(hp.lora_alpha), "--target_modules", "all-linear"]
     if Path(winner.model).is_absolute():
         swift += ["--check_model", "false"]          # a local folder: no hub lookup (offline boxes)
     if fmt == "alpaca":

@@ -128,7 +128,8 @@ class CellKind(ABC):
         bound = {r.value: inputs[r] for r in (*cls.requires, *cls.accepts) if r in inputs}
         return CellSpec(candidate, stage, cls.name, method=method, seed=seed,
                         needs=list(dict.fromkeys(bound.values())),
-                        params=params.model_dump(mode="json", exclude_unset=True),  # plan.json as before: no unset extras
+                        # unset extras stay out of plan.json (e.g. no scorer_path for a method that needs none)
+                        params=params.model_dump(mode="json", exclude_unset=True),
                         inputs=bound)
 
     @classmethod
