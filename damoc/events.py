@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 Status = Literal["ok", "failed", "cancelled", "skipped"]
-STATUSES: tuple[str, ...] = ("ok", "failed", "cancelled", "skipped")
 SCHEMA_VERSION = 1
 
 
@@ -178,15 +177,6 @@ class ListReporter:
         self.events.append(event)
 
 
-class FanOut:
-    def __init__(self, *reporters: Reporter) -> None:
-        self.reporters = [r for r in reporters if r is not None]
-
-    def emit(self, event: Event) -> None:
-        for r in self.reporters:
-            r.emit(event)
-
-
 class JsonlWriter:
     """Appends events to a file: one `write` of one line with O_APPEND, so several processes can share it."""
 
@@ -212,18 +202,6 @@ class JsonlWriter:
                 os.write(fd, data)
             finally:
                 os.close(fd)
-
-
-class Stopwatch:
-    """Small helper for stages: `with Stopwatch() as sw: ...; sw.seconds`."""
-
-    def __enter__(self) -> "Stopwatch":
-        self.start = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self.start
 
 
 class StageTracker:

@@ -9,12 +9,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from damoc.settings import Settings
 
-def hf_offline_env(settings: Any = None) -> None:
+
+def hf_offline_env(settings: Settings | None = None) -> None:
     """Make Hugging Face fail fast instead of retrying DNS for ~50 s when there is no network."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    if settings is not None and getattr(settings, "hf_offline", None):
+    if settings is not None and settings.hf_offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
 
 

@@ -9,21 +9,16 @@ import click
 
 from damoc.cli.common import echo_json, err_console, out_console, settings
 from damoc.errors import DamocError
+from damoc.settings import Settings
 
 
-def _resolve(candidate: str, base: str | None, s: Any) -> tuple[str, Path, Path | None, str | None]:
+def _resolve(candidate: str, base: str | None, s: Settings) -> tuple[str, Path, Path | None, str | None]:
     """(name, chat_path, base_path, base_problem) from a Chat folder or a registry name."""
-    p = Path(candidate).expanduser()
-    if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise DamocError(f"{p}: no config.json, not a Hugging Face model folder",
-                             "pass a Chat model folder or a registry name (damoc registry list)")
-        return p.name, p, Path(base).expanduser() if base else None, None
-    try:
-        from damoc.registry import resolve_candidate
-    except ImportError as e:
-        raise DamocError(f"{candidate!r} is not a folder and the model registry is not available ({e})",
-                         "pass the Chat model folder instead, with --base for its Base") from e
+    from damoc.registry.resolve import given_folder, resolve_candidate
+
+    folder = given_folder(candidate, setting="candidate")
+    if folder is not None:
+        return folder.name, folder, Path(base).expanduser() if base else None, None
     rc = resolve_candidate(s, candidate)
     chat = Path(str(rc.chat_path)).expanduser()
     if not chat.is_dir():
@@ -42,7 +37,7 @@ def _resolve(candidate: str, base: str | None, s: Any) -> tuple[str, Path, Path 
     return rc.name, chat, base_path, problem
 
 
-def _default_out(s: Any, name: str, params: dict[str, Any]) -> Path:
+def _default_out(s: Settings, name: str, params: dict[str, Any]) -> Path:
     from damoc.fsutil import stable_hash
 
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"

@@ -1,4 +1,5 @@
-"""The evaluation metrics. Each is a function `(EvalContext) -> MetricOutput`, registered in `METRICS`.
+"""The evaluation metrics. Each is a `Metric`, `(EvalContext) -> MetricOutput`, registered in `METRICS` where it is
+defined (with its family and description, written once).
 
 Scale: squad_f1, bertscore_rouge and mc_accuracy are percentages (0-100, as the paper's tables); answer_loglik is
 nats per answer token (<= 0, higher is better).
@@ -6,12 +7,15 @@ nats per answer token (<= 0, higher is better).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from damoc.errors import DataError
 from damoc.evaluate.text import UnicodeRougeTokenizer, mean_stderr, squad_scores
+from damoc.plugins import Registry
 
 if TYPE_CHECKING:
     from damoc.evaluate.core import EvalContext
@@ -25,7 +29,32 @@ class MetricOutput:
     item_details: list[dict[str, Any]] = field(default_factory=list)
 
 
-def squad_f1(ctx: "EvalContext") -> MetricOutput:
+class Metric:
+    """A metric: scores every item of an `EvalContext`. Family `generate` metrics read greedy answers, `loglik`
+    ones teacher-forced log-likelihoods (evaluation generates only when a `generate` metric is asked for)."""
+
+    def __init__(self, score: Callable[[EvalContext], MetricOutput]) -> None:
+        self.score = score
+        functools.update_wrapper(self, score)
+
+    def __call__(self, ctx: EvalContext) -> MetricOutput:
+        return self.score(ctx)
+
+
+METRICS: Registry[Metric] = Registry("metric", Metric)
+
+
+def metric(name: str, *, family: str, description: str,
+           aliases: tuple[str, ...] = ()) -> Callable[[Callable[[EvalContext], MetricOutput]], Metric]:
+    """Register the decorated function as the metric `name`, at its definition."""
+    def deco(score: Callable[[EvalContext], MetricOutput]) -> Metric:
+        return METRICS.put(name, Metric(score), family=family, description=description, aliases=aliases)
+    return deco
+
+
+@metric("squad_f1", family="generate", aliases=("f1", "squad"),
+        description="SQuAD token F1 (and exact match) of the greedy answer, max over references; percent")
+def squad_f1(ctx: EvalContext) -> MetricOutput:
     """SQuAD token F1 of the greedy answer, max over `Sample.references`; exact match in details."""
     preds = ctx.predictions()
     f1s, ems = [], []
@@ -84,7 +113,9 @@ def rouge_l(candidates: list[str], references: list[list[str]]) -> list[float]:
     return out
 
 
-def bertscore_rouge(ctx: "EvalContext") -> MetricOutput:
+@metric("bertscore_rouge", family="generate", aliases=("bertscore", "rouge"),
+        description="(BERTScore F1 + ROUGE-L F)/2 of the greedy answer, offline MiniLM encoder; percent")
+def bertscore_rouge(ctx: EvalContext) -> MetricOutput:
     """The paper's generative score: (BERTScore F1 + ROUGE-L F) / 2, per item, in percent."""
     preds = ctx.predictions()
     refs = [s.references for s in ctx.samples]
@@ -108,7 +139,9 @@ def correct_index(sample: Any) -> int:
                     "set extra.answer_index or make the answer the text of the right choice")
 
 
-def mc_accuracy(ctx: "EvalContext") -> MetricOutput:
+@metric("mc_accuracy", family="loglik", aliases=("accuracy", "mmlu", "mc"),
+        description="multiple-choice accuracy by option log-likelihood (MMLU style); percent")
+def mc_accuracy(ctx: EvalContext) -> MetricOutput:
     """Multiple-choice accuracy by option log-likelihood (lm-evaluation-harness style): the option with the highest
     summed log-probability after the prompt is the prediction (acc); `acc_norm` divides by the option's length in
     characters (lm-eval's acc_norm). Options are scored as the fine-tune frames answers (the choice text)."""
@@ -142,7 +175,9 @@ def mc_accuracy(ctx: "EvalContext") -> MetricOutput:
     return MetricOutput(per, {"acc_norm": mean_stderr(norm)}, items)
 
 
-def answer_loglik(ctx: "EvalContext") -> MetricOutput:
+@metric("answer_loglik", family="loglik", aliases=("loglik",),
+        description="teacher-forced mean log-likelihood per token of the reference answer; nats, higher is better")
+def answer_loglik(ctx: EvalContext) -> MetricOutput:
     """Teacher-forced mean log-likelihood per token of the reference answer (`Sample.answer`) after the prompt: a
     low-noise secondary signal when greedy scores sit near chance (zoo-spike.md)."""
     from damoc.backends.base import continuation_text

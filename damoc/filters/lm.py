@@ -18,6 +18,7 @@ from typing import Any
 
 from damoc.errors import ConfigError, DamocError
 from damoc.fsutil import stable_hash
+from damoc.settings import Settings
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -25,7 +26,7 @@ from damoc.fsutil import stable_hash
 class ScoreCache:
     """key -> JSON value, one JSONL file per (kind, model). Appends whole lines, so parallel writers are safe."""
 
-    def __init__(self, settings: Any, kind: str, model_key: str) -> None:
+    def __init__(self, settings: Settings, kind: str, model_key: str) -> None:
         self.path = Path(settings.cache_dir) / "filters" / f"{kind}-{model_key}.jsonl"
         self._data: dict[str, Any] | None = None
 
@@ -91,7 +92,7 @@ def model_key(path: str) -> str:
 class ScorerLM:
     """A causal LM used as a scorer or judge, loaded once through `damoc.backends`."""
 
-    def __init__(self, path: str, settings: Any, *, model: Any = None, tokenizer: Any = None,
+    def __init__(self, path: str, settings: Settings, *, model: Any = None, tokenizer: Any = None,
                  name: str | None = None) -> None:
         from damoc.backends import get_backend
         from damoc.models import hf_offline_env, resolve_device
@@ -99,7 +100,7 @@ class ScorerLM:
         hf_offline_env(settings)
         self.path = path
         self.settings = settings
-        self.device = resolve_device(getattr(settings, "device", "auto"))
+        self.device = resolve_device(settings.device)
         try:
             self.backend = get_backend(model if model is not None else path, device=self.device,
                                        tokenizer=tokenizer)
@@ -303,7 +304,7 @@ def generate(lm: ScorerLM, prompts: Sequence[str], *, max_new_tokens: int = 64, 
 
 # ---------------------------------------------------------------------------------------------------------------
 # reward models (MoDS quality; any *ForSequenceClassification folder)
-def reward_scores(path: str, settings: Any, questions: Sequence[str], answers: Sequence[str], *,
+def reward_scores(path: str, settings: Settings, questions: Sequence[str], answers: Sequence[str], *,
                   batch_size: int = 16, tracker: Any = None) -> list[float]:
     """logit[0] of a sequence-classification reward model on (question, answer) pairs, as MoDS scores with
     OpenAssistant/reward-model-deberta-v3-large-v2 (CASIA-LM/MoDS quality-evaluation)."""
@@ -313,7 +314,7 @@ def reward_scores(path: str, settings: Any, questions: Sequence[str], answers: S
     from damoc.models import hf_offline_env, resolve_device
 
     hf_offline_env(settings)
-    dev = resolve_device(getattr(settings, "device", "auto"))
+    dev = resolve_device(settings.device)
     store = ScoreCache(settings, "reward", model_key(path))
     keys = [stable_hash("reward", q, a) for q, a in zip(questions, answers)]
 
@@ -397,7 +398,7 @@ def _batch(feats: Sequence[tuple[list[int], list[int]]], pad: int, device: Any) 
     return {"input_ids": ids.to(device), "labels": lab.to(device), "attention_mask": mask.to(device)}
 
 
-def lora_train(model_path: str, samples: Sequence[Any], cfg: LoraConfigLite, *, settings: Any, seed: int = 0,
+def lora_train(model_path: str, samples: Sequence[Any], cfg: LoraConfigLite, *, settings: Settings, seed: int = 0,
                tracker: Any = None, on_epoch_end: Callable[[int, Any, Any, float], None] | None = None) -> LoraRun:
     """LoRA fine-tune `model_path` on `samples` with AdamW (linear decay after a 3% warm-up, as LESS's scripts).
     `on_epoch_end(epoch, model, optimizer, mean_lr)` runs after each epoch (LESS reads the Adam state there)."""
@@ -408,7 +409,7 @@ def lora_train(model_path: str, samples: Sequence[Any], cfg: LoraConfigLite, *, 
 
     if not samples:
         raise DamocError("LoRA warm-up: no samples to train on")
-    dev = resolve_device(getattr(settings, "device", "auto"))
+    dev = resolve_device(settings.device)
     torch.manual_seed(seed)
     tok = load_tokenizer(model_path)
     base = load_causal_lm(model_path, device=dev, train=True)

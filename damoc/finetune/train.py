@@ -20,6 +20,7 @@ from damoc.events import Reporter, StageTracker
 from damoc.finetune.config import FinetuneConfig, StepPlan, lora_targets_for, plan_steps
 from damoc.finetune.data import Collator, encode_samples
 from damoc.fsutil import atomic_write_json
+from damoc.settings import Settings
 
 
 @dataclass
@@ -110,7 +111,8 @@ def _resolve_precision(config: FinetuneConfig, device: str) -> bool:
 
 def finetune(model_path: Any, train_samples: list[Any], config: FinetuneConfig | None = None,
              out_dir: str | Path | None = None, *, reporter: Reporter | None = None, keep_model: bool = True,
-             tokenizer: Any = None, tracker: StageTracker | None = None, settings: Any = None) -> FinetuneResult:
+             tokenizer: Any = None, tracker: StageTracker | None = None,
+             settings: Settings | None = None) -> FinetuneResult:
     """Fine-tune a model folder (or an in-memory model with its `tokenizer`) on `train_samples`.
 
     Loss on answer tokens only (prompt labels masked), EOS appended to every answer, chat template for models that
@@ -132,7 +134,7 @@ def finetune(model_path: Any, train_samples: list[Any], config: FinetuneConfig |
 
 
 def _finetune(model_path: Any, train_samples: list[Any], config: FinetuneConfig, out_dir: str | Path | None,
-              tracker: StageTracker, keep_model: bool, tokenizer: Any, settings: Any) -> FinetuneResult:
+              tracker: StageTracker, keep_model: bool, tokenizer: Any, settings: Settings | None) -> FinetuneResult:
     import torch
     from transformers import PrinterCallback, ProgressCallback, Trainer, TrainingArguments, set_seed
 
@@ -247,7 +249,6 @@ def _finetune(model_path: Any, train_samples: list[Any], config: FinetuneConfig,
 def _scratch_root(cache_dir: Path | None) -> str:
     """Trainer needs an output_dir even when it saves nothing; keep it under damoc's cache, never the checkout."""
     if cache_dir is None:
-        from damoc.settings import Settings
         cache_dir = Settings.load().cache_dir
     root = Path(cache_dir) / "finetune-scratch"
     root.mkdir(parents=True, exist_ok=True)

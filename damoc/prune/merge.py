@@ -81,23 +81,27 @@ def _literal(w: Any, s: Any, ctx: MergeContext) -> Any:
     return (1.0 - ctx.sim_pruned) * w + (1.0 - ctx.sim_target) * s
 
 
-ADDITIVE = MergeRule("additive", "W_k + Sparse(tau_l) (TIES-style task-vector addition, lambda = 1)", _additive,
-                     needs_scores=False)
-ADDITIVE_SCALED = MergeRule("additive_scaled", "W_k + BI_l/(BI_l+BI_k) * Sparse(tau_l), BI = 1 - cosine",
-                            _additive_scaled)
-CONVEX = MergeRule("convex", "(1-b) W_k + b (W_base_k + Sparse(tau_l)), b = BI_l/(BI_l+BI_k)", _convex,
-                   needs_base_target=True)
-PAPER = MergeRule("paper", "Eq. 4 with IS = 1 - cosine: cos_l * W_k + cos_k * Sparse(tau_l)", _paper)
-LITERAL = MergeRule("literal", "Eq. 4 as printed, IS = cosine: (1-cos_l) W_k + (1-cos_k) Sparse(tau_l); "
-                    "destroys the kept layer, for the ablation only", _literal)
-DROP = MergeRule("drop", "plain layer dropping by the same scores (ShortGPT-style), no merge", None,
-                 needs_scores=False)
-
 MERGE_RULES: Registry[MergeRule] = Registry("merge rule", MergeRule)
-for _r, _aliases in ((ADDITIVE, ("add", "ties")), (ADDITIVE_SCALED, ()), (CONVEX, ()), (PAPER, ("eq4",)),
-                     (LITERAL, ()), (DROP, ("shortgpt", "none"))):
-    MERGE_RULES.add(_r.name, f"damoc.prune.merge:{_r.name.upper()}", family="drop" if _r is DROP else "merge",
-                    description=_r.description, aliases=_aliases)
+
+
+def _rule(name: str, description: str, fn: Callable[[Any, Any, MergeContext], Any] | None, *,
+          family: str = "merge", aliases: tuple[str, ...] = (), **flags: bool) -> MergeRule:
+    """A rule, registered where it is defined; the registry's name and description are the rule's own."""
+    return MERGE_RULES.put(name, MergeRule(name, description, fn, **flags), family=family, description=description,
+                           aliases=aliases)
+
+
+ADDITIVE = _rule("additive", "W_k + Sparse(tau_l) (TIES-style task-vector addition, lambda = 1)", _additive,
+                 aliases=("add", "ties"), needs_scores=False)
+ADDITIVE_SCALED = _rule("additive_scaled", "W_k + BI_l/(BI_l+BI_k) * Sparse(tau_l), BI = 1 - cosine",
+                        _additive_scaled)
+CONVEX = _rule("convex", "(1-b) W_k + b (W_base_k + Sparse(tau_l)), b = BI_l/(BI_l+BI_k)", _convex,
+               needs_base_target=True)
+PAPER = _rule("paper", "Eq. 4 with IS = 1 - cosine: cos_l * W_k + cos_k * Sparse(tau_l)", _paper, aliases=("eq4",))
+LITERAL = _rule("literal", "Eq. 4 as printed, IS = cosine: (1-cos_l) W_k + (1-cos_k) Sparse(tau_l); "
+                "destroys the kept layer, for the ablation only", _literal)
+DROP = _rule("drop", "plain layer dropping by the same scores (ShortGPT-style), no merge", None, family="drop",
+             aliases=("shortgpt", "none"), needs_scores=False)
 
 DEFAULT_RULE = "convex"
 """Chosen by bench/bench_prune.py on the demo zoo (docs/pruning.md has the numbers): of the rules, only `convex` beat

@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from damoc.events import Log, Reporter, StageTracker
+from damoc.events import Reporter, StageTracker
 from damoc.fsutil import atomic_write_json, stable_hash
+from damoc.settings import Settings
 from damoc.zoo.cache import cached_build
 from damoc.zoo.specs import CandidateSpec, ZooRecipe, hf_config, recipe
 
@@ -43,27 +44,26 @@ def pool_folder(size: str, out: Path) -> Path:
     return Path(out).expanduser() / f"{size}-{stable_hash(rec.cache_key())}"
 
 
-def build_zoo(size: str = "test", out: str | Path | None = None, settings: Any = None,
+def build_zoo(size: str = "test", out: str | Path | None = None, settings: Settings | None = None,
               reporter: Reporter | None = None, register: bool = False) -> list[ZooCandidate]:
     """The pool of `size` ("test" | "demo"), built under `out` (default `settings.zoo_dir`) unless cached.
 
     A second call with the same recipe returns at once; `register=True` also adds the pool to the model registry.
     """
-    from damoc.settings import Settings
-
     settings = settings or Settings.load()
     rec = recipe(size)
     folder = pool_folder(size, Path(out) if out is not None else settings.zoo_dir)
     manifest = cached_build(folder, lambda tmp: _build_pool(tmp, rec, settings, reporter))
     candidates = [_candidate(folder, c) for c in manifest["candidates"]]
     if register:
-        _register(settings, candidates, reporter)
+        from damoc.registry import register_zoo
+
+        register_zoo(settings, candidates)
     return candidates
 
 
-def load_manifest(size: str, out: str | Path | None = None, settings: Any = None) -> dict[str, Any] | None:
+def load_manifest(size: str, out: str | Path | None = None, settings: Settings | None = None) -> dict[str, Any] | None:
     """The manifest of a built pool, or None when that pool is not built (never builds)."""
-    from damoc.settings import Settings
     from damoc.zoo.cache import read_manifest
 
     settings = settings or Settings.load()
@@ -78,17 +78,7 @@ def _candidate(folder: Path, c: dict[str, Any]) -> ZooCandidate:
                         notes=c.get("notes", ""))
 
 
-def _register(settings: Any, candidates: list[ZooCandidate], reporter: Reporter | None) -> None:
-    try:
-        from damoc.registry import register_zoo
-    except ImportError as e:   # the registry module is optional for building; say so instead of failing the build
-        if reporter is not None:
-            reporter.emit(Log(level="warning", message=f"zoo not registered: model registry unavailable ({e})"))
-        return
-    register_zoo(settings, candidates)
-
-
-def _build_pool(tmp: Path, rec: ZooRecipe, settings: Any, reporter: Reporter | None) -> None:
+def _build_pool(tmp: Path, rec: ZooRecipe, settings: Settings, reporter: Reporter | None) -> None:
     import torch
 
     from damoc.models import hf_offline_env, resolve_device, set_threads, usable_cores
@@ -193,7 +183,7 @@ def _tail(losses: list[float], n: int = 10) -> float:
     return round(sum(losses[-n:]) / max(1, len(losses[-n:])), 4)
 
 
-def _workers(rec: ZooRecipe, device: str, settings: Any) -> int:
+def _workers(rec: ZooRecipe, device: str, settings: Settings) -> int:
     """Processes that train candidates side by side: one per free core on CPU for a parallel recipe, else 1 (a GPU
     is better used by one process; `settings.threads` set by the user means "this many threads, one process")."""
     from damoc.models import usable_cores

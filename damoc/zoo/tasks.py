@@ -25,6 +25,7 @@ from typing import Any
 
 from damoc.errors import UnknownNameError
 from damoc.fsutil import atomic_write_json, stable_hash
+from damoc.settings import Settings
 from damoc.zoo.cache import MANIFEST, cached_build
 from damoc.zoo.world import ATTRIBUTES, QUESTION_TEMPLATES, World, WorldSpec, generic_doc, make_world
 
@@ -169,13 +170,11 @@ def _build_tasks(tmp: Path, size: str, sizes: TaskSizes, world_spec: WorldSpec) 
     atomic_write_json(tmp / MANIFEST, {"size": size, "tasks": entries, "world_seed": world_spec.seed})
 
 
-def demo_tasks(size: str = "demo", out: str | Path | None = None, settings: Any = None) -> list[DemoTask]:
+def demo_tasks(size: str = "demo", out: str | Path | None = None, settings: Settings | None = None) -> list[DemoTask]:
     """The demo tasks of `size`, generated under `out` (default `settings.zoo_dir`) unless already there."""
     if size not in SIZES:
         raise UnknownNameError("zoo size", size, SIZES)
     if out is None:
-        from damoc.settings import Settings
-
         out = (settings or Settings.load()).zoo_dir
     world_spec = WorldSpec()
     key = stable_hash(TASKS_VERSION, asdict(SIZES[size]), asdict(world_spec))
