@@ -166,12 +166,9 @@ def _resolve_model_ref(settings: Settings, ref: str, cands: list[CandidatePlan],
     for c in cands:
         if c.name == ref and c.chat_path:
             return c.chat_path
-    if _is_model_dir(Path(ref).expanduser()):
-        return str(Path(ref).expanduser().resolve())
-    try:
-        return resolve_candidate(settings, ref, "chat").chat_path or ref
-    except DamocError as e:              # say which setting named it: a run config has several model references
-        raise ConfigError(f"{key}: {e.message}", e.hint) from e
+    from damoc.registry.resolve import model_folder
+
+    return str(model_folder(settings, ref, setting=key))
 
 
 # -- the plan ------------------------------------------------------------------------------------------
