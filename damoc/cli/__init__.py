@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "attach": ("damoc.cli.run:attach", "Follow a running (or finished) run."),
     "runs": ("damoc.cli.run:runs", "List runs."),
     "compare": ("damoc.cli.run:compare", "Compare the rankings of two runs."),
+    "extrapolate": ("damoc.cli.extrapolate:extrapolate", "Rank models by their extrapolated fine-tuning curves."),
     "demo": ("damoc.cli.run:demo", "Run DaMoC on the offline demo zoo (the main job)."),
     "tui": ("damoc.cli.tui:tui", "Open the terminal app."),
 }
