@@ -6,21 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.cache import cache_dir
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def test_cache_dir() -> Path:
-    """Cache shared between test sessions (the test zoo): $DAMOC_TEST_CACHE or ~/.cache/damoc-tests."""
-    root = os.environ.get("DAMOC_TEST_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "damoc-tests")
-    p = Path(root)
-    p.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +23,15 @@ def isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("DAMOC_HOME", str(home))
     monkeypatch.delenv("DAMOC_CONFIG", raising=False)
     return home
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache of this test's own (HF_HUB_CACHE)."""
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache
 
 
 @pytest.fixture
@@ -55,15 +57,22 @@ def settings(isolated_home):
 @pytest.fixture(scope="session")
 def test_zoo():
     """The `--size test` demo zoo, built once and cached between test sessions (see damoc.zoo)."""
-    zoo = pytest.importorskip("damoc.zoo")
-    return zoo.build_zoo(size="test", out=test_cache_dir() / "zoo")
+    from damoc.zoo import build_zoo
+
+    return build_zoo(size="test", out=cache_dir() / "zoo")
+
+
+@pytest.fixture(scope="session")
+def small_zoo(test_zoo):
+    """The test zoo's smallest candidate."""
+    return min(test_zoo, key=lambda c: c.parameters)
 
 
 @pytest.fixture(scope="session")
 def test_tasks(test_zoo):
-    import damoc.zoo as zoo
+    from damoc.zoo import demo_tasks
 
-    return zoo.demo_tasks(size="test", out=test_cache_dir() / "zoo")
+    return demo_tasks(size="test", out=cache_dir() / "zoo")
 
 
 @pytest.fixture(scope="session")
@@ -80,12 +89,9 @@ def shared_data() -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    try:
-        import torch
-        has_cuda = torch.cuda.is_available()
-    except ImportError:
-        has_cuda = False
-    if not has_cuda:
+    import torch
+
+    if not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
         for item in items:
             if "gpu" in item.keywords:

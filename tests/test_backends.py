@@ -9,7 +9,7 @@ import pytest
 from damoc.backends import (BACKENDS, choose_backend, continuation_text, cut_at_stop, get_backend, prompt_ids,
                             vllm_usable)
 from damoc.errors import ConfigError, UnknownNameError
-from tests.tiny_models import make_model
+from tests.helpers.tiny_models import make_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -124,7 +124,7 @@ def test_prompt_ids_adds_bos_once(tmp_path):
     from tokenizers.processors import TemplateProcessing
 
     from damoc.models import load_tokenizer
-    from tests.tiny_models import make_tokenizer
+    from tests.helpers.tiny_models import make_tokenizer
 
     make_tokenizer(tmp_path)
     tok = load_tokenizer(tmp_path)

@@ -6,11 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers.cli import damoc
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def damoc(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "damoc", *args], capture_output=True, text=True, env=env)
 
 
 def test_help_lists_commands():

@@ -70,11 +70,6 @@ def known_lm(tmp_path_factory) -> str:
     return str(build_known_lm(tmp_path_factory.mktemp("known-lm")))
 
 
-@pytest.fixture(scope="session")
-def small_zoo(test_zoo):
-    return min(test_zoo, key=lambda c: c.parameters)
-
-
 def _cfg(model: str, **kw) -> CompressConfig:
     kw.setdefault("use_cache", False)
     kw.setdefault("device", "cpu")

@@ -2,19 +2,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-
-def damoc(*args):
-    return subprocess.run([sys.executable, "-m", "damoc", *args], capture_output=True, text=True)
-
-
-@pytest.fixture(scope="module")
-def small_zoo(test_zoo):
-    return min(test_zoo, key=lambda c: c.parameters)
+from tests.helpers.cli import damoc
 
 
 @pytest.fixture

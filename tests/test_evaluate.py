@@ -10,7 +10,7 @@ from damoc.errors import ConfigError, DataError, UnknownNameError
 from damoc.evaluate import (METRICS, build_prompts, evaluate, f1_em, mean_stderr, normalize_answer, pick_metric,
                             squad_scores)
 from damoc.events import ListReporter, StageFinished, StageProgress, StageStarted
-from tests.tiny_models import make_model
+from tests.helpers.tiny_models import make_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

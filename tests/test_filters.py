@@ -13,14 +13,11 @@ import pytest
 from damoc.data import Sample, load_samples
 from damoc.errors import ConfigError, DataError
 from damoc.filters import FILTERS, list_methods, select
-from tests.conftest import test_cache_dir as cache_dir
+from tests.helpers.cache import cache_dir
+from tests.helpers.cli import damoc
 
 PAPER_METHODS = ["dq", "graphcut", "kcentergreedy", "random", "alpagasus", "lma", "superfiltering", "less", "mods",
                  "cherry", "deita", "car"]
-
-
-def damoc(*args):
-    return subprocess.run([sys.executable, "-m", "damoc", *args], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +125,7 @@ def test_random_is_seeded_and_exact(alpaca):
 
 
 def test_graphcut_on_real_embeddings_equals_submodlib(alpaca, alpaca_emb):
-    submodlib = pytest.importorskip("submodlib")
+    import submodlib
     sel = select(alpaca, "graphcut", count=30, embeddings=alpaca_emb, params={"optimizer": "exact", "pool": 16})
     E = alpaca_emb / np.linalg.norm(alpaca_emb, axis=1, keepdims=True)
     ref = submodlib.GraphCutFunction(n=len(E), mode="dense", lambdaVal=0.4, ggsijs=(E @ E.T).astype(np.float64))

@@ -16,7 +16,7 @@ def unit(rng, n, d):
 
 @pytest.mark.parametrize("n,d,budget,lam", [(800, 32, 80, 0.4), (500, 384, 50, 0.4), (600, 16, 100, 1.0)])
 def test_graphcut_equals_submodlib_dense_naive_greedy(n, d, budget, lam):
-    submodlib = pytest.importorskip("submodlib")
+    import submodlib
     X = unit(np.random.default_rng(n), n, d)
     K = (X @ X.T).astype(np.float64)
     ref = submodlib.GraphCutFunction(n=n, mode="dense", lambdaVal=lam, ggsijs=K)
@@ -52,7 +52,7 @@ def test_graphcut_auto_switches_to_stochastic_and_stays_close_to_exact():
 
 
 def test_facility_location_equals_submodlib_dense():
-    submodlib = pytest.importorskip("submodlib")
+    import submodlib
     X = unit(np.random.default_rng(800), 800, 32)
     K = (X @ X.T).astype(np.float64)
     fl = submodlib.FacilityLocationFunction(n=800, mode="dense", sijs=K, separate_rep=False)

@@ -238,7 +238,7 @@ def test_car_keeps_every_clusters_best_then_the_top(scorer, demo):
 
 # -- scorer by registry name ----------------------------------------------------------------------------------------
 def test_scorer_by_registry_name(test_zoo, demo, settings):
-    reg = pytest.importorskip("damoc.registry")
+    import damoc.registry as reg
     reg.register_zoo(settings, test_zoo)
     small = min(test_zoo, key=lambda c: c.parameters)
     samples, _ = demo

@@ -11,7 +11,7 @@ from damoc.errors import ConfigError, DataError
 from damoc.events import ListReporter, Metric, StageFinished, StageProgress, StageStarted
 from damoc.finetune import (IGNORE_INDEX, LORA_TARGETS, PROXY_MIN_STEPS, FinetuneConfig, encode_sample,
                             encode_samples, finetune, plan_steps)
-from tests.tiny_models import make_model
+from tests.helpers.tiny_models import make_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

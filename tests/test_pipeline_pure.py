@@ -229,7 +229,8 @@ def test_rank_correlations_against_hand_computed_values():
 
 
 def test_ties_match_scipy():
-    scipy = pytest.importorskip("scipy.stats")
+    from scipy import stats
+
     # hand: pairs (0,1) tied in x, (0,2) and (1,2) concordant -> 2 / sqrt((3-1)(3-0))
     assert kendall_tau_b([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / (2 * 3) ** 0.5)
     assert average_ranks([5.0, 7.0, 7.0, 1.0]) == [3.0, 1.5, 1.5, 4.0]
@@ -238,8 +239,8 @@ def test_ties_match_scipy():
     for _ in range(20):
         x = [rng.choice([1, 2, 3, 4]) for _ in range(7)]
         y = [rng.choice([1, 2, 3]) for _ in range(7)]
-        ref_tau = scipy.kendalltau(x, y).statistic
-        ref_rho = scipy.spearmanr(x, y).statistic
+        ref_tau = stats.kendalltau(x, y).statistic
+        ref_rho = stats.spearmanr(x, y).statistic
         got_tau, got_rho = kendall_tau_b(x, y), spearman_rho(x, y)
         if ref_tau != ref_tau:                     # NaN: undefined (a constant list)
             assert got_tau is None
@@ -252,7 +253,8 @@ def test_ties_match_scipy():
 # -- hand-off -----------------------------------------------------------------------------------------
 
 def test_handoff_uses_the_dataset_path_and_paper_hyperparameters(tmp_path):
-    yaml = pytest.importorskip("yaml")
+    import yaml
+
     data = tmp_path / "my data.jsonl"
     data.write_text(json.dumps({"instruction": "Summarize", "input": "text", "output": "sum"}) + "\n")
     files = handoff_files(Winner("qwen2.5-7b", "Qwen/Qwen2.5-7B-Instruct", family="qwen"), str(data), run_id="r1")

@@ -4,11 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from damoc.prune.merge import DEFAULT_RULE
-from test_prune_tiny import save_pair
-
-torch = pytest.importorskip("torch")
+from tests.helpers.tiny_archs import save_pair
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_prune_tiny import tiny_config, tiny_model, tiny_tokenizer
+from tests.helpers.tiny_archs import tiny_config, tiny_model, tiny_tokenizer
 
 torch = pytest.importorskip("torch")
 

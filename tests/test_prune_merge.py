@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_prune_tiny import save_pair, tiny_model
+from tests.helpers.tiny_archs import save_pair, tiny_model
 
 torch = pytest.importorskip("torch")
 

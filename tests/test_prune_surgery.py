@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_prune_tiny import ARCHS, tiny_config, tiny_model, tiny_tokenizer
+from tests.helpers.tiny_archs import ARCHS, tiny_config, tiny_model, tiny_tokenizer
 
 torch = pytest.importorskip("torch")
 

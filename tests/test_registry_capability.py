@@ -8,7 +8,7 @@ import pytest
 
 from damoc.registry.capability import (UnreadableModel, compare_checkpoints, facts_from_folder,
                                        read_safetensors_header, weight_index)
-from test_registry_fakes import write_model
+from tests.helpers.fakes import write_model
 
 
 def test_header_gives_names_shapes_and_parameter_count(tmp_path):

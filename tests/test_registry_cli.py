@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from damoc.cli import cli
 from damoc.errors import DamocError
-from test_registry_fakes import write_cached, write_model
+from tests.helpers.fakes import write_cached, write_model
 
 DAMOC = [sys.executable, "-m", "damoc"]
 
@@ -109,11 +109,9 @@ def test_import_of_a_bad_file_writes_nothing(settings, tmp_path):
     assert not settings.registry_path.exists()
 
 
-def test_scan_check_and_preflight_commands(settings, tmp_path, monkeypatch):
-    cache = tmp_path / "hf"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    write_cached(cache, "acme/Tiny-1B-Instruct", chat=True, seed=1)
-    write_cached(cache, "acme/Tiny-1B", seed=2)
+def test_scan_check_and_preflight_commands(settings, hf_cache):
+    write_cached(hf_cache, "acme/Tiny-1B-Instruct", chat=True, seed=1)
+    write_cached(hf_cache, "acme/Tiny-1B", seed=2)
     rep = run_json("scan")
     assert [a["name"] for a in rep["added"]] == ["Tiny-1B-Instruct"] and rep["added"][0]["base"] == "acme/Tiny-1B"
     checked = run_json("check", "Tiny-1B-Instruct")

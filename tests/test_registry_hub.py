@@ -11,23 +11,22 @@ import pytest
 from damoc.events import ListReporter, StageFinished, StageProgress
 from damoc.registry import Candidate, ModelRef, RegistryStore, resolve_candidate
 from damoc.registry.hub import HubError, check_online, pull, remote_model, select_files
-from test_registry_fakes import FakeHub, SilentServer, model_files
+from tests.helpers.fakes import FakeHub, SilentServer, model_files
 
 
 @pytest.fixture
-def online(tmp_path, monkeypatch):
+def online(hf_cache, tmp_path, monkeypatch):
     """HF offline switched off, a private HF cache, no token."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     # huggingface_hub freezes HF_HUB_OFFLINE when first imported (conftest sets it for the whole session)
     import huggingface_hub.constants as hc
 
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", False)
-    return tmp_path / "hf-cache"
+    return hf_cache
 
 
 def test_offline_mode_gives_a_message_at_once(settings, monkeypatch):

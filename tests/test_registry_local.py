@@ -7,15 +7,7 @@ from damoc.errors import DamocError
 from damoc.registry import RegistryStore, register_zoo, resolve_candidate
 from damoc.registry.scan import scan
 from damoc.registry.store import NameTaken
-from test_registry_fakes import write_cached, write_model
-
-
-@pytest.fixture
-def hf_cache(tmp_path, monkeypatch):
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    return cache
+from tests.helpers.fakes import write_cached, write_model
 
 
 def test_catalog_pair_in_the_hf_cache_resolves_to_snapshots(settings, hf_cache):

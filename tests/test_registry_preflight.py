@@ -6,15 +6,7 @@ import pytest
 from damoc.errors import ConfigError, UnknownNameError
 from damoc.registry import PreflightConfig, preflight
 from damoc.registry.capability import facts_from_folder
-from test_registry_fakes import write_cached
-
-
-@pytest.fixture
-def hf_cache(tmp_path, monkeypatch):
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    return cache
+from tests.helpers.fakes import write_cached
 
 
 CFG = {"seq_len": 8, "batch_size": 2, "calib_batch_size": 2, "lora_rank": 4, "device": "cpu", "finetune": "both"}

@@ -11,7 +11,7 @@ from damoc.errors import DamocError, UnknownNameError
 from damoc.registry import Candidate, ModelRef, RegistryStore
 from damoc.registry.store import SCHEMA_VERSION, NameTaken, RegistryCorrupt
 from damoc.settings import Settings
-from test_registry_fakes import write_model
+from tests.helpers.fakes import write_model
 
 PAPER = ["Llama-3.1-8B", "Qwen2.5-7B", "gemma-2-9b", "glm-4-9b", "Ministral-8B-Instruct-2410",
          "Phi-3-small-8k-instruct", "Yi-1.5-9B", "internlm2_5-7b"]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import test_cache_dir as cache_dir
+from tests.helpers.cache import cache_dir
+from tests.helpers.zoo import mini_recipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -117,22 +118,13 @@ def test_second_call_is_cached(test_zoo):
 
 # -- caching and atomicity on a one-model recipe (fast) ----------------------------------------------------------
 
-def _mini(pretrain_steps: int = 3):
-    from damoc.zoo.specs import CandidateSpec, ZooRecipe
-
-    spec = CandidateSpec("mini", "mini", "llama", 32, 2, 2, 1, 64, pretrain_steps=pretrain_steps,
-                         mix=(("world", 1.0),), sft_steps=2, seed=1)
-    return ZooRecipe(size="test", candidates=(spec,), tokenizer_docs=150, batch_size=2, seq_len=32,
-                     stream_docs=(("world", 60),), sft_samples=10, threads=1)
-
-
 def test_recipe_change_builds_new_folder(tmp_path, monkeypatch):
     import damoc.zoo.build as build
 
-    monkeypatch.setattr(build, "recipe", lambda size: _mini(3))
+    monkeypatch.setattr(build, "recipe", lambda size: mini_recipe(3))
     first = build.build_zoo(size="test", out=tmp_path)
     assert build.build_zoo(size="test", out=tmp_path)[0].chat_path == first[0].chat_path
-    monkeypatch.setattr(build, "recipe", lambda size: _mini(4))
+    monkeypatch.setattr(build, "recipe", lambda size: mini_recipe(4))
     second = build.build_zoo(size="test", out=tmp_path)
     assert Path(second[0].chat_path).parent.parent != Path(first[0].chat_path).parent.parent
     assert sorted(p.name.split("-")[0] for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["test"] * 2
@@ -142,7 +134,7 @@ def test_interrupted_build_leaves_no_cache(tmp_path, monkeypatch):
     import damoc.zoo.build as build
     import damoc.zoo.pretrain as pretrain
 
-    monkeypatch.setattr(build, "recipe", lambda size: _mini(3))
+    monkeypatch.setattr(build, "recipe", lambda size: mini_recipe(3))
 
     def boom(*a, **k):
         raise KeyboardInterrupt
@@ -152,7 +144,7 @@ def test_interrupted_build_leaves_no_cache(tmp_path, monkeypatch):
         build.build_zoo(size="test", out=tmp_path)
     assert [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
     monkeypatch.undo()
-    monkeypatch.setattr(build, "recipe", lambda size: _mini(3))
+    monkeypatch.setattr(build, "recipe", lambda size: mini_recipe(3))
     assert Path(build.build_zoo(size="test", out=tmp_path)[0].chat_path).is_dir()
 
 
@@ -160,7 +152,7 @@ def test_build_reports_progress_through_events(tmp_path, monkeypatch):
     import damoc.zoo.build as build
     from damoc.events import ListReporter, Metric, StageFinished
 
-    monkeypatch.setattr(build, "recipe", lambda size: _mini(3))
+    monkeypatch.setattr(build, "recipe", lambda size: mini_recipe(3))
     rep = ListReporter()
     build.build_zoo(size="test", out=tmp_path, reporter=rep)
     finished = {(e.candidate, e.stage) for e in rep.events if isinstance(e, StageFinished) and e.status == "ok"}
@@ -176,7 +168,7 @@ def test_parallel_build_matches_serial_build_and_forwards_progress(tmp_path, mon
 
     from damoc.events import ListReporter, StageFinished
 
-    base = _mini(3)
+    base = mini_recipe(3)
     two = dataclasses.replace(base, candidates=(base.candidates[0],
                                                  dataclasses.replace(base.candidates[0], name="mini2", seed=2)))
     monkeypatch.setattr(build, "recipe", lambda size: two)
@@ -202,8 +194,8 @@ def test_ctrl_c_stops_a_parallel_build_at_once_and_leaves_no_cache(tmp_path):
 
     script = f"""
 import dataclasses, damoc.zoo.build as build
-from tests.test_zoo import _mini
-base = _mini(100000)                                  # long enough to be interrupted mid-training
+from tests.helpers.zoo import mini_recipe
+base = mini_recipe(100000)                                  # long enough to be interrupted mid-training
 spec = base.candidates[0]
 rec = dataclasses.replace(base, candidates=tuple(dataclasses.replace(spec, name=f"m{{i}}", seed=i) for i in range(4)))
 build.recipe = lambda size: rec
