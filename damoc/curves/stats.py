@@ -9,9 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.special import log_ndtr
 
-_GRID = np.linspace(-10.0, 10.0, 2001)      # each candidate's own standardised axis: +-10 sd, step 0.01 sd
-_PHI = np.exp(-0.5 * _GRID ** 2) / np.sqrt(2 * np.pi)
-_STEP = float(_GRID[1] - _GRID[0])
+_N = 2001       # points on each candidate's own standardised axis, -10 sd to +10 sd (or to the lowest point mass)
 
 
 def p_best(means: Sequence[float], sds: Sequence[float]) -> list[float]:
@@ -28,17 +26,20 @@ def p_best(means: Sequence[float], sds: Sequence[float]) -> list[float]:
         ms, ss = mu[spread], sd[spread]
         idx = np.flatnonzero(spread)
         for a, i in enumerate(idx):
-            t = ms[a] + ss[a] * _GRID
+            top = min(10.0, (m0 - ms[a]) / ss[a])       # only values below the lowest point mass can win
+            if top <= -10.0:
+                continue
+            u = np.linspace(-10.0, top, _N)
+            t = ms[a] + ss[a] * u
             logsurv = log_ndtr(-(t[:, None] - ms[None, :]) / ss[None, :])   # log P(X_j > t), (grid, spread)
-            others = logsurv.sum(axis=1) - logsurv[:, a]
-            f = _PHI * np.exp(others) * (t < m0)
-            out[i] = float((f[1:] + f[:-1]).sum() * _STEP / 2)     # trapezoid rule (numpy 1.26 has no trapezoid)
+            f = np.exp(-0.5 * u * u + logsurv.sum(axis=1) - logsurv[:, a]) / np.sqrt(2 * np.pi)
+            out[i] = float((f[1:] + f[:-1]).sum() * (u[1] - u[0]) / 2)   # trapezoid rule (numpy 1.26 has none)
     if np.isfinite(m0):
         ties = np.flatnonzero(~spread & (mu == m0))
         above = float(np.exp(log_ndtr(-(m0 - mu[spread]) / sd[spread]).sum())) if spread.any() else 1.0
         out[ties] = above / len(ties)
     total = out.sum()
-    return list(out / total) if total > 0 else [1.0 / len(mu)] * len(mu)
+    return [float(v) for v in out / total] if total > 0 else [1.0 / len(mu)] * len(mu)
 
 
 def pearcorr(predicted: Sequence[float], true: Sequence[float]) -> float:
