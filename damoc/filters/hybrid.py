@@ -79,7 +79,7 @@ class MoDS(FilterMethod, name="mods"):
     def score(self, ctx: FilterContext, budget: int) -> Scored:
         import numpy as np
 
-        from damoc.filters import lm as L
+        from damoc.filters import lm as L, warmup as W
         from damoc.filters.greedy import kcenter_greedy
 
         p = self.params
@@ -109,8 +109,8 @@ class MoDS(FilterMethod, name="mods"):
         necessary: list[int] = []
         if p.necessity and budget > len(seeds):
             tr = ctx.tracker("mods-tune").start(None)
-            run = L.lora_train(scorer, [ctx.samples[i] for i in seeds],
-                               L.LoraConfigLite(lr=p.lr, epochs=p.tune_epochs), settings=ctx.settings,
+            run = W.lora_train(scorer, [ctx.samples[i] for i in seeds],
+                               W.LoraConfigLite(lr=p.lr, epochs=p.tune_epochs), settings=ctx.settings,
                                seed=ctx.seed, tracker=tr)
             tr.finish("ok", steps=run.steps)
             rest = [i for i in hq if i not in set(seeds)]
@@ -185,7 +185,7 @@ class Cherry(FilterMethod, name="cherry"):
         import numpy as np
         from sklearn.cluster import KMeans
 
-        from damoc.filters import lm as L
+        from damoc.filters import lm as L, warmup as W
 
         p = self.params
         path = ctx.need_scorer(self.name)
@@ -204,7 +204,7 @@ class Cherry(FilterMethod, name="cherry"):
             step = max(1, len(mid) // p.per_cluster)
             pre += mid[::step][:p.per_cluster]
         tr = ctx.tracker("cherry-pre-experience").start(None)
-        run = L.lora_train(path, [ctx.samples[i] for i in pre], L.LoraConfigLite(lr=p.lr, epochs=p.pre_epochs),
+        run = W.lora_train(path, [ctx.samples[i] for i in pre], W.LoraConfigLite(lr=p.lr, epochs=p.pre_epochs),
                            settings=ctx.settings, seed=ctx.seed, tracker=tr)
         tr.finish("ok", steps=run.steps)
         tuned = L.ScorerLM(path, ctx.settings, model=run.model, tokenizer=run.tokenizer)

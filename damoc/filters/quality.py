@@ -266,7 +266,7 @@ class LESS(FilterMethod, name="less"):
     def score(self, ctx: FilterContext, budget: int) -> Scored:
         import numpy as np
 
-        from damoc.filters import lm as L
+        from damoc.filters import warmup as W
 
         p = self.params
         if not ctx.target:
@@ -286,19 +286,19 @@ class LESS(FilterMethod, name="less"):
 
         def on_epoch(epoch: int, model: Any, opt: Any, lr: float) -> None:
             if state["proj"] is None:
-                state["proj"] = L.RademacherProjector(L.n_trainable(model), p.proj_dim, seed=ctx.seed)
-            train = L.grad_features(model, tok, ctx.samples, max_length=p.max_length, projector=state["proj"],
+                state["proj"] = W.RademacherProjector(W.n_trainable(model), p.proj_dim, seed=ctx.seed)
+            train = W.grad_features(model, tok, ctx.samples, max_length=p.max_length, projector=state["proj"],
                                     optimizer=opt, tracker=tr_feat, offset=state["done"])
             state["done"] += ctx.n
-            target = L.grad_features(model, tok, ctx.target, max_length=p.max_length, projector=state["proj"],
+            target = W.grad_features(model, tok, ctx.target, max_length=p.max_length, projector=state["proj"],
                                      tracker=tr_feat, offset=state["done"])
             state["done"] += len(ctx.target)
             per_ckpt.append((lr, train @ target.T))         # cosine: both sides are unit rows
 
         tr = ctx.tracker("less-warmup").start(None)
-        cfg = L.LoraConfigLite(r=p.lora_r, alpha=p.lora_alpha, lr=p.lr, epochs=p.epochs, batch_size=p.batch_size,
+        cfg = W.LoraConfigLite(r=p.lora_r, alpha=p.lora_alpha, lr=p.lr, epochs=p.epochs, batch_size=p.batch_size,
                                max_length=p.max_length)
-        run = L.lora_train(model_path, [ctx.samples[i] for i in warm_idx], cfg, settings=ctx.settings,
+        run = W.lora_train(model_path, [ctx.samples[i] for i in warm_idx], cfg, settings=ctx.settings,
                            seed=ctx.seed, tracker=tr, on_epoch_end=on_epoch)
         tr.finish("ok", steps=run.steps)
         tr_feat.finish("ok")

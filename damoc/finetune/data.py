@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from damoc.backends.base import continuation_ids, prompt_ids
 from damoc.errors import DataError
@@ -27,10 +27,12 @@ def frame_prompt(tokenizer: Any, sample: Any, chat: bool | None = None) -> str:
 
 
 def encode_sample(tokenizer: Any, sample: Any, *, max_length: int = 512, chat: bool | None = None,
-                  eos_id: int | None = None) -> Feature:
+                  eos_id: int | None = None, answer_budget: Literal["rest", "half"] = "rest") -> Feature:
     """One sample to (input ids, labels): the prompt's labels are IGNORE_INDEX, so the loss covers the answer and
     the EOS that teaches the model to stop. Too long: the prompt loses tokens from its start (the question sits at
-    its end), the answer keeps at least half the budget."""
+    its end) and the answer is cut to its budget, ending in EOS: "rest" = what the prompt leaves, at least half of
+    `max_length` (the fine-tune); "half" = at most half (the filters' warm-ups and gradients, where the prompt the
+    score is conditioned on keeps the other half)."""
     prompt = frame_prompt(tokenizer, sample, chat)
     p_ids = prompt_ids(tokenizer, prompt)
     a_ids = continuation_ids(tokenizer, prompt, sample.answer)
@@ -39,7 +41,8 @@ def encode_sample(tokenizer: Any, sample: Any, *, max_length: int = 512, chat: b
         raise DataError("the tokenizer has no EOS token", "set tokenizer.eos_token before fine-tuning")
     a_ids = a_ids + [eos]
     if len(p_ids) + len(a_ids) > max_length:
-        a_ids = a_ids[:max(max_length // 2, max_length - len(p_ids))]
+        half = max(1, max_length // 2)
+        a_ids = a_ids[:half if answer_budget == "half" else max(half, max_length - len(p_ids))]
         if a_ids[-1] != eos:
             a_ids[-1] = eos
         p_ids = p_ids[len(p_ids) - (max_length - len(a_ids)):] if max_length > len(a_ids) else []

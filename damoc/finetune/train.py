@@ -17,8 +17,9 @@ from typing import Any
 
 from damoc.errors import ConfigError, DamocError
 from damoc.events import Reporter, StageTracker
-from damoc.finetune.config import FinetuneConfig, StepPlan, lora_targets_for, plan_steps
+from damoc.finetune.config import FinetuneConfig, StepPlan, plan_steps
 from damoc.finetune.data import Collator, encode_samples
+from damoc.finetune.methods import FINETUNE_METHODS
 from damoc.fsutil import atomic_write_json
 from damoc.settings import Settings
 
@@ -146,9 +147,10 @@ def _finetune(model_path: Any, train_samples: list[Any], config: FinetuneConfig,
     bf16 = _resolve_precision(config, device)
 
     set_seed(config.seed)
+    method = FINETUNE_METHODS.get(config.method)
     if isinstance(model_path, (str, Path)):
-        # LoRA freezes the base, so it can sit in bf16; full fine-tuning keeps fp32 master weights and autocasts
-        dtype = torch.bfloat16 if (bf16 and config.method == "lora") else torch.float32
+        # a frozen base (LoRA) can sit in bf16; full fine-tuning keeps fp32 master weights and autocasts
+        dtype = torch.bfloat16 if (bf16 and method.frozen_base) else torch.float32
         model = load_causal_lm(model_path, device=device, dtype=dtype, train=True)
         tokenizer = tokenizer or load_tokenizer(model_path)
     else:
@@ -163,16 +165,10 @@ def _finetune(model_path: Any, train_samples: list[Any], config: FinetuneConfig,
     micro = config.micro_batch or (4 if device.startswith("cuda") else 16)
     plan = plan_steps(len(features), config, micro)
 
-    if config.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        targets = lora_targets_for(getattr(model.config, "model_type", ""), config.lora_targets)
-        model = get_peft_model(model, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
-                                                 lora_dropout=config.lora_dropout, target_modules=targets,
-                                                 task_type="CAUSAL_LM"))
+    model = method.prepare(model, config)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-        if config.method == "lora":
+        if method.frozen_base:
             model.enable_input_require_grads()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -217,9 +213,7 @@ def _finetune(model_path: Any, train_samples: list[Any], config: FinetuneConfig,
         shutil.rmtree(scratch, ignore_errors=True)
     train_seconds = time.perf_counter() - t_train
     state = trainer.state
-    model = trainer.model
-    if config.method == "lora":
-        model = model.merge_and_unload()          # a plain model: evaluation and saving need no peft
+    model = method.finish(trainer.model)
     model.eval()
     del trainer
 
