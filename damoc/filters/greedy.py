@@ -113,6 +113,21 @@ def _progress(tracker: Any, done: int) -> None:
         tracker.progress(done)
 
 
+def _refresh_pool(values: Any, picked: Any, avail: int, pool: int) -> tuple[float, Any]:
+    """The `pool` best unpicked points by `values` (picked ones already masked below every other) and tau, the best
+    value left outside the pool (-inf when the pool holds every unpicked point). Ids come back ascending, so an
+    argmax over the pool breaks ties by the lowest index, as submodlib does."""
+    import torch
+
+    k = min(pool, avail)
+    if k < avail:
+        top = torch.topk(values, k + 1)
+        tau, idx = float(top.values[k]), top.indices[:k]
+    else:
+        tau, idx = -float("inf"), torch.nonzero(~picked).flatten()
+    return tau, torch.sort(idx)[0]
+
+
 @_single_threaded
 def graphcut_greedy(E: Any, budget: int, lam: float = 0.4, *, device: str = "cpu", pool: int = 4096,
                     optimizer: str = "auto", seed: int = 0, epsilon: float = 0.01, max_exact_work: float = 1e10,
@@ -164,16 +179,7 @@ def graphcut_greedy(E: Any, budget: int, lam: float = 0.4, *, device: str = "cpu
         vhat = v64 / vnorm if vnorm > 0 else v64
         g = (X @ v64.float()).double() - lam * diag
         g[picked] = -torch.inf
-        avail = n - len(order)
-        k = min(pool, avail)
-        if k < avail:
-            top = torch.topk(g, k + 1)
-            tau = float(top.values[k])
-            idx = top.indices[:k]
-        else:
-            tau = -inf
-            idx = torch.nonzero(~picked).flatten()
-        idx, _ = torch.sort(idx)          # ascending ids: argmax then breaks ties by the lowest index, as submodlib
+        tau, idx = _refresh_pool(g, picked, n - len(order), pool)
         gp = g[idx].clone()
         Xp = X[idx]
         u = torch.zeros(d, dtype=torch.float64, device=X.device)     # sum of the picks since this refresh
@@ -314,16 +320,7 @@ def kcenter_greedy(E: Any, budget: int, *, seed: int = 0, first: int | None = No
             synced = len(order)
         refreshes += 1
         dist[picked] = -1.0
-        avail = n - int(picked.sum())
-        k = min(pool, avail)
-        if k < avail:
-            top = torch.topk(dist, k + 1)
-            tau = float(top.values[k])
-            idx = top.indices[:k]
-        else:
-            tau = -float("inf")
-            idx = torch.nonzero(~picked).flatten()
-        idx, _ = torch.sort(idx)
+        tau, idx = _refresh_pool(dist, picked, n - int(picked.sum()), pool)
         dp = dist[idx].clone()
         Xp, sqp = X[idx], sq[idx]
         while len(order) < budget:
