@@ -12,7 +12,10 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from damoc.backends.base import GenerationBackend
 
 LABELS = {"instruction": "Instruction", "question": "Question", "context": "Context", "answer": "Answer"}
 RESPONSE_HEAD = "Revised compressed text:"
@@ -120,9 +123,8 @@ def pick_examples(pool: list[dict[str, str]], k: int, rng: random.Random, max_ch
             for ex in chosen]
 
 
-def format_for(backend: Any, body: str, job: RewriteJob) -> str:
+def format_for(backend: GenerationBackend, body: str, job: RewriteJob) -> str:
     from damoc.models import format_prompt
 
-    tok = getattr(backend, "tokenizer", None)
-    framed = format_prompt(tok, body) if tok is not None else f"{body}\n\n"
+    framed = format_prompt(backend.tokenizer, body)
     return framed + ("" if framed.endswith(("\n", " ")) else "\n") + primer(job)

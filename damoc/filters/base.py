@@ -53,11 +53,19 @@ def resolve_budget(n: int, ratio: float | None = 0.1, count: int | None = None) 
 # ---------------------------------------------------------------------------------------------------------------
 # parameters
 @dataclass
-class NoParams:
+class MethodParams:
+    """Base of a method's parameters: a dataclass of typed fields, each documented by the string under it."""
+
+    def validate(self) -> None:
+        """Raise ConfigError for a value out of range (called once the fields are parsed)."""
+
+
+@dataclass
+class NoParams(MethodParams):
     """This method has no parameters."""
 
 
-def parse_params(cls: type, given: Mapping[str, Any] | Any | None, method: str) -> Any:
+def parse_params(cls: type[MethodParams], given: Mapping[str, Any] | Any | None, method: str) -> MethodParams:
     """Build the method's parameter dataclass from a mapping (CLI strings are coerced to the field types)."""
     if given is None:
         return cls()
@@ -78,9 +86,7 @@ def parse_params(cls: type, given: Mapping[str, Any] | Any | None, method: str) 
         obj = cls(**values)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{method}: {e}") from None
-    check = getattr(obj, "validate", None)
-    if callable(check):
-        check()
+    obj.validate()
     return obj
 
 
@@ -286,7 +292,7 @@ class FilterMethod(Plugin):
     """One data-selection method: `class GraphCut(FilterMethod, name="graphcut")` registers it in `FILTERS` (name,
     family and description come from the index in `damoc.filters`); subclasses set the flags and implement `score`."""
 
-    Params: ClassVar[type] = NoParams
+    Params: ClassVar[type[MethodParams]] = NoParams
     needs_answers: ClassVar[bool] = False
     needs_scorer: ClassVar[bool] = False
     uses_embeddings: ClassVar[bool] = False

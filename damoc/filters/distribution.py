@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from damoc.errors import ConfigError
-from damoc.filters.base import FilterContext, FilterMethod, Scored
+from damoc.filters.base import FilterContext, FilterMethod, MethodParams, Scored
 from damoc.filters.greedy import dq_bins, graphcut_greedy, kcenter_greedy
 
 Text = Literal["sample", "prompt", "answer"]
 
 
 @dataclass
-class GraphCutParams:
+class GraphCutParams(MethodParams):
     lam: float = 0.4
     """lambda of f(S) = sum_{i in V, j in S} s_ij - lambda sum_{i,j in S} s_ij: < 0.5 is monotone (representative),
     1.0 is DQ's diversity-heavy setting. The paper does not state its value."""
@@ -73,7 +73,7 @@ class GraphCut(FilterMethod, name="graphcut"):
 
 
 @dataclass
-class DQParams:
+class DQParams(MethodParams):
     bins: int = 10
     """K, the number of bins (the reference script uses 10; its shipped Alpaca subsets use 5)."""
     lam: float = 1.0
@@ -150,7 +150,7 @@ def _largest_remainder(shares: list[float], total: int) -> list[int]:
 
 
 @dataclass
-class KCenterParams:
+class KCenterParams(MethodParams):
     text: Text = "sample"
     """What is embedded: sample (prompt + answer), prompt or answer."""
     pool: int = 4096

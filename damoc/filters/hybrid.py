@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from damoc.errors import ConfigError
-from damoc.filters.base import FilterContext, FilterMethod, Scored
+from damoc.filters.base import FilterContext, FilterMethod, MethodParams, Scored
 from damoc.filters.quality import _instruction_and_input
 
 
@@ -44,7 +44,7 @@ def quality_scores(ctx: FilterContext, path: str, samples: list[Any], answers: l
 
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
-class MoDSParams:
+class MoDSParams(MethodParams):
     quality_threshold: float | None = None
     """Keep samples with quality > threshold (MoDS: reward > 0). None: keep the top `quality_keep` share."""
     quality_keep: float = 0.5
@@ -156,7 +156,7 @@ class MoDS(FilterMethod, name="mods"):
 
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
-class CherryParams:
+class CherryParams(MethodParams):
     clusters: int = 100
     """K-Means clusters of the pre-experience step (the paper: 100)."""
     per_cluster: int = 10
@@ -229,7 +229,7 @@ class Cherry(FilterMethod, name="cherry"):
 
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
-class DeitaParams:
+class DeitaParams(MethodParams):
     tau: float = 0.9
     """A sample is skipped when its cosine similarity to an already kept one exceeds tau (the paper: 0.9)."""
     complexity_scorer: str = ""
@@ -322,7 +322,7 @@ def _repr_filter(E: Any, ranked: list[int], budget: int, tau: float) -> tuple[li
 
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
-class CaRParams:
+class CaRParams(MethodParams):
     per_cluster: int = 1
     """n2: best samples taken from every cluster (the paper: 1)."""
     clusters: int = 0

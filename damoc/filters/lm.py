@@ -95,6 +95,7 @@ class ScorerLM:
     def __init__(self, path: str, settings: Settings, *, model: Any = None, tokenizer: Any = None,
                  name: str | None = None) -> None:
         from damoc.backends import get_backend
+        from damoc.backends.hf import TransformersBackend
         from damoc.models import hf_offline_env, resolve_device
 
         hf_offline_env(settings)
@@ -109,7 +110,8 @@ class ScorerLM:
                               "pass a local model folder or a registry candidate name with --scorer") from None
         self.tokenizer = self.backend.tokenizer
         self.key = name or (model_key(path) if model is None else stable_hash("in-memory", path, id(model)))
-        self._hf_model = getattr(self.backend, "model", None)
+        # the transformers backend's model serves forward passes too; next to vLLM a copy loads on first use
+        self._hf_model = self.backend.model if isinstance(self.backend, TransformersBackend) else None
 
     @property
     def model(self) -> Any:

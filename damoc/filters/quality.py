@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from damoc.errors import ConfigError, DamocError
-from damoc.filters.base import FilterContext, FilterMethod, Scored
+from damoc.filters.base import FilterContext, FilterMethod, MethodParams, Scored
 
 
 def _instruction_and_input(s: Any) -> tuple[str, str]:
@@ -25,7 +25,7 @@ def _instruction_and_input(s: Any) -> tuple[str, str]:
 
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
-class AlpaGasusParams:
+class AlpaGasusParams(MethodParams):
     threshold: float | None = None
     """Keep only scores >= threshold (the paper: 4.5). None: the top `budget` by score."""
     mode: Literal["generate", "probability"] = "generate"
@@ -123,7 +123,7 @@ class AlpaGasus(FilterMethod, name="alpagasus"):
 
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
-class LMAParams:
+class LMAParams(MethodParams):
     tokenizer: str = ""
     """How response length is counted: '' = the scorer's tokenizer when --scorer is given, else the offline
     encoder's WordPiece; 'words' (whitespace), 'chars', or a tokenizer folder / HF id."""
@@ -176,7 +176,7 @@ def _length_counter(spec: str, ctx: FilterContext) -> tuple[Any, str]:
 
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
-class SuperfilteringParams:
+class SuperfilteringParams(MethodParams):
     threshold: float = 1.0
     """Drop samples with IFD >= threshold (the paper: 1, the instruction does not help)."""
     diversity: Literal["none", "fl"] = "none"
@@ -231,7 +231,7 @@ class Superfiltering(FilterMethod, name="superfiltering"):
 
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
-class LESSParams:
+class LESSParams(MethodParams):
     warmup_fraction: float = 0.05
     """Share of the pool the warm-up LoRA trains on (the paper: 5%)."""
     epochs: int = 4
