@@ -1,7 +1,10 @@
 """`damoc locate` and `damoc data ...`."""
 from __future__ import annotations
 
+from typing import Any
+
 import click
+from rich.markup import escape
 
 from damoc.cli.common import echo_json, out_console, settings
 
@@ -49,28 +52,20 @@ def inspect_cmd(path: str, fmt: str, tokenizer: str | None, split: str, as_json:
         raise click.exceptions.Exit(1)
 
 
-def _print_report(rep: dict) -> None:
+def _print_report(rep: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from damoc.facade import dataset_lines
+
     con = out_console()
-    con.print(f"[bold]{rep['path']}[/]  file type {rep['file_type']}, format [bold]{rep['format']}[/]")
-    con.print(f"{rep['samples']} samples from {rep['records']} records"
-              + (f", {rep['skipped']} skipped" if rep["skipped"] else "")
-              + (f", {rep['multiple_choice']} multiple-choice" if rep["multiple_choice"] else ""))
+    con.print(f"[bold]{escape(rep['path'])}[/]  file type {rep['file_type']}, format [bold]{rep['format']}[/]")
     t = Table(title=f"length in tokens ({rep['tokenizer']})")
     for col in ("field", "min", "mean", "median", "p95", "max"):
         t.add_column(col, justify="right" if col != "field" else "left")
     for f, st in rep["token_lengths"].items():
         t.add_row(f, *(str(st[k]) for k in ("min", "mean", "median", "p95", "max")))
-    con.print(t)
-    if rep["problems"]:
-        con.print(f"[bold red]{len(rep['problems'])} problem(s):[/]")
-        for p in rep["problems"][:50]:
-            where = f"line {p['line']}" if p["line"] is not None else "file"
-            fld = f", field {p['field']!r}" if p["field"] else ""
-            hint = f" [dim]({p['hint']})[/]" if p.get("hint") else ""
-            con.print(f"  {p['severity']}: {where}{fld}: {p['message']}{hint}", highlight=False)
-        if len(rep["problems"]) > 50:
-            con.print(f"  ... and {len(rep['problems']) - 50} more (use --json for all)")
-    else:
-        con.print("[green]no problems found[/]")
+    counts, *problems = dataset_lines(rep, max_problems=50, hints=True, lengths=False)
+    con.print(counts, highlight=False)
+    con.print(t)                                   # the lengths field by field
+    for line in problems:
+        con.print(line, highlight=False)

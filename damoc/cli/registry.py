@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from damoc.cli.common import echo_json, err_console, out_console, settings
 from damoc.errors import DamocError
 
+if TYPE_CHECKING:
+    from damoc.registry.models import Candidate
+    from damoc.registry.store import RegistryStore
 
-def _store() -> Any:
+
+def _store() -> RegistryStore:
     from damoc.registry.store import RegistryStore
 
     return RegistryStore(settings())
@@ -21,7 +25,7 @@ SHORT = {"no_base": "✗ no Base (W_pre)", "base_incompatible": "✗ Base incomp
          "unreadable": "✗ unreadable"}
 
 
-def _flag(c: Any, short: bool = False) -> str:
+def _flag(c: Candidate, short: bool = False) -> str:
     if c.merge_supported:
         return "[green]✓ sparse merge[/]"
     state = c.capability.state if c.capability else ""
@@ -29,7 +33,7 @@ def _flag(c: Any, short: bool = False) -> str:
     return f"[{style}]{SHORT.get(state, state) if short else c.merge_reason}[/]"
 
 
-def _where(c: Any) -> str:
+def _where(c: Candidate) -> str:
     cap = c.capability
     if cap is None:
         return "?"
@@ -39,7 +43,7 @@ def _where(c: Any) -> str:
     return loc
 
 
-def _size(c: Any) -> str:
+def _size(c: Candidate) -> str:
     from damoc.registry.models import human_bytes
 
     s = c.summary()
@@ -145,14 +149,10 @@ def add(chat: str, base: str | None, name: str | None, family: str | None, chat_
         base_revision: str | None, notes: str, replace: bool, as_json: bool) -> None:
     """Register a candidate. Folders are read (config.json, safetensors headers) and checked now; hub ids are
     registered as they are (nothing is downloaded; `damoc registry pull NAME` later)."""
-    from damoc.registry.assess import assess
-    from damoc.registry.resolve import new_candidate
+    from damoc.registry.add import add_candidate
 
-    store = _store()
-    cand = new_candidate(chat, base, name=name, family=family, chat_revision=chat_revision,
-                         base_revision=base_revision, notes=notes)
-    store.add(cand, replace=replace)
-    c = assess(cand, store.hub_facts())
+    c = add_candidate(settings(), chat, base, name=name, family=family, chat_revision=chat_revision,
+                      base_revision=base_revision, notes=notes, replace=replace)
     if as_json:
         echo_json(c.summary())
         return

@@ -6,17 +6,22 @@ The CLI never holds a model: it plans, starts the run's driver process and follo
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.markup import escape
 
 from damoc.cli.common import echo_json, err_console, out_console, settings
+from damoc.settings import Settings
+
+if TYPE_CHECKING:
+    from damoc.pipeline.config import RunConfig
+    from damoc.pipeline.leaderboard import Leaderboard
+    from damoc.pipeline.plan import Plan
 
 
 # -- shared helpers ------------------------------------------------------------------------------------
 
-def _follow(s: Any, run_id: str, *, quiet: bool = False) -> str:
+def _follow(s: Settings, run_id: str, *, quiet: bool = False) -> str:
     """Show a run's events live until it ends; Ctrl-C cancels the run (it can be resumed). Returns its status."""
     from damoc.console import ConsoleReporter
     from damoc.events import CandidateScored
@@ -54,14 +59,14 @@ def _follow(s: Any, run_id: str, *, quiet: bool = False) -> str:
     return rd.status()
 
 
-def _standings(lb: Any) -> str:
+def _standings(lb: Leaderboard) -> str:
     parts = [f"{r.rank}. {r.candidate} {r.score:.2f}{' ≈' if r.too_close else ''}" for r in lb.rows
              if r.score is not None]
     waiting = sum(1 for r in lb.rows if r.score is None and r.status in ("pending", "running"))
     return "   standings: " + "  ".join(parts) + (f"  (+{waiting} to go)" if waiting else "")
 
 
-def _print_leaderboard(lb: Any) -> None:
+def _print_leaderboard(lb: Leaderboard) -> None:
     """A compact table (fits 80 columns); long reasons become numbered notes under it."""
     from rich.table import Table
 
@@ -122,7 +127,7 @@ def _s(v: float | None) -> str:
     return "" if v is None else f"{v:.1f}"
 
 
-def _run_json(s: Any, run_id: str, status: str) -> dict[str, Any]:
+def _run_json(s: Settings, run_id: str, status: str) -> dict[str, Any]:
     from damoc.pipeline import api
 
     rd = api.open_run(s, run_id)
@@ -134,52 +139,12 @@ def _run_json(s: Any, run_id: str, status: str) -> dict[str, Any]:
             "handoff": str(rd.path / "handoff") if (rd.path / "handoff").is_dir() else None}
 
 
-def _print_plan(plan: Any) -> None:
+def _print_plan(plan: Plan, config: RunConfig) -> None:
+    from damoc.facade import plan_lines
+
     con = out_console()
-    cfg = plan.config
-    con.print(f"[bold]plan[/]: mode {plan.mode}, fine-tune {cfg['ft']}, seeds {cfg['seeds']}, "
-              f"dataset {cfg['dataset']['train']}" + (f", test {cfg['dataset']['test']}" if cfg['dataset']['test']
-                                                      else f", test = {cfg['dataset']['test_fraction']:.0%} held out"))
-    data = [d.stage for d in plan.data if d.enabled]
-    con.print(f"shared data stages: {', '.join(data)}")
-    for cell in plan.data_cells:     # which model scores what: a user should see it before an hour is spent
-        models = {k: cell.params[k] for k in ("scorer_path", "model_path", "rewriter_path") if cell.params.get(k)}
-        if models:
-            con.print(f"  {cell.stage} {cell.params.get('method', '')}: "
-                      + ", ".join(f"{k.removesuffix('_path')} {escape(str(v))}" for k, v in models.items()))
-    for c in plan.candidates:
-        if c.error:
-            con.print(f"  [red]{c.name}[/]: cannot run: {c.error}")
-            continue
-        cells = [x.stage for x in plan.cells_of(c.name)]
-        con.print(f"  [bold]{c.name}[/]: {', '.join(cells)}")
-        for d in c.stages:
-            if not d.enabled or d.reason:
-                con.print(f"      {d.stage}: {'skipped: ' if not d.enabled else ''}{d.reason}")
-    if plan.preflight:
-        pf = plan.preflight
-        tot = pf.get("totals") or pf
-        con.print(f"pre-flight ({pf.get('device', '?')}): download {_bytes(tot.get('download_bytes'))}, peak memory "
-                  f"{_bytes(tot.get('peak_memory_bytes'))} of {_bytes(tot.get('memory_available_bytes'))} "
-                  f"available, run outputs {_bytes(tot.get('work_disk_bytes'))}")
-        for c in pf.get("candidates") or []:
-            mem = c.get("memory") or {}
-            parts = [f"{k.replace('_ft', '')} {_bytes((v or {}).get('total'))}" for k, v in mem.items()]
-            con.print(f"  {c.get('name')}: download {_bytes(c.get('download_bytes'))}; memory " + ", ".join(parts))
-        for w in pf.get("warnings") or []:
-            con.print(f"  [yellow]warning[/]: {w}")
-    for w in plan.warnings:
-        con.print(f"[yellow]note[/]: {w}")
-
-
-def _bytes(n: Any) -> str:
-    if not isinstance(n, (int, float)):
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
+    for line in plan_lines(plan, config):
+        con.print(line, highlight=False)
 
 
 # -- commands -------------------------------------------------------------------------------------------
@@ -226,7 +191,7 @@ def run(dataset: str | None, test: str | None, candidates: str | None, mode: str
         if as_json:
             echo_json(plan.to_dict() | {"skipped": plan.skipped})
         else:
-            _print_plan(plan)
+            _print_plan(plan, cfg)
         return
     for w in plan.warnings:
         click.echo(f"note: {w}", err=True)
@@ -234,7 +199,7 @@ def run(dataset: str | None, test: str | None, candidates: str | None, mode: str
     _after_start(s, h.run_id, detach, as_json)
 
 
-def _after_start(s: Any, run_id: str, detach: bool, as_json: bool) -> None:
+def _after_start(s: Settings, run_id: str, detach: bool, as_json: bool) -> None:
     if detach:
         if as_json:
             echo_json({"run_id": run_id, "status": "running"})
@@ -245,7 +210,7 @@ def _after_start(s: Any, run_id: str, detach: bool, as_json: bool) -> None:
     _report(s, run_id, status, as_json)
 
 
-def _report(s: Any, run_id: str, status: str, as_json: bool) -> None:
+def _report(s: Settings, run_id: str, status: str, as_json: bool) -> None:
     from damoc.pipeline import api
 
     if as_json:

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from damoc.errors import DamocError
+from damoc.errors import DamocError, UnknownNameError
+from damoc.events import RunFinished
 from damoc.fsutil import atomic_write_json, read_json
 from damoc.pipeline.compare import Comparison, compare_scores
 from damoc.pipeline.config import RunConfig, save_config
@@ -30,10 +31,13 @@ from damoc.pipeline.leaderboard import Leaderboard, leaderboard_of
 from damoc.pipeline.plan import Plan, make_plan
 from damoc.pipeline.rundir import RunDir
 from damoc.pipeline.rundir import list_runs as _list_run_dirs
+from damoc.registry.store import RegistryStore
+from damoc.settings import Settings
 
-__all__ = ["RunConfig", "Plan", "RunHandle", "RunSummary", "Leaderboard", "Comparison", "load_config",
-           "save_config", "plan_run", "start_run", "resume_run", "cancel_run", "list_runs", "open_run",
-           "leaderboard", "compare_runs", "handoff", "wait_run"]
+__all__ = ["RunConfig", "Plan", "RunHandle", "RunSummary", "RunOverview", "Standing", "Leaderboard", "Comparison",
+           "load_config", "save_config", "plan_run", "start_run", "resume_run", "cancel_run", "list_runs",
+           "summarise_run", "run_overview", "run_seconds", "open_run", "leaderboard", "compare_runs", "handoff",
+           "wait_run"]
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
@@ -42,7 +46,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return _load_config(path, overrides, base)
 
 
-def plan_run(settings: Any, config: RunConfig, *, with_preflight: bool = True) -> Plan:
+def plan_run(settings: Settings, config: RunConfig, *, with_preflight: bool = True) -> Plan:
     return make_plan(settings, config, with_preflight=with_preflight)
 
 
@@ -103,7 +107,7 @@ def _signals_deferred() -> Iterator[None]:
             signal.raise_signal(sig)
 
 
-def _spawn_driver(settings: Any, rd: RunDir, *, resume: bool) -> subprocess.Popen:
+def _spawn_driver(settings: Settings, rd: RunDir, *, resume: bool) -> subprocess.Popen:
     logs = rd.path / "logs"
     logs.mkdir(exist_ok=True)
     env = {**os.environ, "DAMOC_HOME": str(settings.home), "PYTHONUNBUFFERED": "1"}
@@ -116,7 +120,7 @@ def _spawn_driver(settings: Any, rd: RunDir, *, resume: bool) -> subprocess.Pope
     return proc
 
 
-def start_run(settings: Any, config: RunConfig, *, detach: bool = True, plan: Plan | None = None) -> RunHandle:
+def start_run(settings: Settings, config: RunConfig, *, detach: bool = True, plan: Plan | None = None) -> RunHandle:
     """Plan, create the run directory (frozen config + plan), start the driver. Returns at once.
 
     `detach` only tells whether the caller keeps a handle to wait on: the driver always runs in its own session,
@@ -135,11 +139,11 @@ def start_run(settings: Any, config: RunConfig, *, detach: bool = True, plan: Pl
     return RunHandle(rd.run_id, rd.path, proc.pid, None if detach else proc)
 
 
-def open_run(settings: Any, run_id: str) -> RunDir:
+def open_run(settings: Settings, run_id: str) -> RunDir:
     return RunDir.open(settings.runs_dir, run_id)
 
 
-def resume_run(settings: Any, run_id: str, *, detach: bool = True) -> RunHandle:
+def resume_run(settings: Settings, run_id: str, *, detach: bool = True) -> RunHandle:
     """Continue a stopped run: finished cells are kept, failed/cancelled/unfinished ones are run again."""
     rd = open_run(settings, run_id)
     if rd.is_alive():
@@ -153,7 +157,7 @@ def resume_run(settings: Any, run_id: str, *, detach: bool = True) -> RunHandle:
     return RunHandle(rd.run_id, rd.path, proc.pid, None if detach else proc)
 
 
-def cancel_run(settings: Any, run_id: str) -> None:
+def cancel_run(settings: Settings, run_id: str) -> None:
     """SIGTERM to the run's process group: workers mark their current cell cancelled, the driver ends the run."""
     rd = open_run(settings, run_id)
     pid = rd.meta.get("pid")
@@ -168,7 +172,7 @@ def cancel_run(settings: Any, run_id: str) -> None:
         raise DamocError(f"cannot signal run {rd.run_id} (pid {pid}): {e}", "was it started by another user?") from e
 
 
-def wait_run(settings: Any, run_id: str, *, timeout: float | None = None, poll: float = 0.25) -> str:
+def wait_run(settings: Settings, run_id: str, *, timeout: float | None = None, poll: float = 0.25) -> str:
     """Block until the run's driver has exited; returns the final status."""
     rd = open_run(settings, run_id)
     t0 = time.monotonic()
@@ -179,15 +183,61 @@ def wait_run(settings: Any, run_id: str, *, timeout: float | None = None, poll: 
     return rd.status()
 
 
-def list_runs(settings: Any) -> list[RunSummary]:
-    out = []
-    for rd in _list_run_dirs(settings.runs_dir):
-        m = rd.meta
-        out.append(RunSummary(run_id=rd.run_id, mode=str(m.get("mode", "")), status=rd.status(),
-                              created=float(m.get("created") or 0.0), candidates=list(m.get("candidates") or []),
-                              winner=m.get("winner"), seconds=m.get("seconds"), label=str(m.get("label") or ""),
-                              dataset=str(m.get("dataset") or "")))
-    return out
+def summarise_run(rd: RunDir, *, alive: bool | None = None) -> RunSummary:
+    """One run as `damoc runs` lists it (`alive`: the driver's liveness when the caller has just checked it)."""
+    m, cfg = rd.meta, rd.config
+    alive = rd.is_alive() if alive is None else alive
+    dataset = m.get("dataset") or (cfg.get("dataset") or {}).get("train") or ""
+    return RunSummary(run_id=rd.run_id, mode=str(m.get("mode") or cfg.get("mode") or ""),
+                      status="running" if alive else rd.status(), created=float(m.get("created") or 0.0),
+                      candidates=list(m.get("candidates") or cfg.get("candidates") or []), winner=m.get("winner"),
+                      seconds=rd.seconds(), label=str(m.get("label") or cfg.get("label") or ""),
+                      dataset=str(dataset))
+
+
+def list_runs(settings: Settings) -> list[RunSummary]:
+    return [summarise_run(rd) for rd in _list_run_dirs(settings.runs_dir)]
+
+
+@dataclass
+class Standing:
+    rank: int | None
+    name: str
+    score: float
+    gap: float | None
+    too_close: bool
+
+
+@dataclass
+class RunOverview:
+    """A run with its standings so far: what a list of runs shows beside each run (the app's Runs screen)."""
+
+    summary: RunSummary
+    ranking: list[Standing]
+    reason: str                     # why it ended (failed, cancelled), else the leaderboard's note
+
+    def to_dict(self) -> dict[str, Any]:
+        leader = self.ranking[0] if self.ranking else None
+        return {**self.summary.to_dict(), "n": len(self.summary.candidates),
+                "winner": leader.name if leader else "", "score": leader.score if leader else None,
+                "ranking": [asdict(r) for r in self.ranking], "reason": self.reason}
+
+
+def run_overview(rd: RunDir, *, alive: bool | None = None) -> RunOverview:
+    summary = summarise_run(rd, alive=alive)
+    ranking: list[Standing] = []
+    reason = ""
+    try:
+        lb = leaderboard_of(rd)
+        ranking = [Standing(r.rank, r.candidate, r.score, r.gap, r.too_close) for r in lb.rows
+                   if r.score is not None]
+        reason = lb.note
+    except (DamocError, OSError, ValueError, KeyError, TypeError):
+        pass                                   # a run of another version or half-created: listed without ranking
+    if summary.status in ("failed", "cancelled", "interrupted"):
+        ends = [e for e in rd.events() if isinstance(e, RunFinished) and e.reason]
+        reason = ends[-1].reason if ends else reason
+    return RunOverview(summary, ranking, reason)
 
 
 def leaderboard(run_dir: RunDir) -> Leaderboard:
@@ -196,15 +246,10 @@ def leaderboard(run_dir: RunDir) -> Leaderboard:
 
 def run_seconds(rd: RunDir) -> float:
     """Wall seconds of a run (all sessions, process start-up included); live runs count up to now."""
-    secs = rd.meta.get("seconds")
-    if secs is not None and not rd.is_alive():
-        return float(secs)
-    from damoc.events import RunStarted
-    starts = [e.t for e in rd.events() if isinstance(e, RunStarted)]
-    return float(secs or 0.0) + (time.time() - starts[-1] if starts else 0.0)
+    return rd.seconds() or 0.0
 
 
-def compare_runs(settings: Any, run_a: str, run_b: str) -> Comparison:
+def compare_runs(settings: Settings, run_a: str, run_b: str) -> Comparison:
     """Rankings of two runs over the same candidates: top-1 agreement, Kendall tau, Spearman rho, time ratio
     (B's wall time / A's: `compare DAMOC_RUN GROUND_TRUTH_RUN` gives the speed-up). The correlations are over the
     leaderboards' rank positions (restricted to the candidates both runs scored)."""
@@ -223,27 +268,27 @@ def compare_runs(settings: Any, run_a: str, run_b: str) -> Comparison:
                           order_b=[r["name"] for r in lb.ranking])
 
 
-def handoff_for(settings: Any, rd: RunDir, lb: Leaderboard | None = None) -> dict[str, str]:
+def handoff_for(settings: Settings, rd: RunDir, lb: Leaderboard | None = None) -> dict[str, str]:
     from damoc.pipeline.handoff import Winner, handoff_files
 
     lb = lb or leaderboard_of(rd)
     if not lb.winner:
         raise DamocError(f"run {rd.run_id} has no winner yet ({lb.status})", f"wait for it: damoc attach {rd.run_id}")
     row = lb.rows[0]
-    plan = read_json(rd.path / "plan.json", {}) or {}
-    cfg = plan.get("config") or rd.config
+    plan = Plan.from_dict(read_json(rd.path / "plan.json"))
+    cfg = plan.config
     variant = cfg.get("variant", "chat")
-    cand = next((c for c in plan.get("candidates", []) if c["name"] == row.candidate), {})
-    model, family, arch, trust = cand.get("model_path") or "", "", "", False
+    cand = next((c for c in plan.candidates if c.name == row.candidate), None)
+    model, family, arch, trust = (cand.model_path if cand else None) or "", "", "", False
     try:  # prefer the registry's reference (a hub id) over the local cache folder
-        from damoc.registry.store import RegistryStore
         c = RegistryStore(settings).get(row.candidate)
+    except UnknownNameError:  # ad-hoc folders are not in the registry: keep the planned path
+        pass
+    else:
         ref = c.base if variant == "base" else c.chat
         model = ref.id if ref is not None else model
         family, arch = c.family, c.chat_facts.architecture or ""
         trust = bool(c.chat_facts.trust_remote_code)
-    except Exception:  # ad-hoc folders are not in the registry: keep the planned path
-        pass
     method = row.method if row.method in ("full", "lora") else (cfg.get("ft") if cfg.get("ft") != "both" else "full")
     score = f"{lb.metric} {row.score:.4f}" if row.score is not None else ""
     return handoff_files(Winner(row.candidate, model, method=method or "full", family=family, architecture=arch,
@@ -251,6 +296,6 @@ def handoff_for(settings: Any, rd: RunDir, lb: Leaderboard | None = None) -> dic
                          run_id=rd.run_id, score=score)
 
 
-def handoff(settings: Any, run_id: str) -> dict[str, str]:
+def handoff(settings: Settings, run_id: str) -> dict[str, str]:
     """LLaMA-Factory YAML (+ dataset_info.json) and an ms-swift command for the run's winner: file name -> text."""
     return handoff_for(settings, open_run(settings, run_id))

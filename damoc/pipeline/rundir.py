@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from damoc.errors import DamocError, UnknownNameError
-from damoc.events import Event, JsonlWriter, read_events
+from damoc.events import Event, JsonlWriter, RunFinished, RunStarted, read_events
 from damoc.fsutil import atomic_write_json, read_json
 
 DATA_CANDIDATE = "_data"       # pseudo-candidate of the shared data stages (filter, compress)
@@ -167,24 +167,45 @@ class RunDir:
     def events(self) -> list[Event]:
         return read_events(self.events_path)[0]
 
+    def tail(self) -> "EventTail":
+        """A reader of what is appended to events.jsonl from now on (from the start of the file)."""
+        return EventTail(self.events_path)
+
     def follow(self, *, poll: float = 0.25, stop: Callable[[], bool] | None = None,
                until_finished: bool = True) -> Iterator[Event]:
         """Yield events as they are appended (tail -f); ends at the last session's `run_finished` (a resumed run
         has one per session) once the driver is gone, or when `stop()` is true."""
-        offset = 0
+        tail = self.tail()
         while True:
-            events, offset = read_events(self.events_path, offset)
+            events = tail.read()
             yield from events
             if stop is not None and stop():
                 return
             # the driver clears its pid before it appends run_finished, so "no driver and nothing left to read"
             # is the end: finished, cancelled, or died (interrupted). An earlier session's run_finished does not
             # end the stream while a resumed driver is alive.
-            if until_finished and not events and not self.is_alive() \
-                    and not read_events(self.events_path, offset)[0]:
-                return
+            if until_finished and not events and not self.is_alive():
+                last = tail.read()
+                if not last:
+                    return
+                yield from last
             if not events:
                 time.sleep(poll)
+
+    def seconds(self) -> float | None:
+        """Wall seconds of the run over all its sessions, process start-up included: what the driver recorded
+        once it ended, else the sessions' own `run_finished` times; a live run counts up to now. None when no
+        session ever started or finished."""
+        recorded = self.meta.get("seconds")
+        alive = self.is_alive()
+        if recorded is not None and not alive:
+            return float(recorded)
+        events = self.events()
+        if alive:
+            starts = [e.t for e in events if isinstance(e, RunStarted)]
+            return float(recorded or 0.0) + (time.time() - starts[-1] if starts else 0.0)
+        ends = [e.seconds for e in events if isinstance(e, RunFinished)]
+        return float(sum(ends)) if ends else None
 
     def cell(self, candidate: str, stage: str) -> Cell:
         return Cell(self, candidate, stage)
@@ -224,7 +245,6 @@ class RunDir:
 
     def status(self) -> str:
         """running | finished | failed | cancelled | interrupted (driver gone without a run_finished)."""
-        from damoc.events import RunFinished, RunStarted
         last = None
         events = self.events()
         for e in events:
@@ -237,6 +257,28 @@ class RunDir:
         if last is None:
             return "interrupted" if events else "created"
         return {"ok": "finished"}.get(last.status, last.status)
+
+
+class EventTail:
+    """Reads what was appended to an events.jsonl since the last read: a stat per call, a read only when the
+    file grew (whole lines only: a line being written is left for the next read); a file that shrank was
+    replaced, and is read again from its start. The one tailer of the CLI (`RunDir.follow`) and the app."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def read(self) -> list[Event]:
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            size = 0
+        if size < self.offset:
+            self.offset = 0
+        if size == self.offset:
+            return []
+        events, self.offset = read_events(self.path, self.offset)
+        return events
 
 
 def list_run_paths(runs_dir: Path) -> list[Path]:
