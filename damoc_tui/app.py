@@ -19,6 +19,9 @@ from textual.binding import Binding, BindingType
 from textual.reactive import reactive
 from textual.screen import Screen
 
+from damoc import facade
+from damoc.errors import DamocError
+from damoc.facade import Candidate
 from damoc.settings import Settings
 from damoc_tui import themes as theme_mod
 from damoc_tui.commands import RunCommands
@@ -100,7 +103,7 @@ class DamocApp(App[None]):
             self.set_keymap(keymap)
         self.selected_candidates: list[str] = []  # chosen on the registry screen for the next run
         self.known_candidates: list[str] = []     # for the command palette
-        self.registry_snapshot: list[Any] = []    # the registry screen's last read (the wizard starts from it)
+        self.registry_snapshot: list[Candidate] = []  # the registry screen's last read (the wizard starts from it)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -111,12 +114,10 @@ class DamocApp(App[None]):
     @work(thread=True, group="runs-watch", exit_on_error=False, description="watch for running runs")
     def scan_live_runs(self) -> None:
         """Which runs are going (top bar, `a`); on start, say so: a user back from a dropped SSH link reattaches."""
-        from damoc.pipeline.rundir import list_runs
-
         stop = get_current_worker().cancelled_event   # set when the app exits
         first = True
         while not stop.is_set():
-            live = tuple(rd.run_id for rd in list_runs(self.settings.runs_dir) if rd.is_alive())
+            live = tuple(rd.run_id for rd in facade.run_dirs(self.settings) if rd.is_alive())
             self.call_from_thread(self._set_live, live, first)
             first = False
             stop.wait(3.0)
@@ -166,10 +167,8 @@ class DamocApp(App[None]):
 
     def action_attach(self, run_id: str | None = None) -> None:
         """Open the live view of `run_id`, else of the newest running run, else of the newest run."""
-        from damoc.pipeline.rundir import list_runs
-
         if run_id is None:
-            runs = list_runs(self.settings.runs_dir)
+            runs = facade.run_dirs(self.settings)
             if not runs:
                 self.notify("no runs yet: press n to start one", severity="warning")
                 return
@@ -206,8 +205,6 @@ class DamocApp(App[None]):
 def run_app(settings: Settings, theme: str | None = None, mouse: bool = True) -> None:
     """Entry point of `damoc tui` (and bare `damoc`)."""
     if os.environ.get("TERM", "") == "dumb":
-        from damoc.errors import DamocError
-
         raise DamocError("the terminal app needs a real terminal (TERM=dumb)",
                          "run it from an interactive terminal, or use the CLI (damoc --help)")
     DamocApp(settings, theme=theme).run(mouse=mouse)

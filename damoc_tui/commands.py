@@ -8,18 +8,15 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from damoc import facade
+
 
 class RunCommands(Provider):
     """`open run 2026...`: every run directory, newest first; `candidate NAME`: focus it on the registry."""
 
     def _runs(self) -> list[tuple[str, str]]:
-        from damoc.pipeline.rundir import list_run_paths
-
-        app = self.app
-        out = []
-        for p in reversed(list_run_paths(app.settings.runs_dir)):  # type: ignore[attr-defined]
-            out.append((p.name, f"open run {p.name}"))
-        return out
+        runs = facade.run_dirs(self.app.settings)  # type: ignore[attr-defined]
+        return [(rd.run_id, f"open run {rd.run_id}") for rd in reversed(runs)]
 
     async def discover(self) -> Hits:
         for run_id, title in self._runs()[:5]:

@@ -2,15 +2,22 @@
 
 Progress messages coalesce (`can_replace`): when a newer one for the same cell is already queued, the older one is
 dropped, so a slow SSH link never replays a backlog of stale progress (toolong's `messages.py` does the same).
+Each background job answers with its own `JobDone` subclass, so a screen handles each result in its own typed
+handler (`on_plan_checked`, `on_run_launched`, ...).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
 
 from textual.message import Message
 
 from damoc.events import Event, StageProgress
+from damoc.facade import (Candidate, CheckResult, Comparison, Plan, RunConfig, RunHandle, ScanReport)
+from damoc_tui.runstate import RunState
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -28,7 +35,7 @@ class RunSnapshot(Message, bubble=False):
     takes this state as it is, then applies the events that follow."""
 
     run_id: str
-    state: Any
+    state: RunState
     alive: bool = False
 
 
@@ -77,12 +84,103 @@ class JobProgress(Message, bubble=False):
         return isinstance(message, JobProgress) and message.job == self.job
 
 
-@dataclass
-class JobDone(Message, bubble=False):
-    """A background job ended: `error` is a one-line reason (plus `hint`) when it failed."""
+# -- results of background jobs -----------------------------------------------------------------------------------
 
-    job: str
-    result: Any = None
+@dataclass
+class JobDone(Message, Generic[T], bubble=False):
+    """A background job ended: its `result`, or a one-line `error` (plus `hint`) when it failed."""
+
+    title: ClassVar[str] = "job"          # names the job in an error notification
+    result: T | None = None
     error: str = ""
     hint: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RegistryRead(JobDone[list[Candidate]]):
+    title: ClassVar[str] = "registry"
+
+
+@dataclass
+class CandidateAdded(JobDone[Candidate]):
+    title: ClassVar[str] = "add"
+
+
+@dataclass
+class CandidateRemoved(JobDone[str]):
+    title: ClassVar[str] = "remove"
+    name: str = ""
+
+
+@dataclass
+class ModelsScanned(JobDone[ScanReport]):
+    title: ClassVar[str] = "scan"
+
+
+@dataclass
+class OnlineChecked(JobDone[list[CheckResult]]):
+    title: ClassVar[str] = "check"
+
+
+@dataclass
+class CandidatePulled(JobDone[dict[str, str]]):
+    title: ClassVar[str] = "pull"
+    name: str = ""
+
+
+@dataclass
+class DatasetInspected(JobDone[dict[str, Any]]):
+    title: ClassVar[str] = "inspect"
+    path: str = ""
+
+
+@dataclass
+class PlanChecked(JobDone[tuple[RunConfig, Plan]]):
+    title: ClassVar[str] = "plan"
+
+
+@dataclass
+class ConfigSaved(JobDone[Path]):
+    title: ClassVar[str] = "save"
+
+
+@dataclass
+class RunLaunched(JobDone[RunHandle]):
+    title: ClassVar[str] = "launch"
+
+
+@dataclass
+class RunCancelled(JobDone[None]):
+    title: ClassVar[str] = "cancel"
+
+
+@dataclass
+class RunResumed(JobDone[RunHandle]):
+    title: ClassVar[str] = "resume"
+    run_id: str = ""
+
+
+@dataclass
+class LeaderboardExported(JobDone[Path]):
+    title: ClassVar[str] = "export"
+
+
+@dataclass
+class LeaderboardCopied(JobDone[str]):
+    """The leaderboard as Markdown, for the copy viewer."""
+
+    title: ClassVar[str] = "copy"
+    run_id: str = ""
+
+
+@dataclass
+class HandoffReady(JobDone[dict[str, str]]):
+    title: ClassVar[str] = "handoff"
+    run_id: str = ""
+
+
+@dataclass
+class RunsCompared(JobDone[Comparison]):
+    title: ClassVar[str] = "compare"
+    a: str = ""
+    b: str = ""

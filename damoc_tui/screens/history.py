@@ -3,6 +3,7 @@ same candidates, exports, the hand-off config of the winner, copy over SSH (OSC 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from rich.markup import escape
@@ -16,10 +17,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from damoc_tui import bridge, services
-from damoc_tui.messages import JobDone
-from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, TextScreen, notify_error
-from damoc_tui.screens.run import export_leaderboard, fmt_score, fmt_seconds, show_handoff, status_text
+from damoc import facade
+from damoc_tui import bridge
+from damoc_tui.messages import (HandoffReady, JobDone, LeaderboardCopied, LeaderboardExported, RunCancelled,
+                                RunResumed, RunsCompared)
+from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, TextScreen, failed
+from damoc_tui.screens.run import fmt_score, fmt_seconds, show_handoff, status_text
 from damoc_tui.widgets.synced_table import SyncedTable
 from damoc_tui.widgets.topbar import TopBar
 
@@ -62,14 +65,13 @@ class HistoryScreen(Screen[None]):
         self.query_one("#runs", SyncedTable).focus()
         self.poll_runs()
 
-
     def on_screen_resume(self) -> None:
         self.action_refresh()
 
     @work(thread=True, group="runs-poll", exclusive=True, exit_on_error=False, description="list run directories")
     def poll_runs(self) -> None:
         """Re-read the run directories every few seconds (cheap: unchanged runs are served from a cache)."""
-        cache: dict[str, tuple[Any, dict[str, Any]]] = {}
+        cache: dict[str, tuple[tuple[int, int, bool], bridge.Summary]] = {}
         stop = get_current_worker().cancelled_event     # set when the screen goes away or the app exits
         while not stop.is_set():
             rows = bridge.run_summaries(self.settings, cache)
@@ -162,24 +164,25 @@ class HistoryScreen(Screen[None]):
 
         def chosen(fmt: str | None) -> None:
             if fmt == "svg":
-                rd = services.open_run(self.settings, s["run_id"])
-                folder = services.export_dir(rd)
+                folder = facade.export_dir(facade.open_run(self.settings, s["run_id"]))
                 folder.mkdir(parents=True, exist_ok=True)
                 path = self.app.save_screenshot(f"runs-{s['run_id']}.svg", str(folder))
                 self.notify(f"saved {path}", timeout=6)
             elif fmt:
-                self._job("export", lambda: export_leaderboard(services.open_run(self.settings, s["run_id"]), fmt))
+                self._job(LeaderboardExported,
+                          lambda: facade.export_leaderboard(facade.open_run(self.settings, s["run_id"]), fmt))
         self.app.push_screen(ChoiceScreen(f"Export {s['run_id']}", choices), chosen)
 
     def action_copy(self) -> None:
         """The leaderboard as Markdown in a viewer: y copies it (OSC 52), s saves it."""
         if (s := self._need()) is not None:
-            self._job("copy", lambda: services.leaderboard(services.open_run(self.settings, s["run_id"])).to_markdown(),
+            self._job(LeaderboardCopied,
+                      lambda: facade.leaderboard(facade.open_run(self.settings, s["run_id"])).to_markdown(),
                       run_id=s["run_id"])
 
     def action_handoff(self) -> None:
         if (s := self._need()) is not None:
-            self._job("handoff", lambda: services.handoff(self.settings, s["run_id"]), run_id=s["run_id"])
+            self._job(HandoffReady, lambda: facade.handoff(self.settings, s["run_id"]), run_id=s["run_id"])
 
     def action_compare(self) -> None:
         s = self._need()
@@ -193,7 +196,7 @@ class HistoryScreen(Screen[None]):
 
         def chosen(other: str | None) -> None:
             if other:
-                self._job("compare", lambda: services.compare_runs(self.settings, s["run_id"], other),
+                self._job(RunsCompared, lambda: facade.compare_runs(self.settings, s["run_id"], other),
                           a=s["run_id"], b=other)
         self.app.push_screen(ChoiceScreen(f"Compare {s['run_id']} with", others), chosen)
 
@@ -206,7 +209,7 @@ class HistoryScreen(Screen[None]):
 
         def answer(yes: bool | None) -> None:
             if yes:
-                self._job("cancel", lambda: services.cancel_run(self.settings, s["run_id"]))
+                self._job(RunCancelled, lambda: facade.cancel_run(self.settings, s["run_id"]))
         self.app.push_screen(ConfirmScreen(f"Cancel run {s['run_id']}?", "Finished cells are kept; r resumes.",
                                            yes="Cancel run", no="Keep running"), answer)
 
@@ -217,32 +220,37 @@ class HistoryScreen(Screen[None]):
         if s["status"] == "running":
             self.notify("already running", severity="warning")
             return
-        self._job("resume", lambda: services.resume_run(self.settings, s["run_id"]), run_id=s["run_id"])
+        self._job(RunResumed, lambda: facade.resume_run(self.settings, s["run_id"], detach=True), run_id=s["run_id"])
 
     @work(thread=True, group="runs-actions", exit_on_error=False)
-    def _job(self, job: str, fn: Any, **extra: Any) -> None:
-        bridge.run_job(job, fn, self.post_message, **extra)
+    def _job(self, done: Callable[..., JobDone[Any]], work: Callable[[], Any], **context: Any) -> None:
+        bridge.run_job(done, work, self.post_message, **context)
 
-    def on_job_done(self, message: JobDone) -> None:
-        if message.error:
-            notify_error(self.app, message.error, message.hint, title=message.job)
-            return
-        if message.job == "export":
+    def on_leaderboard_exported(self, message: LeaderboardExported) -> None:
+        if not failed(self, message):
             self.notify(f"saved {message.result}", timeout=8)
-        elif message.job == "handoff":
-            rd = services.open_run(self.settings, message.extra["run_id"])
-            show_handoff(self, message.extra["run_id"], message.result, services.export_dir(rd))
-        elif message.job == "copy":
-            rd = services.open_run(self.settings, message.extra["run_id"])
+
+    def on_handoff_ready(self, message: HandoffReady) -> None:
+        if not failed(self, message) and message.result is not None:
+            rd = facade.open_run(self.settings, message.run_id)
+            show_handoff(self, message.run_id, message.result, facade.export_dir(rd))
+
+    def on_leaderboard_copied(self, message: LeaderboardCopied) -> None:
+        if not failed(self, message) and message.result is not None:
+            rd = facade.open_run(self.settings, message.run_id)
             self.app.push_screen(TextScreen(f"Leaderboard of {rd.run_id}", message.result,
-                                            save_path=services.export_dir(rd) / "leaderboard.md"))
-        elif message.job == "compare":
-            res = message.result
-            d = res if isinstance(res, dict) else services._as_dict(res)
-            text = "\n".join(f"{k}: {v}" for k, v in d.items())
-            self.app.push_screen(TextScreen(f"{message.extra['a']} vs {message.extra['b']}", text))
-        elif message.job == "resume":
-            self.notify(f"run {message.extra['run_id']} resumed: enter to watch it", timeout=6)
+                                            save_path=facade.export_dir(rd) / "leaderboard.md"))
+
+    def on_runs_compared(self, message: RunsCompared) -> None:
+        if not failed(self, message) and message.result is not None:
+            text = "\n".join(f"{k}: {v}" for k, v in message.result.to_dict().items())
+            self.app.push_screen(TextScreen(f"{message.a} vs {message.b}", text))
+
+    def on_run_resumed(self, message: RunResumed) -> None:
+        if not failed(self, message):
+            self.notify(f"run {message.run_id} resumed: enter to watch it", timeout=6)
             self.action_refresh()
-        elif message.job == "cancel":
+
+    def on_run_cancelled(self, message: RunCancelled) -> None:
+        if not failed(self, message):
             self.notify("cancel sent", timeout=4)

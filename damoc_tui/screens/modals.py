@@ -13,6 +13,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
+from damoc_tui.messages import JobDone
+
 
 class ConfirmScreen(ModalScreen[bool]):
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -166,3 +168,10 @@ def error_text(error: str, hint: str = "") -> str:
 
 def notify_error(widget: Any, error: str, hint: str = "", title: str = "error") -> None:
     widget.notify(error_text(error, hint), title=title, severity="error", timeout=10)
+
+
+def failed(widget: Any, message: JobDone[Any]) -> bool:
+    """Whether the job failed; if it did, its error is shown as a notification titled with the job."""
+    if message.error:
+        notify_error(widget.app, message.error, message.hint, title=message.title)
+    return bool(message.error)

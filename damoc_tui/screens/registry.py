@@ -7,10 +7,11 @@ only shows them. Every registry call runs in a thread worker.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.markup import escape
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -18,113 +19,16 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, ProgressBar, Static
 
-from damoc_tui import bridge, services
-from damoc_tui.messages import JobDone, JobProgress
-from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, FormScreen, notify_error
+from damoc import facade
+from damoc.events import Event, StageProgress, StageStarted
+from damoc.facade import Candidate
+from damoc_tui import bridge
+from damoc_tui.messages import (CandidateAdded, CandidatePulled, CandidateRemoved, JobDone, JobProgress,
+                                ModelsScanned, OnlineChecked, RegistryRead)
+from damoc_tui.screens.candidate_view import COLUMNS, SORTS, candidate_row, check_note, detail_text, scan_note, sort_key
+from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, FormScreen, failed
 from damoc_tui.widgets.synced_table import SyncedTable
 from damoc_tui.widgets.topbar import TopBar
-
-COLUMNS = [("sel", "", 1), ("name", "name", 22), ("merge", "merge", 8), ("wpre", "W_pre", 5),
-           ("where", "where", 11), ("params", "params", 6), ("layers", "layers", 6), ("flags", "flags", 5)]
-SORTS = ("local first", "name", "parameters", "layers", "mergeable first")
-SOURCE_ORDER = {"zoo": 0, "user": 1, "scan": 2, "catalog": 3}
-MERGE_LABEL = {"supported": ("yes", "green"), "no_base": ("no Base", "red"), "base_incompatible": ("incompat", "red"),
-               "not_local": ("download", "yellow"), "unreadable": ("unreadable", "red")}
-WHERE_LABEL = {"zoo": "zoo", "folder": "folder", "hf-cache": "cache", "hf-cache-partial": "partial", "hub": "hub",
-               "missing": "missing"}
-
-
-def candidate_row(c: Any, selected: bool) -> dict[str, Any]:
-    """One table row from a registry Candidate (its `summary()` is the registry's stable flat view)."""
-    from damoc.registry.models import human_bytes, human_count
-
-    s = c.summary()
-    cap = c.capability
-    state = s.get("state") or ""
-    label, style = MERGE_LABEL.get(state, (state or "?", ""))
-    if c.base is None:
-        wpre = Text("none", style="red")
-    elif cap is not None and cap.base_path:
-        wpre = Text("yes", style="green")
-    elif c.base.kind == "hub":
-        wpre = Text("hub", style="yellow")            # declared, not downloaded
-    else:
-        wpre = Text("gone", style="red")              # a folder that is no longer there
-    loc = WHERE_LABEL.get(s.get("chat_location") or "", s.get("chat_location") or "?")
-    if s.get("local"):
-        where = f"{loc} {human_bytes(s.get('size_bytes'))}" if s.get("size_bytes") else loc
-    else:
-        need = s.get("download_bytes")
-        where = f"{loc} {human_bytes(need, approx=bool(cap and cap.download_estimated))}" if need else loc
-    flags = ("G" if s.get("gated") else "") + ("R" if s.get("trust_remote_code") else "") + (
-        "P" if s.get("paper") else "")
-    return {"key": c.name, "sel": Text("●", style="bold") if selected else "", "name": c.name,
-            "merge": Text(label, style=style), "wpre": wpre, "where": _tight(where),
-            "params": human_count(s.get("parameters")) if s.get("parameters") else "?",
-            "layers": str(s.get("layers") or "?"), "flags": flags}
-
-
-def _tight(text: str) -> str:
-    """`hub ≈15.7 GB` -> `hub ≈15.7GB`: the size column fits 80 columns."""
-    for unit in ("KB", "MB", "GB", "TB"):
-        text = text.replace(f" {unit}", unit)
-    return text
-
-
-def sort_key(mode: str, c: Any) -> tuple[Any, ...]:
-    s = c.summary()
-    if mode == "name":
-        return (c.name.lower(),)
-    if mode == "parameters":
-        return (s.get("parameters") or 0, c.name.lower())
-    if mode == "layers":
-        return (s.get("layers") or 0, c.name.lower())
-    if mode == "mergeable first":
-        return (not s.get("merge_supported"), not s.get("local"), c.name.lower())
-    # local first: what can run now on top (the demo zoo, the user's folders), the catalog's downloads below
-    return (not s.get("local"), SOURCE_ORDER.get(s.get("source") or "", 9), c.name.lower())
-
-
-def detail_text(c: Any) -> str:
-    """The reasons behind each flag, for the detail pane."""
-    from damoc.registry.models import human_bytes, human_count
-
-    s = c.summary()
-    cap = c.capability
-    lines = [f"[b]{escape(c.name)}[/b]  [dim]{escape(s.get('source') or '')}"
-             f"{' · ' + escape(c.family) if c.family else ''}{' · paper candidate' if s.get('paper') else ''}[/]"]
-    facts = [s.get("architecture") or "?", f"{human_count(s.get('parameters'))} params" if s.get("parameters") else "",
-             f"{s.get('layers')} layers" if s.get("layers") else "", s.get("dtype") or "",
-             f"licence {s['license']}" if s.get("license") else ""]
-    lines.append(" · ".join(escape(str(f)) for f in facts if f) + f"  [dim](facts from {s.get('facts_from')})[/]")
-    lines.append(f"Chat  {escape(str(c.chat))}  [dim]{escape(str(s.get('chat_location')))}"
-                 f"{' ' + escape(s['chat_path']) if s.get('chat_path') and s['chat_path'] != c.chat.id else ''}[/]")
-    if c.base is not None:
-        lines.append(f"Base  {escape(str(c.base))}  [dim]{escape(str(s.get('base_location')))}[/]")
-    else:
-        lines.append("Base  [red]none[/]" + (f" ({escape(c.no_base_reason)})" if c.no_base_reason else ""))
-    if s.get("merge_supported"):
-        lines.append("[green]sparse merging supported[/]: Base (W_pre) present, same architecture, layers and "
-                     "tensor shapes")
-    else:
-        lines.append(f"[red]{escape(s.get('merge_reason') or 'not assessed')}[/]")
-    if cap is not None and cap.detail:
-        lines.append("[dim]" + escape(", ".join(f"{k}: {v}" for k, v in cap.detail.items())[:300]) + "[/]")
-    flags = [f"gated: {_yn(s.get('gated'))}", f"remote code: {_yn(s.get('trust_remote_code'))}",
-             f"chat template: {_yn(s.get('chat_template'))}"]
-    if s.get("local"):
-        flags.append(f"on disk {human_bytes(s.get('size_bytes'))}")
-    elif s.get("download_bytes"):
-        flags.append(f"download {human_bytes(s['download_bytes'], approx=bool(cap and cap.download_estimated))}")
-    lines.append(" · ".join(flags))
-    for note in ([c.notes] if c.notes else []) + (list(cap.notes) if cap else []):
-        lines.append(f"[dim]{escape(note)}[/]")
-    return "\n".join(lines)
-
-
-def _yn(v: Any) -> str:
-    return "?" if v is None else ("yes" if v else "no")
-
 
 class RegistryScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -146,7 +50,7 @@ class RegistryScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.candidates: list[Any] = []
+        self.candidates: list[Candidate] = []
         self.only_mergeable = False
         self.only_local = False
         self.sort_mode = SORTS[0]
@@ -176,9 +80,9 @@ class RegistryScreen(Screen[None]):
     # -- data -------------------------------------------------------------------------------------------------
     @work(thread=True, group="registry-io", exclusive=True, exit_on_error=False, description="read the registry")
     def reload(self) -> None:
-        bridge.run_job("list", lambda: services.registry_list(self.settings), self.post_message)
+        bridge.run_job(RegistryRead, lambda: facade.registry_candidates(self.settings), self.post_message)
 
-    def visible(self) -> list[Any]:
+    def visible(self) -> list[Candidate]:
         q = self.query_text.lower()
         out = []
         for c in self.candidates:
@@ -211,7 +115,7 @@ class RegistryScreen(Screen[None]):
             parts.append(f"{len(sel)} selected (n: new run)")
         self.query_one("#reg-mode", Static).update(" · ".join(parts))
 
-    def current(self) -> Any | None:
+    def current(self) -> Candidate | None:
         key = self.query_one("#reg-table", SyncedTable).highlighted_key
         return next((c for c in self.candidates if c.name == key), None)
 
@@ -303,8 +207,8 @@ class RegistryScreen(Screen[None]):
 
         def done(values: dict[str, str] | None) -> None:
             if values and values.get("chat"):
-                self._job("add", lambda: add_candidate(self.settings, values["chat"], values.get("base") or None,
-                                                       values.get("name") or None))
+                self._job(CandidateAdded, lambda: facade.add_candidate(
+                    self.settings, values["chat"], values.get("base") or None, name=values.get("name") or None))
             elif values is not None:
                 self.notify("a Chat model is required", severity="warning")
         self.app.push_screen(FormScreen("Add a candidate", fields,
@@ -318,8 +222,7 @@ class RegistryScreen(Screen[None]):
         what = "hide this built-in catalog entry" if c.source == "catalog" else "remove it from the registry"
         def answer(yes: bool | None) -> None:
             if yes:
-                self._job("remove", lambda: services.registry().RegistryStore(self.settings).remove(c.name),
-                          name=c.name)
+                self._job(CandidateRemoved, lambda: facade.remove_candidate(self.settings, c.name), name=c.name)
         self.app.push_screen(ConfirmScreen(f"Remove {c.name}?", f"This will {what}; model files are not deleted.",
                                            yes="Remove", no="Keep"), answer)
 
@@ -327,9 +230,9 @@ class RegistryScreen(Screen[None]):
         """Scan the Hugging Face cache, and optionally folders, for Chat/Base pairs."""
         def done(values: dict[str, str] | None) -> None:
             if values is not None:
-                folders = [p for p in values.get("paths", "").split() if p]
+                folders = [Path(p).expanduser() for p in values.get("paths", "").split() if p]
                 self.notify("scanning…", timeout=2)
-                self._job("scan", lambda: scan_cache(self.settings, folders))
+                self._job(ModelsScanned, lambda: facade.scan_models(self.settings, folders))
         self.app.push_screen(FormScreen("Scan for models", [("paths", "Folders to scan as well (space-separated, "
                                                                       "optional)", "e.g. /data/models")],
                                         note="The Hugging Face cache is always scanned; new pairs are registered."),
@@ -345,7 +248,7 @@ class RegistryScreen(Screen[None]):
                 self.notify("rechecking local files…", timeout=2)
                 self.reload()
             elif what == "online":
-                self._job("check", lambda: check_online(self.settings, name), name=name)
+                self._job(OnlineChecked, lambda: facade.check_online(self.settings, name))
         self.app.push_screen(ChoiceScreen(f"Check {name or 'all'}", [
             ("local", "recompute capabilities from the files on this machine"),
             ("online", f"confirm gated/size/licence of {name or 'every candidate'} on the hub (network)")]), chosen)
@@ -360,13 +263,15 @@ class RegistryScreen(Screen[None]):
 
         def answer(yes: bool | None) -> None:
             if yes:
-                self._job("pull", lambda: pull_candidate(self.settings, c.name, self.post_message), name=c.name)
+                self._job(CandidatePulled, lambda: facade.pull_candidate(self.settings, c.name,
+                                                                         PullProgress(self.post_message)),
+                          name=c.name)
         self.app.push_screen(ConfirmScreen(f"Download {c.name}?", c.merge_reason, yes="Download", no="Not now"),
                              answer)
 
     @work(thread=True, group="registry-actions", exit_on_error=False)
-    def _job(self, job: str, fn: Any, **extra: Any) -> None:
-        bridge.run_job(job, fn, self.post_message, **extra)
+    def _job(self, done: Callable[..., JobDone[Any]], work: Callable[[], Any], **context: Any) -> None:
+        bridge.run_job(done, work, self.post_message, **context)
 
     def on_job_progress(self, message: JobProgress) -> None:
         bar = self.query_one("#reg-progress", ProgressBar)
@@ -375,93 +280,70 @@ class RegistryScreen(Screen[None]):
         if message.note:
             self.query_one("#reg-mode", Static).update(f"{message.job}: {escape(message.note)[:60]}")
 
-    def on_job_done(self, message: JobDone) -> None:
+    def on_registry_read(self, message: RegistryRead) -> None:
         self.query_one("#reg-progress").display = False
         if message.error:
-            if message.job == "list":
-                self.query_one("#reg-detail", Static).update(f"[red]{escape(message.error)}[/]\n{escape(message.hint)}")
-            notify_error(self.app, message.error, message.hint, title=message.job)
+            self.query_one("#reg-detail", Static).update(f"[red]{escape(message.error)}[/]\n{escape(message.hint)}")
+        if self._failed(message):
+            return
+        self.candidates = list(message.result or [])
+        self.app.known_candidates = [c.name for c in self.candidates]  # type: ignore[attr-defined]
+        self.app.registry_snapshot = self.candidates  # type: ignore[attr-defined]  # the wizard starts from it
+        self.loaded = True
+        self._render_table()
+
+    def on_candidate_added(self, message: CandidateAdded) -> None:
+        if not self._failed(message) and (c := message.result) is not None:
+            self._changed(f"added {c.name}: " + ("sparse merging supported" if c.merge_supported
+                                                 else c.merge_reason))
+
+    def on_candidate_removed(self, message: CandidateRemoved) -> None:
+        if self._failed(message):
+            return
+        selected: list[str] = self.app.selected_candidates  # type: ignore[attr-defined]
+        if message.name in selected:
+            selected.remove(message.name)
+        self._changed(f"{message.name}: {message.result}")
+
+    def on_models_scanned(self, message: ModelsScanned) -> None:
+        if not self._failed(message) and message.result is not None:
+            self._changed(f"scan: {scan_note(message.result)}")
+
+    def on_online_checked(self, message: OnlineChecked) -> None:
+        if not self._failed(message) and message.result is not None:
+            self._changed(f"checked: {check_note(message.result)}")
+
+    def on_candidate_pulled(self, message: CandidatePulled) -> None:
+        if not self._failed(message) and message.result is not None:
+            paths = ", ".join(f"{role} in {p}" for role, p in message.result.items())
+            self._changed(f"pulled {message.name}: {paths}")
+
+    def _failed(self, message: JobDone[Any]) -> bool:
+        self.query_one("#reg-progress").display = False
+        if failed(self, message):
             self._render_mode()
-            return
-        if message.job == "list":
-            self.candidates = list(message.result or [])
-            self.app.known_candidates = [c.name for c in self.candidates]  # type: ignore[attr-defined]
-            self.app.registry_snapshot = self.candidates  # type: ignore[attr-defined]  # the wizard starts from it
-            self.loaded = True
-            self._render_table()
-            return
-        note = {"add": lambda r: f"added {r.name}: " + ("sparse merging supported" if r.merge_supported
-                                                         else r.merge_reason),
-                "remove": lambda r: f"{message.extra.get('name')}: {r}",
-                "scan": lambda r: f"scan: {r}", "check": lambda r: f"checked: {r}",
-                "pull": lambda r: f"pulled {message.extra.get('name')}: {r}"}.get(message.job, lambda r: f"{message.job} done")
-        self.notify(note(message.result), timeout=5)
-        if message.job == "remove" and message.extra.get("name") in self.app.selected_candidates:  # type: ignore[attr-defined]
-            self.app.selected_candidates.remove(message.extra["name"])  # type: ignore[attr-defined]
+            return True
+        return False
+
+    def _changed(self, note: str) -> None:
+        """A registry action worked: say what it did and read the registry again."""
+        self.notify(note, timeout=5)
         self.reload()
 
 
-# -- registry operations (run in thread workers) --------------------------------------------------------------
-
-def add_candidate(settings: Any, chat: str, base: str | None, name: str | None) -> Any:
-    """Register a Chat (+ Base) exactly as `damoc registry add` does (the library builds and checks the entry)."""
-    from damoc.registry import new_candidate
-    from damoc.registry.assess import assess
-    from damoc.registry.store import RegistryStore
-
-    store = RegistryStore(settings)
-    cand = new_candidate(chat, base, name=name or None)
-    store.add(cand)
-    return assess(cand, store.hub_facts())
-
-
-def scan_cache(settings: Any, paths: list[str] | None = None) -> str:
-    from pathlib import Path
-
-    from damoc.registry.scan import scan
-    from damoc.registry.store import RegistryStore
-
-    rep = scan(RegistryStore(settings), [Path(p).expanduser() for p in (paths or [])], hf_cache=True)
-    parts = [f"{len(rep.added)} added"]
-    if rep.known:
-        parts.append(f"{len(rep.known)} already known")
-    if rep.skipped:
-        parts.append(f"{len(rep.skipped)} skipped")
-    added = ", ".join(c.name for c in rep.added[:5])
-    return "; ".join(parts) + (f" ({added})" if added else "")
-
-
-def check_online(settings: Any, name: str | None) -> str:
-    from damoc.registry.hub import check_online as online
-    from damoc.registry.store import RegistryStore
-
-    store = RegistryStore(settings)
-    cands = [store.get(name)] if name else store.list()
-    res = online(store, cands)
-    bad = [e for r in res for e in r.errors]
-    return f"{sum(r.ok for r in res)}/{len(res)} confirmed on the hub" + (f"; {bad[0]}" if bad else "")
-
-
-class _PostProgress:
+class PullProgress:
     """A damoc Reporter that turns the pull's stage events into JobProgress messages (thread-safe posts)."""
 
-    def __init__(self, post: Any, job: str) -> None:
-        self.post, self.job = post, job
+    def __init__(self, post: bridge.Post) -> None:
+        self.post = post
 
-    def emit(self, event: Any) -> None:
-        from damoc.events import StageProgress, StageStarted
-
-        if isinstance(event, (StageStarted, StageProgress)):
-            from damoc.registry.models import human_bytes
-
-            done = getattr(event, "done", 0)
-            note = f"{event.stage} {human_bytes(done)}" + (f" / {human_bytes(event.total)}" if event.total else "")
-            note += f" {event.note}" if getattr(event, "note", "") else ""
-            self.post(JobProgress(self.job, done, event.total, note))
-
-
-def pull_candidate(settings: Any, name: str, post: Any) -> str:
-    from damoc.registry.hub import pull
-
-    paths = pull(settings, name, reporter=_PostProgress(post, "pull"))
-    return ", ".join(f"{role} in {p}" for role, p in paths.items())
+    def emit(self, event: Event) -> None:
+        if isinstance(event, StageProgress):
+            done, note = event.done, event.note
+        elif isinstance(event, StageStarted):
+            done, note = 0, ""
+        else:
+            return
+        text = f"{event.stage} {facade.human_bytes(done)}" + (f" / {facade.human_bytes(event.total)}"
+                                                              if event.total else "")
+        self.post(JobProgress("pull", done, event.total, text + (f" {note}" if note else "")))

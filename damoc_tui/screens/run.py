@@ -6,8 +6,9 @@ cancel or resume it. Leaving the screen, quitting the app or losing SSH leaves t
 """
 from __future__ import annotations
 
-import importlib.util
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.markup import escape
@@ -20,11 +21,13 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, RichLog, Sparkline, Static
 from textual.worker import get_current_worker
 
+from damoc import facade
 from damoc.errors import DamocError
-from damoc_tui import bridge, services
-from damoc_tui.messages import JobDone, LeaderboardRows, RunEvents, RunLiveness, RunProgress, RunSnapshot
+from damoc_tui import bridge
+from damoc_tui.messages import (HandoffReady, JobDone, LeaderboardCopied, LeaderboardExported, LeaderboardRows,
+                                RunCancelled, RunEvents, RunLiveness, RunProgress, RunResumed, RunSnapshot)
 from damoc_tui.runstate import DATA, CandidateState, RunState, sparkline
-from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, TextScreen, notify_error
+from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, TextScreen, failed, notify_error
 from damoc_tui.widgets.synced_table import SyncedTable
 
 # (key, label, width): the narrow set fits 80 columns, the wide one is used from 110 columns on
@@ -71,10 +74,6 @@ def stage_cell(cand: CandidateState) -> str:
     if not cand.stages:
         return "queued"
     return "done" if cand.score is not None else "waiting"
-
-
-def pipeline_available() -> bool:
-    return importlib.util.find_spec("damoc.pipeline.api") is not None
 
 
 def row_name(row: dict[str, Any]) -> str:
@@ -133,7 +132,7 @@ class RunScreen(Screen[None]):
     def on_mount(self) -> None:
         self.settings = self.app.settings  # type: ignore[attr-defined]
         try:
-            self.rd = services.open_run(self.settings, self.run_id)
+            self.rd = facade.open_run(self.settings, self.run_id)
         except DamocError as e:
             notify_error(self.app, e.message, e.hint or "")
             self.app.pop_screen()
@@ -148,8 +147,7 @@ class RunScreen(Screen[None]):
     @work(thread=True, group="run-tail", exclusive=True, exit_on_error=False, description="follow events.jsonl")
     def tail(self) -> None:
         stop = get_current_worker().cancelled_event     # set when the screen goes away or the app exits
-        board = services.leaderboard_rows if pipeline_available() else None
-        bridge.follow_run(self.rd, self.post_message, stop, refresh_hz=self.settings.refresh_hz, leaderboard=board)
+        bridge.follow_run(self.rd, self.post_message, stop, refresh_hz=self.settings.refresh_hz)
 
     # -- events from the bridge ------------------------------------------------------------------------
     def on_run_events(self, message: RunEvents) -> None:
@@ -316,7 +314,7 @@ class RunScreen(Screen[None]):
 
         def answer(yes: bool | None) -> None:
             if yes:
-                self._job("cancel", lambda: services.cancel_run(self.settings, self.run_id))
+                self._job(RunCancelled, lambda: facade.cancel_run(self.settings, self.run_id))
         self.app.push_screen(ConfirmScreen(f"Cancel run {self.run_id}?",
                                            "Finished cells are kept; r resumes from where it stopped.",
                                            yes="Cancel run", no="Keep running"), answer)
@@ -325,7 +323,7 @@ class RunScreen(Screen[None]):
         if self.alive:
             self.notify("this run is already running", severity="warning")
             return
-        self._job("resume", lambda: services.resume_run(self.settings, self.run_id))
+        self._job(RunResumed, lambda: facade.resume_run(self.settings, self.run_id, detach=True))
 
     def action_export(self) -> None:
         choices = [("json", "JSON (leaderboard)"), ("csv", "CSV (leaderboard)"), ("md", "Markdown (leaderboard)"),
@@ -335,11 +333,11 @@ class RunScreen(Screen[None]):
             if fmt == "svg":
                 self.save_svg()
             elif fmt:
-                self._job("export", lambda: export_leaderboard(self.rd, fmt), fmt=fmt)
+                self._job(LeaderboardExported, lambda: facade.export_leaderboard(self.rd, fmt))
         self.app.push_screen(ChoiceScreen("Export", choices), chosen)
 
     def save_svg(self) -> str:
-        folder = services.export_dir(self.rd)
+        folder = facade.export_dir(self.rd)
         folder.mkdir(parents=True, exist_ok=True)
         name = f"run-{self.run_id}-{time.strftime('%H%M%S')}.svg"
         path = self.app.save_screenshot(name, str(folder))
@@ -348,51 +346,40 @@ class RunScreen(Screen[None]):
 
     def action_copy(self) -> None:
         """The leaderboard as Markdown in a viewer: y copies it (OSC 52), s saves it."""
-        self._job("copy", lambda: services.leaderboard(self.rd).to_markdown())
+        self._job(LeaderboardCopied, lambda: facade.leaderboard(self.rd).to_markdown())
 
     def action_handoff(self) -> None:
-        self._job("handoff", lambda: services.handoff(self.settings, self.run_id))
+        self._job(HandoffReady, lambda: facade.handoff(self.settings, self.run_id))
 
     @work(thread=True, group="run-actions", exit_on_error=False)
-    def _job(self, job: str, fn: Any, **extra: Any) -> None:
-        bridge.run_job(job, fn, self.post_message, **extra)
+    def _job(self, done: Callable[..., JobDone[Any]], work: Callable[[], Any]) -> None:
+        bridge.run_job(done, work, self.post_message)
 
-    def on_job_done(self, message: JobDone) -> None:
-        if message.error:
-            notify_error(self.app, message.error, message.hint, title=message.job)
-            return
-        if message.job == "cancel":
+    def on_run_cancelled(self, message: RunCancelled) -> None:
+        if not failed(self, message):
             self.notify("cancel sent: the run stops after saving its current state", timeout=6)
-        elif message.job == "resume":
+
+    def on_run_resumed(self, message: RunResumed) -> None:
+        if not failed(self, message):
             self.notify(f"run {self.run_id} resumed", timeout=4)
-        elif message.job == "export":
+
+    def on_leaderboard_exported(self, message: LeaderboardExported) -> None:
+        if not failed(self, message):
             self.notify(f"saved {message.result}", timeout=8)
-        elif message.job == "handoff":
-            show_handoff(self, self.run_id, message.result, services.export_dir(self.rd))
-        elif message.job == "copy":
+
+    def on_handoff_ready(self, message: HandoffReady) -> None:
+        if not failed(self, message) and message.result is not None:
+            show_handoff(self, self.run_id, message.result, facade.export_dir(self.rd))
+
+    def on_leaderboard_copied(self, message: LeaderboardCopied) -> None:
+        if not failed(self, message) and message.result is not None:
             self.app.push_screen(TextScreen(f"Leaderboard of {self.run_id}", message.result,
-                                            save_path=services.export_dir(self.rd) / "leaderboard.md"))
+                                            save_path=facade.export_dir(self.rd) / "leaderboard.md"))
 
 
 # -- shared with the history screen ---------------------------------------------------------------------------
 
-def export_leaderboard(rd: Any, fmt: str) -> str:
-    """Write the pipeline's leaderboard as JSON/CSV/Markdown under `<run>/exports/` and return the path (the same
-    content as the pipeline's own exports)."""
-    from damoc.fsutil import atomic_write_text
-
-    lb = services.leaderboard(rd)
-    text = {"json": lb.to_json, "csv": lb.to_csv, "md": lb.to_markdown}[fmt]()
-    path = services.export_dir(rd) / f"leaderboard.{fmt}"
-    atomic_write_text(path, text if text.endswith("\n") else text + "\n")
-    return str(path)
-
-
-def show_handoff(screen: Screen[Any], run_id: str, result: Any, folder: Any) -> None:
+def show_handoff(screen: Screen[Any], run_id: str, files: dict[str, str], folder: Path) -> None:
     """The hand-off of the winner (the pipeline's file name -> text: LLaMA-Factory YAML, ms-swift command)."""
-    from pathlib import Path
-
-    parts = result.items() if isinstance(result, dict) else [("hand-off", result)]
-    text = "\n\n".join(f"# ---- {name}\n{value}" for name, value in parts)
-    screen.app.push_screen(TextScreen(f"Hand-off of the winner of {run_id}", text,
-                                      save_path=Path(folder) / "handoff.txt"))
+    text = "\n\n".join(f"# ---- {name}\n{value}" for name, value in files.items())
+    screen.app.push_screen(TextScreen(f"Hand-off of the winner of {run_id}", text, save_path=folder / "handoff.txt"))
