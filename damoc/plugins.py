@@ -49,7 +49,7 @@ class Registry(Generic[T]):
         if not name or name != name.strip():
             raise ValueError(f"{self.kind} name {name!r} is empty or padded")
         if name in self._entries:
-            raise ValueError(f"{self.kind} {name!r} already registered as {self._entries[name].target}")
+            raise ValueError(f"{self.kind} {name!r} already registered{self._where(name)}")
         self._entries[name] = Entry(name, target, family, description, dict(extra))
 
     def register(self, name: str, *, family: str = "", description: str = "", **extra: Any) -> Callable[[T], T]:
@@ -61,7 +61,7 @@ class Registry(Generic[T]):
             if known is None:
                 self.add(name, target, family=family, description=description, **extra)
             elif known.target != target:
-                raise ValueError(f"{self.kind} {name!r} already registered as {known.target}")
+                raise ValueError(f"{self.kind} {name!r} already registered{self._where(name)}")
             self._loaded[name] = obj
             return obj
         return deco
@@ -72,6 +72,10 @@ class Registry(Generic[T]):
         self.add(name, "", family=family, description=description, **extra)
         self._loaded[name] = obj
         return obj
+
+    def _where(self, name: str) -> str:
+        target = self._entries[name].target
+        return f" as {target}" if target else ""
 
     def _check(self, name: str, obj: Any) -> None:
         ok = isinstance(obj, self.base) or (isinstance(obj, type) and issubclass(obj, self.base))
