@@ -11,8 +11,6 @@ from damoc.cli.common import settings
 @click.option("--no-mouse", is_flag=True, help="Disable mouse support.")
 def tui(theme: str | None, no_mouse: bool) -> None:
     """Open the terminal app (registry, run wizard, live leaderboard, history)."""
-    try:
-        from damoc_tui.app import run_app
-    except ImportError as e:
-        raise click.ClickException(f"the terminal app is not available: {e}")
+    from damoc_tui.app import run_app
+
     run_app(settings(), theme=theme, mouse=not no_mouse)

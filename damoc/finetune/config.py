@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -70,8 +70,9 @@ class MethodParams(BaseModel):
             values["micro_batch"] = self.micro_batch
         if self.max_length:
             values["max_length"] = self.max_length
-        if method == "lora":
-            values.update(lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout)
+        from damoc.finetune.methods import FINETUNE_METHODS
+
+        values.update({k: getattr(self, k) for k in FINETUNE_METHODS.get(method).settings})
         return FinetuneConfig(**{**values, **self.params})
 
 
@@ -94,7 +95,8 @@ DEFAULT_MAX_LENGTH = 512
 class FinetuneConfig:
     """How one model is fine-tuned. Defaults are the paper's full fine-tune; `min_steps` makes it a proxy recipe."""
 
-    method: Literal["full", "lora"] = "full"
+    method: str = "full"
+    """A name of damoc.finetune.methods.FINETUNE_METHODS (full, lora)."""
     lr: float | None = None
     """None = 1e-5 for full (paper), 1e-4 for LoRA."""
     epochs: float = _HP.epochs
@@ -142,8 +144,11 @@ class FinetuneConfig:
         def bad(what: str, hint: str) -> ConfigError:
             return ConfigError(f"fine-tune config: {what}", hint)
 
-        if self.method not in ("full", "lora"):
-            raise bad(f"method {self.method!r} is not full or lora", "use method='full' or 'lora'")
+        from damoc.finetune.methods import FINETUNE_METHODS
+
+        if self.method not in FINETUNE_METHODS:
+            raise bad(f"method {self.method!r} is not one of {', '.join(FINETUNE_METHODS.names())}",
+                      f"use method={FINETUNE_METHODS.names()[0]!r} or another registered method")
         if self.lr is not None and not (0 < self.lr < 1):
             raise bad(f"lr {self.lr} out of range", "use a learning rate such as 1e-5 (full) or 1e-4 (lora)")
         for name in ("effective_batch", "min_effective_batch", "max_length", "lora_r"):

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 class FinetuneMethod(ABC):
     """What a method does to the model around the Trainer's loop."""
 
+    settings: tuple[str, ...] = ()
+    """The `FinetuneConfig` fields only this method reads (a run config's section passes them for it alone)."""
     frozen_base: bool = False
     """The base weights do not train: they may be loaded in bf16, and gradient checkpointing must make the inputs
     require grads (nothing before the first adapter would otherwise)."""
@@ -36,6 +38,7 @@ class Full(FinetuneMethod):
 
 
 class LoRA(FinetuneMethod):
+    settings = ("lora_r", "lora_alpha", "lora_dropout")
     frozen_base = True
 
     def prepare(self, model: Any, config: FinetuneConfig) -> Any:

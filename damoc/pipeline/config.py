@@ -21,10 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from damoc.compress.config import CompressParams
 from damoc.errors import ConfigError
 from damoc.finetune.config import PROXY_MIN_STEPS, FinetuneConfig, FullParams, LoraParams, MethodParams
+from damoc.finetune.methods import FINETUNE_METHODS
 from damoc.prune.config import PruneParams
 
 MODES = ("damoc", "ground-truth", "zero-shot", "few-shot")
-FT_CHOICES = ("full", "lora", "both")
+BOTH = "both"               # every registered fine-tune method, the better one per candidate (paper sec. 5.4)
+FT_CHOICES = (*FINETUNE_METHODS.names(), BOTH)
 METRICS = ("auto", "bertscore_rouge", "squad_f1", "mc_accuracy")
 
 
@@ -112,8 +114,8 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    mode: Literal["damoc", "ground-truth", "zero-shot", "few-shot"] = "damoc"
-    ft: Literal["full", "lora", "both"] = "full"
+    mode: Literal[MODES] = "damoc"                  # type: ignore[valid-type]
+    ft: Literal[FT_CHOICES] = "full"                # type: ignore[valid-type]
     variant: Literal["chat", "base"] = Field("chat", description=(
         "which checkpoint of each candidate is fine-tuned: chat (the paper for PubMedQA, BillSum, SQuAD) or base "
         "(the paper for Alpaca; no pruning then)"))
@@ -161,13 +163,18 @@ class RunConfig(BaseModel):
     # -- convenience ------------------------------------------------------------------------------
     @property
     def methods(self) -> list[str]:
-        return ["full", "lora"] if self.ft == "both" else [self.ft]
+        return methods_of(self.ft)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
     def replace(self, **changes: Any) -> "RunConfig":
         return validate_config({**self.to_dict(), **changes})
+
+
+def methods_of(ft: str) -> list[str]:
+    """The fine-tune methods a run's `ft` setting stands for."""
+    return FINETUNE_METHODS.names() if ft == BOTH else [ft]
 
 
 # -- loading, overrides, errors ---------------------------------------------------------------------

@@ -276,6 +276,7 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
 def leaderboard_of(rd: RunDir, *, run_status: str | None = None) -> Leaderboard:
     """Read a run directory's plan and cell markers, then build the leaderboard (see `build_leaderboard`)."""
     from damoc.fsutil import read_json
+    from damoc.pipeline.config import methods_of
     from damoc.pipeline.plan import Plan
 
     raw = read_json(rd.path / "plan.json", {}) or {}
@@ -292,8 +293,7 @@ def leaderboard_of(rd: RunDir, *, run_status: str | None = None) -> Leaderboard:
     skips = {c.name: d.reason for c in candidates for d in c.stages if d.stage == PruneCell.name and not d.enabled}
     names = [c.name for c in candidates] or list(cfg.get("candidates", []))
     prep = cells.get(f"{DATA_CANDIDATE}/{PrepareCell.name}", {}).get("result") or {}
-    ft = cfg.get("ft", "full")
-    methods = ["full", "lora"] if ft == "both" else [ft]
+    methods = methods_of(cfg.get("ft", "full"))
     return build_leaderboard(run_id=rd.run_id, mode=cfg.get("mode", plan.mode if plan is not None else "damoc"),
                              candidates=names, methods=methods, seeds=list(cfg.get("seeds", [0])), cells=cells,
                              tolerance=float((cfg.get("leaderboard") or {}).get("tolerance", 1.0)),

@@ -99,17 +99,18 @@ class Recipe:
     overrides: tuple[str, ...] = ()
 
 
-PAPER = Recipe("paper", "GraphCut 10% + token compression + pruning with sparse merging (Chat with Base)")
-FILTER_ONLY = Recipe("filter-only", "GraphCut 10% only", ("compress.enabled=false", "prune.enabled=false"))
-FILTER_COMPRESS = Recipe("filter+compress", "GraphCut + token compression (the paper's Base recipe)",
-                         ("prune.enabled=false",))
-FILTER_PRUNE = Recipe("filter+prune", "GraphCut + pruning with sparse merging", ("compress.enabled=false",))
-NO_FILTER = Recipe("no-filter", "token compression + pruning on the whole training set", ("filter.enabled=false",))
-
 RECIPES: Registry[Recipe] = Registry("recipe", Recipe)
-for _attr in ("PAPER", "FILTER_ONLY", "FILTER_COMPRESS", "FILTER_PRUNE", "NO_FILTER"):
-    _r: Recipe = globals()[_attr]
-    RECIPES.add(_r.name, f"{__name__}:{_attr}", description=_r.description)
+
+
+def _recipe(name: str, description: str, *overrides: str) -> Recipe:
+    return RECIPES.put(name, Recipe(name, description, overrides), description=description)
+
+
+_recipe("paper", "GraphCut 10% + token compression + pruning with sparse merging (Chat with Base)")
+_recipe("filter-only", "GraphCut 10% only", "compress.enabled=false", "prune.enabled=false")
+_recipe("filter+compress", "GraphCut + token compression (the paper's Base recipe)", "prune.enabled=false")
+_recipe("filter+prune", "GraphCut + pruning with sparse merging", "compress.enabled=false")
+_recipe("no-filter", "token compression + pruning on the whole training set", "filter.enabled=false")
 
 
 def recipe_overrides(name: str) -> list[str]:
