@@ -29,8 +29,7 @@ class RunCommands(Provider):
             if score > 0:
                 yield Hit(score, matcher.highlight(title), partial(self.app.open_run, run_id),  # type: ignore[attr-defined]
                           help="live view of this run")
-        names = getattr(self.app, "known_candidates", [])
-        for name in names:
+        for name in self.app.known_candidates:  # type: ignore[attr-defined]
             title = f"candidate {name}"
             score = matcher.match(title)
             if score > 0:

@@ -11,8 +11,8 @@ from typing import Any
 
 from damoc.events import (CandidateScored, Event, Log, Metric, RunFinished, RunStarted, StageFinished, StageProgress,
                           StageStarted)
+from damoc.facade import DATA_CANDIDATE
 
-DATA = "_data"
 LOG_KEEP = 200          # log lines kept per candidate: enough to read, bounded for week-long runs
 LOSS_KEEP = 400
 SHORT_NAMES = {"evaluate": "eval"}     # table cells are 13 columns wide at 80
@@ -130,7 +130,7 @@ class RunState:
     mode: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     candidates: dict[str, CandidateState] = field(default_factory=dict)
-    data: CandidateState = field(default_factory=lambda: CandidateState(DATA))
+    data: CandidateState = field(default_factory=lambda: CandidateState(DATA_CANDIDATE))
     status: str = "created"
     reason: str = ""
     started: float | None = None
@@ -141,7 +141,7 @@ class RunState:
     logs: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_KEEP))
 
     def candidate(self, name: str) -> CandidateState:
-        if not name or name == DATA:
+        if not name or name == DATA_CANDIDATE:
             return self.data
         if name not in self.candidates:
             self.candidates[name] = CandidateState(name)
@@ -172,7 +172,8 @@ class RunState:
             stage = _stage_key(event.cell, event.stage)
             st = cand.stages.get(stage)
             if st is None or isinstance(event, StageStarted):
-                st = cand.stages[stage] = StageState(stage, total=getattr(event, "total", None))
+                total = None if isinstance(event, StageFinished) else event.total
+                st = cand.stages[stage] = StageState(stage, total=total)
                 cand.stages[stage] = cand.stages.pop(stage)          # keep stages in the order they (re)started
             if isinstance(event, StageProgress):
                 st.status, st.done, st.note = "running", event.done, event.note

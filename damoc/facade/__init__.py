@@ -20,7 +20,7 @@ from damoc.pipeline.api import (Comparison, Leaderboard, Plan, RunConfig, RunHan
                                 compare_runs, handoff, leaderboard, open_run, plan_run, resume_run, run_overview,
                                 start_run)
 from damoc.pipeline.config import apply_override, save_config, validate_config
-from damoc.pipeline.rundir import EventTail, RunDir
+from damoc.pipeline.rundir import DATA_CANDIDATE, EventTail, RunDir
 from damoc.registry import Candidate, RegistryStore, add_candidate
 from damoc.registry.hub import CheckResult
 from damoc.registry.hub import check_online as _check_online
@@ -59,8 +59,8 @@ def pull_candidate(settings: Settings, name: str, reporter: Reporter) -> dict[st
 
 
 __all__ = [
-    "Candidate", "CheckResult", "Comparison", "EventTail", "ExportFormat", "Leaderboard", "Plan", "RunConfig",
-    "RunDir", "RunHandle", "RunOverview", "ScanReport", "Setting",
+    "DATA_CANDIDATE", "Candidate", "CheckResult", "Comparison", "EventTail", "ExportFormat", "Leaderboard", "Plan",
+    "RunConfig", "RunDir", "RunHandle", "RunOverview", "ScanReport", "Setting",
     "add_candidate", "apply_override", "cancel_run", "check_online", "compare_runs", "compressors", "dataset_lines",
     "default_merge_rule", "export_dir", "export_leaderboard", "filters", "finetune_methods", "handoff",
     "human_bytes", "human_count", "inspect_dataset", "leaderboard", "leaderboard_rows", "merge_rules", "metrics",

@@ -12,11 +12,15 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from damoc.errors import DamocError
 from damoc.events import Reporter, StageTracker
 from damoc.registry.models import Candidate, ModelFacts, ModelRef, human_bytes
+from damoc.settings import Settings
+
+if TYPE_CHECKING:
+    from damoc.registry.store import RegistryStore
 
 DEFAULT_TIMEOUT = 15.0
 # what a model needs to load: config, tokenizer, weights, remote code. Not: original/ checkpoints, GGUF, ONNX, TF, Flax
@@ -156,7 +160,7 @@ class CheckResult:
     errors: list[str] = field(default_factory=list)
 
 
-def check_online(store: Any, candidates: list[Candidate], timeout: float = DEFAULT_TIMEOUT) -> list[CheckResult]:
+def check_online(store: RegistryStore, candidates: list[Candidate], timeout: float = DEFAULT_TIMEOUT) -> list[CheckResult]:
     """Confirm gated/size/licence facts of the hub refs of `candidates` and keep them in the store."""
     if offline_reason():
         raise _offline_error("check the hub")
@@ -205,7 +209,7 @@ def _progress_class(tracker: StageTracker) -> type:
     return Forward
 
 
-def pull(settings: Any, name: str, *, which: str = "both", timeout: float = DEFAULT_TIMEOUT,
+def pull(settings: Settings, name: str, *, which: str = "both", timeout: float = DEFAULT_TIMEOUT,
          reporter: Reporter | None = None) -> dict[str, str]:
     """Download the Chat and/or Base of `name` into the Hugging Face cache with progress. An interrupted pull
     resumes file by file: files already in the cache are not fetched again (huggingface_hub >= 1 downloads each file

@@ -35,6 +35,7 @@ from typing import Any
 
 from damoc.errors import ConfigError
 from damoc.registry.models import Candidate, human_bytes
+from damoc.settings import Settings
 
 GB = 1e9
 OVERHEAD = {"cpu": int(0.4 * GB), "cuda": int(1.0 * GB)}
@@ -273,8 +274,8 @@ def estimate_memory(d: _Dims, cfg: PreflightConfig, w: int, device: str) -> tupl
 
 # -- machine facts (no torch import: the TUI calls this on its event loop's worker) --------------------------------
 
-def _device(cfg: PreflightConfig, settings: Any) -> str:
-    dev = cfg.device if cfg.device not in ("", "auto") else str(getattr(settings, "device", "auto") or "auto")
+def _device(cfg: PreflightConfig, settings: Settings) -> str:
+    dev = cfg.device if cfg.device not in ("", "auto") else (settings.device or "auto")
     if dev in ("", "auto"):
         return "cuda" if _gpu_memory() else "cpu"
     return dev
@@ -318,7 +319,7 @@ def _disk_free(path: Path) -> int | None:
 
 # -- the public entry point -----------------------------------------------------------------------------------------
 
-def preflight(settings: Any, names: list[Any], config: dict[str, Any] | None = None) -> Preflight:
+def preflight(settings: Settings, names: list[str], config: dict[str, Any] | None = None) -> Preflight:
     """Estimate what running `names` with `config` needs. Unknown names raise UnknownNameError."""
     from damoc.registry.hfcache import hf_cache_dir
     from damoc.registry.store import RegistryStore
@@ -335,7 +336,7 @@ def preflight(settings: Any, names: list[Any], config: dict[str, Any] | None = N
 
     results: list[CandidatePreflight] = []
     for n in names:
-        c = assess(store.find(str(getattr(n, "name", n))), hub)
+        c = assess(store.find(n), hub)
         results.append(_one(c, cfg, w, device))
     total_dl = sum(r.download_bytes for r in results)
     work = sum(r.work_disk_bytes for r in results)

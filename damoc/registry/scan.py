@@ -12,10 +12,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from damoc.registry.capability import UnreadableModel, facts_from_folder
 from damoc.registry.models import Candidate, ModelFacts, ModelRef, NAME_RE
+
+if TYPE_CHECKING:
+    from damoc.registry.store import RegistryStore
 
 CHAT_MARKERS = {"instruct", "chat", "it", "sft", "dpo", "rlhf", "orpo", "kto", "ppo", "grpo", "assistant"}
 BASE_MARKERS = {"base", "pretrained", "pt"}
@@ -170,7 +173,7 @@ def pair(found: list[Found]) -> tuple[list[tuple[Found, Found | None]], list[Fou
     return pairs, [b for i, b in enumerate(bases) if i not in used]
 
 
-def scan(store: Any, paths: list[Path] | None = None, *, hf_cache: bool = True, cache_dir: Path | None = None,
+def scan(store: RegistryStore, paths: list[Path] | None = None, *, hf_cache: bool = True, cache_dir: Path | None = None,
          dry_run: bool = False) -> ScanReport:
     """Find local models, pair them and register the new ones (source "scan") in one transaction."""
     report = ScanReport()

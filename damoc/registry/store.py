@@ -25,6 +25,7 @@ from typing import Any
 from damoc.errors import DamocError, UnknownNameError
 from damoc.fsutil import atomic_write_text, file_hash
 from damoc.registry.models import Candidate, ModelFacts, check_name
+from damoc.settings import Settings
 
 SCHEMA_VERSION = 1
 TABLES = ("meta", "candidates", "hubfacts", "hidden")
@@ -140,7 +141,7 @@ def _norm(name: str) -> str:
 class RegistryStore:
     """Candidates = the built-in catalog (minus hidden names) + the user's own entries, assessed on this machine."""
 
-    def __init__(self, settings: Any, *, lock_timeout: float = 120.0, catalog_dir: Path | None = None) -> None:
+    def __init__(self, settings: Settings, *, lock_timeout: float = 120.0, catalog_dir: Path | None = None) -> None:
         self.settings = settings
         self.path = Path(settings.registry_path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")

@@ -23,10 +23,11 @@ from textual.worker import get_current_worker
 
 from damoc import facade
 from damoc.errors import DamocError
+from damoc.facade import DATA_CANDIDATE
 from damoc_tui import bridge
 from damoc_tui.messages import (HandoffReady, JobDone, LeaderboardCopied, LeaderboardExported, LeaderboardRows,
                                 RunCancelled, RunEvents, RunLiveness, RunProgress, RunResumed, RunSnapshot)
-from damoc_tui.runstate import DATA, CandidateState, RunState, sparkline
+from damoc_tui.runstate import CandidateState, RunState, sparkline
 from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, TextScreen, failed, notify_error
 from damoc_tui.widgets.synced_table import SyncedTable
 
@@ -159,7 +160,7 @@ class RunScreen(Screen[None]):
         self.state = message.state
         self.state.config = self.state.config or config
         self.batches += 1
-        self._mark({"", DATA, *self.state.candidates})
+        self._mark({"", DATA_CANDIDATE, *self.state.candidates})
 
     def on_run_progress(self, message: RunProgress) -> None:
         self._mark({self.state.apply(message.event)})
@@ -188,7 +189,7 @@ class RunScreen(Screen[None]):
 
     def _refresh(self, touched: set[str | None]) -> None:
         self._render_header()
-        if DATA in touched or "" in touched:
+        if DATA_CANDIDATE in touched or "" in touched:
             self._render_data()
         self.query_one("#board", SyncedTable).sync(self.board_rows())
         sel = self._highlighted()

@@ -8,9 +8,9 @@ SCREENS = (("registry", "1 Registry"), ("runs", "2 Runs"))
 
 
 class TopBar(Static):
-    def __init__(self, current: str, extra: str = "") -> None:
+    def __init__(self, current: str) -> None:
         super().__init__(classes="bar topbar")
-        self.current, self.extra = current, extra
+        self.current = current
 
     def on_mount(self) -> None:
         self.watch(self.app, "live_runs", self._live_changed, init=True)
@@ -18,18 +18,12 @@ class TopBar(Static):
     def _live_changed(self, live: tuple[str, ...]) -> None:
         self.update(self.render_bar(live))
 
-    def set_extra(self, extra: str) -> None:
-        self.extra = extra
-        self.update(self.render_bar(getattr(self.app, "live_runs", ())))
-
     def render_bar(self, live: tuple[str, ...]) -> Text:
         t = Text()
         t.append(" damoc ", style="bold reverse")
         for key, label in SCREENS:
             t.append("  ")
             t.append(label, style="bold underline" if key == self.current else "dim")
-        if self.extra:
-            t.append("  " + self.extra)
         if live:
             t.append(f"   ● {len(live)} running (a: attach)", style="bold")
         t.append("   ?:help ctrl+p:commands", style="dim")

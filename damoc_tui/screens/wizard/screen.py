@@ -93,8 +93,8 @@ class WizardScreen(Screen[None]):
         self.query_one("#wiz-body", ContentSwitcher).current = step.id
         self.refresh_bindings()
         wide = self.app.size.width >= WIDE
-        parts = [f"[b reverse] {i + 1} {s.title} [/]" if i == self.step else f"[dim]{i + 1}{' ' + s.title if wide else ''}[/]"
-                 for i, s in enumerate(self.steps)]
+        parts = [f"[b reverse] {i + 1} {s.title} [/]" if i == self.step else
+                 f"[dim]{i + 1}{' ' + s.title if wide else ''}[/]" for i, s in enumerate(self.steps)]
         self.query_one("#wiz-steps", Static).update(" New run  " + " ".join(parts))
         self.query_one("#w-next", Button).label = "Launch (F5) ▶" if step is self.check_step else \
             "Next (pgdn/ctrl+j) ▶"
