@@ -1,7 +1,7 @@
 """The damoc terminal app: registry browser, run wizard, live run view, history.
 
-The app never loads a model or runs a stage: runs are detached processes started through `damoc.pipeline.api`, and the
-app follows their event logs (see bridge.py). Quitting it, or losing the SSH link, leaves runs going; reopening it
+The app never loads a model or runs a stage: runs are detached processes started through `damoc.facade` (the one
+part of damoc it imports, with events, errors and settings), and the app follows their event logs (see bridge.py). Quitting it, or losing the SSH link, leaves runs going; reopening it
 finds them (top bar, `a` to attach, the Runs screen).
 """
 from __future__ import annotations

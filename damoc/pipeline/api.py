@@ -1,4 +1,4 @@
-"""The facade the CLI and the TUI use. Nothing here imports torch or holds a model: runs happen in a driver process
+"""The run API: what the CLI calls, and what `damoc.facade` offers the app. Nothing here imports torch or holds a model: runs happen in a driver process
 (started in a new session, so it survives the terminal) and its worker processes; callers read the run directory.
 
     cfg = load_config("run.yaml", ["filter.ratio=0.2"])
