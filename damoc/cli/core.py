@@ -33,17 +33,27 @@ def data() -> None:
 
 
 @data.command("inspect")
-@click.argument("path", type=click.Path(exists=True))
+@click.argument("path")           # a file, a save_to_disk folder or dataset_info.json:NAME; the loader checks it
 @click.option("--format", "fmt", default="auto", show_default=True,
-              help="Record shape: auto, alpaca, qa, mc, sharegpt, messages.")
+              help="Record shape: auto, alpaca, qa, mc, sharegpt, messages, preference, kto.")
 @click.option("--tokenizer", default=None, help="Count tokens with this HF tokenizer (id or folder).")
 @click.option("--split", default="train", show_default=True, help="Split of a save_to_disk DatasetDict.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def inspect_cmd(path: str, fmt: str, tokenizer: str | None, split: str, as_json: bool) -> None:
     """Detected format, counts, token lengths and every problem found in PATH. Exit 1 when a record is bad."""
     from damoc.data.inspect import inspect_dataset
+    from damoc.errors import DataError
 
-    rep = inspect_dataset(path, format=fmt, tokenizer=tokenizer, split=split)
+    try:
+        rep = inspect_dataset(path, format=fmt, tokenizer=tokenizer, split=split)
+    except DataError as e:
+        if not as_json:
+            raise
+        # the whole file is unreadable: still one JSON object on stdout, shaped like a report
+        err = {"message": e.message, "hint": e.hint, "path": e.path, "line": e.line, "field": e.field}
+        echo_json({"path": path, "ok": False, "error": err, "problems": [
+            {"line": e.line, "field": e.field, "message": e.message, "severity": "error", "hint": e.hint}]})
+        raise click.exceptions.Exit(2) from None
     if as_json:
         echo_json(rep)
     else:
