@@ -8,6 +8,7 @@ from typing import Any
 
 from damoc.data.io import load_samples
 from damoc.data.sample import Sample
+from damoc.errors import DamocError
 
 FIELDS = ("instruction", "question", "context", "answer")
 
@@ -25,7 +26,11 @@ def make_counter(tokenizer: str | None) -> tuple[str, Callable[[str], int]]:
         return "whitespace", lambda s: len(s.split())
     from transformers import AutoTokenizer  # heavy: only when a tokenizer is asked for
 
-    tok = AutoTokenizer.from_pretrained(tokenizer)
+    try:
+        tok = AutoTokenizer.from_pretrained(tokenizer)
+    except Exception as e:  # OSError, ValueError, hub errors...: a name the user typed, never a crash
+        raise DamocError(f"cannot load the tokenizer {tokenizer!r}: {type(e).__name__}: {e}"[:300],
+                         "pass a tokenizer folder or a hub id that is in the local cache") from None
     return tokenizer, lambda s: len(tok(s, add_special_tokens=False)["input_ids"]) if s else 0
 
 
