@@ -97,9 +97,18 @@ class EvaluateSection(_Section):
 
 
 class LeaderboardSection(_Section):
+    """How sure a pick must be. Rows carry P(best), the probability that the candidate is the true winner (a paired
+    bootstrap over the test items); the pick is 'too close to call' while the leader's P(best) is below
+    `p_decisive`, and the rows marked are the leader and every candidate whose P(best) reaches `p_contender`."""
+
     tolerance: float = Field(1.0, ge=0, description=(
-        "a gap to the leader at or below this (in score units: percent points for the built-in metrics) is marked 'too close to call' when fewer than two "
-        "seeds were run; with two or more seeds the seed-to-seed spread is used"))
+        "runs without per-item scores (made before P(best)): a gap to the leader at or below this (in score units: "
+        "percent points for the built-in metrics) is 'too close to call' with one seed; with two or more seeds the "
+        "seed-to-seed spread is used"))
+    p_decisive: float = Field(0.9, gt=0.5, le=1, description="the leader's P(best) at which the pick is called")
+    p_contender: float = Field(0.05, gt=0, lt=0.5, description="a P(best) at or above this keeps a candidate in "
+                                                                "contention (marked 'too close to call')")
+    resamples: int = Field(2000, ge=100, description="bootstrap resamples of the test items for P(best)")
 
 
 class ExecutorSection(_Section):

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from damoc.pipeline.cells import PrepareCell, PruneCell, kind_of, shared_kinds
+from damoc.pipeline.cells.scoring import read_per_item
+from damoc.pipeline.config import LeaderboardSection
 from damoc.pipeline.rundir import DATA_CANDIDATE, RunDir
 
 # Equal primary scores (common when tiny models all score 0 F1) are ordered by the teacher-forced answer
@@ -44,6 +46,7 @@ class Row:
     status: str = "pending"       # pending | running | done | partial | failed | cancelled | interrupted
     reason: str = ""
     too_close: bool = False
+    p_best: float | None = None   # P(this candidate is the true winner): paired bootstrap over the test items
     steps: int | None = None
     train_flops: float = 0.0      # 6·N·D summed over this candidate's fine-tunes (FinetuneResult.train_flops)
     tiebreak: float | None = None  # mean answer log-likelihood: orders rows whose primary scores are equal
@@ -112,14 +115,14 @@ class Leaderboard:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
 
     CSV_COLUMNS = ("rank", "candidate", "score", "stderr", "gap", "method", "layers_pruned", "merge",
-                   "prune_s", "finetune_s", "evaluate_s", "status", "too_close", "reason")
+                   "prune_s", "finetune_s", "evaluate_s", "status", "too_close", "reason", "p_best")
 
     def _flat(self, r: Row) -> dict[str, Any]:
         return {"rank": r.rank, "candidate": r.candidate, "score": _num(r.score), "stderr": _num(r.stderr),
                 "gap": _num(r.gap), "method": r.method or "", "layers_pruned": r.layers, "merge": r.merge,
                 "prune_s": _num(r.times.get("prune"), 1), "finetune_s": _num(r.times.get("finetune"), 1),
                 "evaluate_s": _num(r.times.get("evaluate"), 1), "status": r.status,
-                "too_close": "yes" if r.too_close else "", "reason": r.reason}
+                "too_close": "yes" if r.too_close else "", "reason": r.reason, "p_best": _num(r.p_best, 3)}
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -131,7 +134,7 @@ class Leaderboard:
 
     def to_markdown(self) -> str:
         head = ["#", "candidate", f"score ({self.metric})", "gap", "method", "layers pruned", "merge",
-                "prune s", "fine-tune s", "eval s", "status"]
+                "prune s", "fine-tune s", "eval s", "status", "P(best)"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
             f = self._flat(r)
@@ -141,7 +144,7 @@ class Leaderboard:
                 score += " (too close to call)"
             status = r.status + (f": {r.reason}" if r.reason else "")
             cells = [str(r.rank or ""), r.candidate, score, f["gap"], f["method"], f["layers_pruned"],
-                     r.merge, f["prune_s"], f["finetune_s"], f["evaluate_s"], status]
+                     r.merge, f["prune_s"], f["finetune_s"], f["evaluate_s"], status, f["p_best"]]
             lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
         shared = ", ".join(f"{k} {v:.1f}s" for k, v in self.shared_times.items())
         foot = [f"\nrun {self.run_id} ({self.mode}, {self.status})" + (f"; shared stages: {shared}" if shared else "")]
@@ -164,12 +167,16 @@ def _mean(xs: list[float]) -> float:
 def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods: list[str], seeds: list[int],
                       cells: dict[str, dict[str, Any]], tolerance: float = 1.0, run_status: str = "finished",
                       candidate_errors: dict[str, str] | None = None, metric: str = "",
-                      prune_skips: dict[str, str] | None = None) -> Leaderboard:
+                      prune_skips: dict[str, str] | None = None,
+                      per_item: dict[str, list[float]] | None = None,
+                      rules: LeaderboardSection | None = None) -> Leaderboard:
     """Rows from cell states and results.
 
     `cells` maps a cell key (`<candidate>/<stage>`) to {"state": done|failed|cancelled|skipped|running|pending,
     "result": done.json or failed.json content}. Only keys of planned cells should be present. `prune_skips` gives,
-    per candidate, why pruning was not planned (shown in the merge column of a DaMoC run).
+    per candidate, why pruning was not planned (shown in the merge column of a DaMoC run). `per_item` maps a cell
+    key to its per-item scores (test-file order); with them for every scored row, rows carry P(best) and "too close
+    to call" follows from it (`rules`: the run's leaderboard section), else from the gap rule of older runs.
     """
     candidate_errors = candidate_errors or {}
     shared: dict[str, float] = {}
@@ -204,7 +211,7 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
             res = c["result"]
             if res.get("score") is None:
                 continue
-            m = res.get("method") or ("zero-shot" if not res.get("few_shot") else "few-shot")
+            m = _method_of(res)
             row.seed_scores.setdefault(m, []).append(float(res["score"]))
             tb = (res.get("secondary") or {}).get(TIEBREAK)
             if tb is not None:
@@ -256,21 +263,66 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
     for i, r in enumerate(scored):
         r.rank = scored[i - 1].rank if i and key(r) == key(scored[i - 1]) else i + 1
     note = ""
+    rules = rules or LeaderboardSection(tolerance=tolerance)
     if scored:
         lead = scored[0]
         for r in scored:
             r.gap = lead.score - r.score  # type: ignore[operator]
-        multi_seed = len(seeds) >= 2
-        for r in scored[1:]:
-            if multi_seed and lead.seed_spread is not None and r.seed_spread is not None:
-                limit, why = max(lead.seed_spread, r.seed_spread), "seed-to-seed spread"
-            else:
-                limit, why = tolerance, f"tolerance {tolerance:g}"
-            if r.gap is not None and r.gap <= limit + 1e-12:
-                r.too_close = lead.too_close = True
-                note = note or f"gap to the leader within the {why}"
+        items = _row_items(scored, cells, per_item or {})
+        if items is not None:
+            note = _mark_by_p_best(scored, items, rules)
+        else:
+            note = _mark_by_gap(scored, len(seeds) >= 2, tolerance)
     return Leaderboard(run_id=run_id, mode=mode, metric=metric, status=run_status, rows=scored + rest,
                        shared_times=shared, tolerance=tolerance, seeds=len(seeds), methods=list(methods), note=note)
+
+
+def _method_of(result: dict[str, Any]) -> str:
+    """A scored cell's method: its fine-tune method, or the baseline an eval cell ran."""
+    return result.get("method") or ("zero-shot" if not result.get("few_shot") else "few-shot")
+
+
+def _row_items(rows: list[Row], cells: dict[str, dict[str, Any]], per_item: dict[str, list[float]]
+               ) -> dict[str, list[float]] | None:
+    """Each row's per-item scores for its ranked method (mean over its seeds, item by item); None unless every row
+    has them, on the same number of items."""
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        runs = [v for k, v in per_item.items() if k.split("/", 1)[0] == r.candidate
+                and cells.get(k, {}).get("state") == "done" and _method_of(cells[k].get("result") or {}) == r.method]
+        if not runs or len({len(v) for v in runs}) != 1:
+            return None
+        out[r.candidate] = [sum(col) / len(col) for col in zip(*runs)]
+    return out if len({len(v) for v in out.values()}) == 1 else None
+
+
+def _mark_by_p_best(rows: list[Row], items: dict[str, list[float]], rules: LeaderboardSection) -> str:
+    from damoc.selection import p_best
+
+    probs = p_best(items, resamples=rules.resamples)
+    for r in rows:
+        r.p_best = probs[r.candidate]
+    lead = rows[0]
+    if lead.p_best is not None and lead.p_best >= rules.p_decisive or len(rows) < 2:
+        return ""
+    for r in rows:
+        if r is lead or (r.p_best or 0.0) >= rules.p_contender:
+            r.too_close = lead.too_close = True
+    return f"the leader's P(best) {lead.p_best:.2f} is below {rules.p_decisive:g}"
+
+
+def _mark_by_gap(rows: list[Row], multi_seed: bool, tolerance: float) -> str:
+    """Runs without per-item scores: within the seed-to-seed spread (two or more seeds) or the tolerance."""
+    lead, note = rows[0], ""
+    for r in rows[1:]:
+        if multi_seed and lead.seed_spread is not None and r.seed_spread is not None:
+            limit, why = max(lead.seed_spread, r.seed_spread), "seed-to-seed spread"
+        else:
+            limit, why = tolerance, f"tolerance {tolerance:g}"
+        if r.gap is not None and r.gap <= limit + 1e-12:
+            r.too_close = lead.too_close = True
+            note = note or f"gap to the leader within the {why}"
+    return note
 
 
 def leaderboard_of(rd: RunDir, *, run_status: str | None = None) -> Leaderboard:
@@ -283,11 +335,15 @@ def leaderboard_of(rd: RunDir, *, run_status: str | None = None) -> Leaderboard:
     plan = Plan.from_dict(raw) if raw else None
     cfg = plan.config if plan is not None else (rd.config or {})
     cells: dict[str, dict[str, Any]] = {}
+    per_item: dict[str, list[float]] = {}
     for spec in plan.cells if plan is not None else []:
         cell = rd.cell(spec.candidate, spec.stage)
         state = cell.state
         result = cell.result() if state == "done" else read_json(cell.failure_marker)
         cells[spec.key] = {"state": state, "result": result or {}}
+        items = read_per_item(cell.path) if state == "done" and kind_of(spec).scored else None
+        if items is not None:
+            per_item[spec.key] = items
     candidates = plan.candidates if plan is not None else []
     errors = {c.name: c.error for c in candidates if c.error}
     skips = {c.name: d.reason for c in candidates for d in c.stages if d.stage == PruneCell.name and not d.enabled}
@@ -298,4 +354,5 @@ def leaderboard_of(rd: RunDir, *, run_status: str | None = None) -> Leaderboard:
                              candidates=names, methods=methods, seeds=list(cfg.get("seeds", [0])), cells=cells,
                              tolerance=float((cfg.get("leaderboard") or {}).get("tolerance", 1.0)),
                              run_status=run_status or rd.status(), candidate_errors=errors,
-                             metric=str(prep.get("metric", "")), prune_skips=skips)
+                             metric=str(prep.get("metric", "")), prune_skips=skips, per_item=per_item,
+                             rules=LeaderboardSection.model_validate(cfg.get("leaderboard") or {}))

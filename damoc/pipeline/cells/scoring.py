@@ -4,12 +4,14 @@ still in memory: saving a 7B proxy just to reload it would cost more than the ev
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from damoc.events import CandidateScored
 from damoc.finetune.config import MethodParams
+from damoc.fsutil import atomic_write_json, read_json
 from damoc.pipeline.cells.base import CellContext, CellKind, Role
 from damoc.pipeline.cells.registry import CELL_KINDS
 from damoc.pipeline.cells.samples import TEST_FILE, token_estimate
@@ -48,6 +50,22 @@ def eval_summary(res: "EvalResult") -> dict[str, Any]:
             "stderr": None if res.stderr is None else float(res.stderr), "n_eval": int(res.n),
             "secondary": {k: float(v[0]) for k, v in res.secondary.items() if v},
             "eval_seconds": float(res.seconds)}
+
+
+PER_ITEM_FILE = "per_item.json"      # each test item's score, in test-file order: the leaderboard's P(best)
+
+
+def write_per_item(ctx: CellContext, res: "EvalResult") -> None:
+    atomic_write_json(ctx.out / PER_ITEM_FILE, {"metric": res.metric, "per_item": [float(x) for x in res.per_item]})
+
+
+def read_per_item(cell_dir: Path) -> list[float] | None:
+    """The per-item scores a scored cell wrote (None for cells of runs made before they were kept)."""
+    try:
+        data = read_json(cell_dir / PER_ITEM_FILE)
+    except ValueError:          # a damaged file loses the probability, never the leaderboard
+        return None
+    return [float(x) for x in data["per_item"]] if isinstance(data, dict) and data.get("per_item") else None
 
 
 def _metric(ctx: CellContext) -> str:
@@ -91,6 +109,7 @@ class FinetuneCell(CellKind):
         train_seconds = float(ft.seconds or (time.perf_counter() - t0))
         res = evaluate(ft.model, test, tokenizer=ft.tokenizer, reporter=ctx.reporter, settings=ctx.settings,
                        seed=seed, **eval_kwargs(p.evaluate, _metric(ctx)))
+        write_per_item(ctx, res)
         summary = {"method": method, "seed": ctx.spec.seed, "model_path": model_path,
                    "train_samples": len(train), "train_tokens": token_estimate(train), "steps": int(ft.steps),
                    "train_seconds": train_seconds, "tokens_seen": int(ft.train_tokens),
@@ -122,6 +141,7 @@ class EvalCell(CellKind):
             kw.update(few_shot=p.few_shot, few_shot_pool=ctx.samples(Role.DATA))
         res = evaluate(ctx.candidate.model_path or "", ctx.samples(Role.DATA, TEST_FILE), reporter=ctx.reporter,
                        settings=ctx.settings, seed=int(ctx.spec.seed or 0), **kw)
+        write_per_item(ctx, res)
         return {"model_path": ctx.candidate.model_path or "", "few_shot": p.few_shot, "train_seconds": 0.0,
                 **eval_summary(res)}
 
