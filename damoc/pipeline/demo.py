@@ -110,7 +110,8 @@ def run_demo(settings: Settings, *, size: str = "demo", task: str | None = None,
     res: dict[str, Any] = {"task": chosen.name, "metric": chosen.metric, "size": size, "candidates": names,
                            "damoc_status": dm_status, "damoc_ranking": dm_lb.ranking, "damoc_winner": dm_lb.winner,
                            "damoc_seconds": dm_secs, "damoc_train_seconds": dm_lb.train_seconds(),
-                           "too_close_to_call": dm_lb.too_close_to_call, "runs": {"damoc": dm_id}}
+                           "too_close_to_call": dm_lb.too_close_to_call,
+                           "p_best": dm_lb.rows[0].p_best if dm_lb.winner else None, "runs": {"damoc": dm_id}}
     if dm_status != "finished":
         raise DamocError(f"the DaMoC run {dm_id} ended {dm_status}", f"see: damoc attach {dm_id}")
     if not verify:
