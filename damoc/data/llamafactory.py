@@ -50,12 +50,12 @@ class Entry:
             return "preference"
         if "kto_tag" in self.columns:
             return "kto"
-        return "messages" if self.formatting == "sharegpt" else "alpaca"
+        return "messages" if self.formatting == "sharegpt" or "history" in self.columns else "alpaca"
 
     def map(self, rec: Mapping[str, Any]) -> dict[str, Any]:
         """A record of this dataset in damoc's shape (columns the entry does not map are kept as they are)."""
-        cols = ({**ALPACA_COLUMNS, **self.columns} if self.formatting == "alpaca"
-                else {**SHAREGPT_COLUMNS, **self.columns})
+        cols = {**(ALPACA_COLUMNS if self.formatting == "alpaca" else SHAREGPT_COLUMNS),
+                **({"chosen": "chosen", "rejected": "rejected"} if self.ranking else {}), **self.columns}
         used = set(cols.values())
         out: dict[str, Any] = {k: v for k, v in rec.items() if k not in used}
 
@@ -65,23 +65,21 @@ class Entry:
         if self.formatting == "sharegpt":
             out["messages"] = [self._turn(t) for t in col("messages")] if isinstance(col("messages"), list) \
                 else col("messages")
-        else:
+        elif self.ranking or "kto_tag" in self.columns or "history" in self.columns:
+            # earlier exchanges (or a single response to judge) make a conversation: the prompt and query form the
+            # last user turn, as LLaMA-Factory joins them
             prompt = "\n".join(str(p) for p in (col("prompt"), col("query")) if p not in (None, ""))
+            turns: list[dict[str, Any]] = []
             history = col("history")
-            if isinstance(history, list) and history:
-                turns = []
-                for pair in history:
-                    q, a = pair if isinstance(pair, (list, tuple)) and len(pair) == 2 else (pair, None)
-                    turns += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-                out["messages"] = turns + [{"role": "user", "content": prompt}]
-                if not self.ranking:
-                    out["messages"].append({"role": "assistant", "content": col("response")})
-            elif self.ranking or "kto_tag" in self.columns:
-                out["messages"] = [{"role": "user", "content": prompt}]
-                if "kto_tag" in self.columns:
-                    out["messages"].append({"role": "assistant", "content": col("response")})
-            else:
-                out.update({"instruction": col("prompt"), "input": col("query"), "output": col("response")})
+            for pair in history if isinstance(history, list) else []:
+                q, a = pair if isinstance(pair, (list, tuple)) and len(pair) == 2 else (pair, None)
+                turns += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            turns.append({"role": "user", "content": prompt})
+            if not self.ranking:
+                turns.append({"role": "assistant", "content": col("response")})
+            out["messages"] = turns
+        else:
+            out.update({"instruction": col("prompt"), "input": col("query"), "output": col("response")})
         if col("system") not in (None, ""):
             out["system"] = col("system")
         if col("tools") not in (None, ""):

@@ -91,6 +91,9 @@ def read_text(path: Path) -> str:
     CSV parsers read it); a decoding error names its line."""
     data = _read_bytes(path)
     enc = encoding_of(data[:4])
+    if enc is None and data[:4096].count(b"\x00") > len(data[:4096]) // 8:
+        msg, hint = _utf8_problem(data[:4096], 0)
+        raise DataError(msg, hint, path=str(path), line=1)
     try:
         return data.decode(enc or "utf-8")
     except UnicodeDecodeError as e:
@@ -400,7 +403,10 @@ def _sniff_delimiter(first_line: str, default: str) -> str:
     comma); the file type's own delimiter when none splits it."""
     best, cols = default, 1
     for d in SNIFF_DELIMITERS:
-        n = len(next(csv.reader([first_line], delimiter=d), []))
+        try:
+            n = len(next(csv.reader([first_line.rstrip("\r\n")], delimiter=d), []))
+        except csv.Error:         # a header csv cannot split: the reader below reports it with its line
+            continue
         if n > cols:
             best, cols = d, n
     return best
