@@ -96,3 +96,18 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture
+def zoo_env(settings, test_zoo, laws_task):
+    """The test zoo registered in this test's home; three candidates: two with a Base, one without."""
+    from damoc.registry import register_zoo
+
+    register_zoo(settings, test_zoo)
+    with_base = [c for c in test_zoo if c.base_path]
+    deep = max(with_base, key=lambda c: c.layers)          # most layers: the one most likely to be pruned
+    shallow = next(c for c in with_base if c.name != deep.name)
+    no_base = next(c for c in test_zoo if not c.base_path)
+    task = laws_task                                                  # short samples: quick cells
+    return {"settings": settings, "task": task, "names": [deep.name, shallow.name, no_base.name], "zoo": test_zoo,
+            "deep": deep, "no_base": no_base}

@@ -20,40 +20,7 @@ import pytest
 from damoc.events import CandidateScored, RunFinished, RunStarted, StageStarted
 from tests.helpers.cache import cache_dir
 from tests.helpers.cli import damoc
-
-FAST = ["finetune.full.lr=1e-3", "finetune.full.epochs=1", "finetune.full.effective_batch=8",
-        "finetune.full.micro_batch=8", "finetune.full.max_length=64", "finetune.proxy_min_steps=3",
-        "dataset.max_train=64", "dataset.max_test=12", "filter.ratio=0.25", "prune.calib_samples=8",
-        "evaluate.max_new_tokens=6"]
-
-
-@pytest.fixture
-def zoo_env(settings, test_zoo, laws_task):
-    """The test zoo registered in this test's home; three candidates: two with a Base, one without."""
-    from damoc.registry import register_zoo
-
-    register_zoo(settings, test_zoo)
-    with_base = [c for c in test_zoo if c.base_path]
-    deep = max(with_base, key=lambda c: c.layers)          # most layers: the one most likely to be pruned
-    shallow = next(c for c in with_base if c.name != deep.name)
-    no_base = next(c for c in test_zoo if not c.base_path)
-    task = laws_task                                                  # short samples: quick cells
-    return {"settings": settings, "task": task, "names": [deep.name, shallow.name, no_base.name], "zoo": test_zoo,
-            "deep": deep, "no_base": no_base}
-
-
-def _config(env, *extra, names=None, mode="damoc"):
-    from damoc.pipeline import api
-
-    return api.load_config(None, FAST + list(extra), {
-        "dataset.train": env["task"].train_path, "dataset.test": env["task"].test_path,
-        "candidates": names or env["names"], "mode": mode})
-
-
-def _wait(settings, run_id, timeout=600):
-    from damoc.pipeline import api
-    return api.wait_run(settings, run_id, timeout=timeout)
-
+from tests.helpers.runs import FAST, run_config as _config, wait_run as _wait
 
 def _wait_for(pred, timeout=300, poll=0.2):
     t0 = time.monotonic()

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,8 +30,9 @@ from damoc.pipeline.config import RunConfig, save_config
 from damoc.pipeline.config import load_config as _load_config
 from damoc.pipeline.leaderboard import Leaderboard, leaderboard_of
 from damoc.pipeline.plan import Plan, make_plan
-from damoc.pipeline.rundir import RunDir
+from damoc.pipeline.rundir import DriverLock, RunBusy, RunDir
 from damoc.pipeline.rundir import list_runs as _list_run_dirs
+from damoc.registry.storage import is_storage_error, storage_error
 from damoc.registry.store import RegistryStore
 from damoc.settings import Settings
 
@@ -75,6 +77,7 @@ class RunSummary:
     seconds: float | None
     label: str = ""
     dataset: str = ""
+    problem: str = ""               # why the run's own files cannot be read (status "unreadable")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,35 +110,78 @@ def _signals_deferred() -> Iterator[None]:
             signal.raise_signal(sig)
 
 
-def _spawn_driver(settings: Settings, rd: RunDir, *, resume: bool) -> subprocess.Popen:
+def _spawn_driver(settings: Settings, rd: RunDir, *, resume: bool, wait: float = 0.0) -> subprocess.Popen:
+    """Take the run's driver lock (RunBusy when another process holds it) and start the driver holding it: the
+    descriptor is inherited, so the lock passes to the driver without a moment in which it is free, and our copy
+    is closed once the driver runs."""
+    lock = _take_driver_lock(rd, wait=wait)
+    assert lock.fd is not None
     logs = rd.path / "logs"
-    logs.mkdir(exist_ok=True)
     env = {**os.environ, "DAMOC_HOME": str(settings.home), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "damoc.pipeline.driver", str(rd.path)] + (["--resume"] if resume else [])
-    with open(logs / "driver.log", "ab") as fh:
-        # a new session: its own process group (cancel = killpg) and no controlling terminal (closing it is harmless)
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=str(rd.path))
-    rd.set_driver_pid(proc.pid)
+    cmd = [sys.executable, "-m", "damoc.pipeline.driver", str(rd.path), "--lock-fd", str(lock.fd)]
+    cmd += ["--resume"] if resume else []
+    try:
+        logs.mkdir(exist_ok=True)
+        with open(logs / "driver.log", "ab") as fh:
+            # a new session: its own process group (cancel = killpg) and no controlling terminal (closing it is
+            # harmless)
+            proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                    start_new_session=True, cwd=str(rd.path), pass_fds=(lock.fd,))
+        lock.write_pid(proc.pid)
+        rd.set_driver_pid(proc.pid)
+    finally:
+        lock.release()
     return proc
+
+
+def _take_driver_lock(rd: RunDir, *, wait: float = 0.0, poll: float = 0.05) -> DriverLock:
+    """The run's driver lock, or RunBusy naming the process that holds it. `wait` covers the second or so in which
+    the workers of a driver that was just killed notice it and stop (they hold the lock too)."""
+    lock = rd.lock()
+    deadline = time.monotonic() + wait
+    while not lock.acquire():
+        if time.monotonic() >= deadline:
+            pid = rd.meta.get("pid") or lock.holder()
+            raise RunBusy(f"run {rd.run_id} is already being driven by pid {pid}" if rd.is_alive() else
+                          f"run {rd.run_id} is still held by the workers of its last driver (pid {lock.holder()})",
+                          f"follow it with: damoc attach {rd.run_id}" if rd.is_alive() else
+                          "wait a few seconds for them to stop, then resume again")
+        time.sleep(poll)
+    return lock
+
+
+def _run_disk_estimate(plan: Plan) -> int | None:
+    totals = (plan.preflight or {}).get("totals") or {}
+    value = totals.get("work_disk_bytes")
+    return int(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
 def start_run(settings: Settings, config: RunConfig, *, detach: bool = True, plan: Plan | None = None) -> RunHandle:
     """Plan, create the run directory (frozen config + plan), start the driver. Returns at once.
 
     `detach` only tells whether the caller keeps a handle to wait on: the driver always runs in its own session,
-    so a run outlives the terminal or app that started it (`damoc attach RUN_ID` follows it).
+    so a run outlives the terminal or app that started it (`damoc attach RUN_ID` follows it). A run that cannot be
+    created (a full disk, a read-only folder) leaves no folder behind.
     """
     plan = plan or make_plan(settings, config)
     if not plan.runnable:
         why = "; ".join(f"{c.name}: {c.error}" for c in plan.candidates)
         raise DamocError(f"no candidate can run ({why})", "fix the candidates above (damoc registry list)")
+    rd: RunDir | None = None
     with _signals_deferred():
-        rd = RunDir.create(settings.runs_dir, plan.config, meta={
-            "mode": plan.mode, "candidates": [c.name for c in plan.candidates], "label": config.label,
-            "dataset": plan.config["dataset"]["train"], "status": "created"})
-        atomic_write_json(rd.path / "plan.json", plan.to_dict())
-        proc = _spawn_driver(settings, rd, resume=False)
+        try:
+            rd = RunDir.create(settings.runs_dir, plan.config, meta={
+                "mode": plan.mode, "candidates": [c.name for c in plan.candidates], "label": config.label,
+                "dataset": plan.config["dataset"]["train"], "status": "created"})
+            atomic_write_json(rd.path / "plan.json", plan.to_dict())
+            proc = _spawn_driver(settings, rd, resume=False)
+        except OSError as e:
+            if rd is not None:
+                shutil.rmtree(rd.path, ignore_errors=True)   # nothing half-created is left to resume
+            if is_storage_error(e):
+                raise storage_error(e, settings.runs_dir, what="create the run in",
+                                    needed=_run_disk_estimate(plan)) from None
+            raise
     return RunHandle(rd.run_id, rd.path, proc.pid, None if detach else proc)
 
 
@@ -144,16 +190,27 @@ def open_run(settings: Settings, run_id: str) -> RunDir:
 
 
 def resume_run(settings: Settings, run_id: str, *, detach: bool = True) -> RunHandle:
-    """Continue a stopped run: finished cells are kept, failed/cancelled/unfinished ones are run again."""
+    """Continue a stopped run: finished cells are kept, failed/cancelled/unfinished ones are run again. One driver
+    per run: a run that another driver holds is refused (RunBusy), whoever asked first."""
     rd = open_run(settings, run_id)
-    if rd.is_alive():
-        raise DamocError(f"run {rd.run_id} is still running (pid {rd.meta.get('pid')})",
-                         f"follow it with: damoc attach {rd.run_id}")
+    if rd.problem:
+        raise DamocError(f"run {rd.run_id} cannot be resumed: {rd.problem}",
+                         f"fix or remove {rd.path}; or start a new run with damoc run")
     if not (rd.path / "plan.json").is_file():
         raise DamocError(f"run {rd.run_id} has no plan.json (created by another version?)",
                          "start a new run with damoc run")
+    try:
+        Plan.from_dict(read_json(rd.path / "plan.json"))
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise DamocError(f"run {rd.run_id}: plan.json is unreadable ({type(e).__name__})",
+                         "start a new run with damoc run") from None
     with _signals_deferred():
-        proc = _spawn_driver(settings, rd, resume=True)
+        try:
+            proc = _spawn_driver(settings, rd, resume=True, wait=0.0 if rd.is_alive() else 5.0)
+        except OSError as e:
+            if is_storage_error(e):
+                raise storage_error(e, rd.path, what="resume the run in") from None
+            raise
     return RunHandle(rd.run_id, rd.path, proc.pid, None if detach else proc)
 
 
@@ -186,13 +243,22 @@ def wait_run(settings: Settings, run_id: str, *, timeout: float | None = None, p
 def summarise_run(rd: RunDir, *, alive: bool | None = None) -> RunSummary:
     """One run as `damoc runs` lists it (`alive`: the driver's liveness when the caller has just checked it)."""
     m, cfg = rd.meta, rd.config
+    problem = rd.problem
     alive = rd.is_alive() if alive is None else alive
-    dataset = m.get("dataset") or (cfg.get("dataset") or {}).get("train") or ""
+    dataset = m.get("dataset") or (cfg.get("dataset") if isinstance(cfg.get("dataset"), dict) else {}).get("train")
+    created = m.get("created")
+    cands = m.get("candidates") or cfg.get("candidates") or []
+    try:
+        seconds = rd.seconds()
+    except (TypeError, ValueError):
+        seconds = None
     return RunSummary(run_id=rd.run_id, mode=str(m.get("mode") or cfg.get("mode") or ""),
-                      status="running" if alive else rd.status(), created=float(m.get("created") or 0.0),
-                      candidates=list(m.get("candidates") or cfg.get("candidates") or []), winner=m.get("winner"),
-                      seconds=rd.seconds(), label=str(m.get("label") or cfg.get("label") or ""),
-                      dataset=str(dataset))
+                      status="unreadable" if problem else "running" if alive else rd.status(),
+                      created=float(created) if isinstance(created, (int, float)) else 0.0,
+                      candidates=[str(c) for c in cands] if isinstance(cands, list) else [],
+                      winner=m.get("winner") if isinstance(m.get("winner"), str) else None,
+                      seconds=seconds, label=str(m.get("label") or cfg.get("label") or ""),
+                      dataset=str(dataset or ""), problem=problem)
 
 
 def list_runs(settings: Settings) -> list[RunSummary]:
@@ -288,7 +354,7 @@ def handoff_for(settings: Settings, rd: RunDir, lb: Leaderboard | None = None) -
         ref = c.base if variant == "base" else c.chat
         model = ref.id if ref is not None else model
         family, arch = c.family, c.chat_facts.architecture or ""
-        trust = bool(c.chat_facts.trust_remote_code)
+        trust = c.trust_remote_code          # the user's opt-in for this candidate, never the auto_map fact
     method = row.method if row.method in ("full", "lora") else (cfg.get("ft") if cfg.get("ft") != "both" else "full")
     score = f"{lb.metric} {row.score:.4f}" if row.score is not None else ""
     return handoff_files(Winner(row.candidate, model, method=method or "full", family=family, architecture=arch,

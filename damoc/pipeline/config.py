@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from damoc.compress.config import CompressParams
-from damoc.errors import ConfigError
+from damoc.errors import ConfigError, UnknownNameError
 from damoc.finetune.config import PROXY_MIN_STEPS, FinetuneConfig, FullParams, LoraParams, MethodParams
 from damoc.finetune.methods import FINETUNE_METHODS
 from damoc.prune.config import PruneParams
@@ -96,6 +96,39 @@ class EvaluateSection(_Section):
         return v
 
 
+class SelectSection(_Section):
+    """How the proxies rank the candidates. Each proxy can be trained on nested subsets of the filtered set
+    (GraphCut's greedy order is nested: its first 25% of picks are a subset of its first 50%), giving a learning
+    curve per candidate; a curve predictor of damoc.curves extrapolates it to the whole training set, and the
+    leaderboard ranks by that prediction."""
+
+    predictor: str = Field("final", description=(
+        "curve predictor of damoc.curves.PREDICTORS: final = the proxy's own score on the largest subset (one "
+        "point, the paper's recipe), damoc / ats = extrapolated to the whole training set"))
+    sizes: list[float] = Field(default_factory=lambda: [1.0], min_length=1, description=(
+        "fractions of the filtered set the proxies train on, one proxy each (e.g. [0.25, 0.5, 1.0]); the largest "
+        "is the measured score"))
+
+    @field_validator("sizes")
+    @classmethod
+    def _nested(cls, v: list[float]) -> list[float]:
+        if any(not 0 < x <= 1 for x in v):
+            raise ValueError("every size is a fraction of the filtered set in (0, 1]")
+        if len(set(v)) != len(v):
+            raise ValueError("sizes must be distinct")
+        return sorted(v)
+
+    @field_validator("predictor")
+    @classmethod
+    def _known_predictor(cls, v: str) -> str:
+        from damoc.curves import PREDICTORS
+
+        try:
+            return PREDICTORS.entry(v).name
+        except UnknownNameError as e:        # a ValueError names the setting: select.predictor
+            raise ValueError(f"{e.message}; {e.hint}" if e.hint else e.message) from None
+
+
 class LeaderboardSection(_Section):
     """How sure a pick must be. Rows carry P(best), the probability that the candidate is the true winner (a paired
     bootstrap over the test items); the pick is 'too close to call' while the leader's P(best) is below
@@ -137,6 +170,7 @@ class RunConfig(BaseModel):
     prune: PruneParams = Field(default_factory=PruneParams)
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+    select: SelectSection = Field(default_factory=SelectSection)
     leaderboard: LeaderboardSection = Field(default_factory=LeaderboardSection)
     executor: ExecutorSection = Field(default_factory=ExecutorSection)
     device: str = "auto"

@@ -23,15 +23,17 @@ from damoc.events import RunFinished, RunStarted, StageTracker
 from damoc.fsutil import atomic_write_text, read_json
 from damoc.pipeline.executor import JobResult, LocalExecutor, WorkerJob, visible_gpus
 from damoc.pipeline.plan import Plan
-from damoc.pipeline.rundir import DATA_CANDIDATE, RunDir
+from damoc.pipeline.rundir import DATA_CANDIDATE, DriverLock, RunDir
 from damoc.pipeline.worker import EXIT_CANCELLED, EXIT_DATA_FAILED
 
 RETRY_STATES = ("pending", "running")
+EXIT_BUSY = 75          # another driver holds the run (EX_TEMPFAIL): nothing was touched
 
 
 class Driver:
-    def __init__(self, rd: RunDir, *, resumed: bool = False) -> None:
+    def __init__(self, rd: RunDir, *, resumed: bool = False, lock_fd: int | None = None) -> None:
         self.rd = rd
+        self.lock_fd = lock_fd
         self.plan = Plan.from_dict(read_json(rd.path / "plan.json"))
         self.cfg = self.plan.config
         self.resumed = resumed
@@ -40,7 +42,8 @@ class Driver:
         self.gpus = visible_gpus(str(ex.get("gpus", "auto")), str(self.cfg.get("device", "auto")))
         pool = ex.get("pool", "auto")
         self.pool = ("candidate" if self.gpus else "all") if pool == "auto" else pool
-        self.executor = LocalExecutor(rd.path, gpus=self.gpus)
+        # the workers inherit the driver lock: a resume cannot start while a worker of this driver still runs
+        self.executor = LocalExecutor(rd.path, gpus=self.gpus, pass_fds=(lock_fd,) if lock_fd is not None else ())
 
     # -- signals ------------------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -86,6 +89,8 @@ class Driver:
         rd.update_meta(status="running")
         rd.emit(RunStarted(run_id=rd.run_id, mode=self.plan.mode, candidates=[c.name for c in self.plan.candidates],
                            config=self.cfg, pid=os.getpid(), resumed=self.resumed))
+        for key, why in rd.unusable_markers():   # a garbage done.json: the cell is redone, and the log says why
+            rd.emit(_log(rd.run_id, f"{key}: {why}; the cell counts as not done and runs again"))
         status, reason = "ok", ""
         try:
             status, reason = self._serve()
@@ -162,8 +167,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m damoc.pipeline.driver")
     ap.add_argument("run_dir")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--lock-fd", type=int, default=None, help="the run's driver lock, taken by the parent")
     args = ap.parse_args(argv)
-    driver = Driver(RunDir(Path(args.run_dir)), resumed=args.resume)
+    rd = RunDir(Path(args.run_dir))
+    lock = DriverLock(rd.path / "driver.lock")
+    if args.lock_fd is not None:
+        lock.adopt(args.lock_fd)
+    elif not lock.acquire():
+        print(f"run {rd.run_id} is already being driven by pid {lock.holder()}; nothing done", file=sys.stderr)
+        return EXIT_BUSY
+    lock.write_pid(os.getpid())
+    driver = Driver(rd, resumed=args.resume, lock_fd=lock.fd)
     driver.install_signals()
     return driver.run()
 

@@ -73,8 +73,10 @@ class LocalExecutor:
     """Worker subprocesses on this machine, in the driver's process group (so cancelling the run reaches them)."""
 
     def __init__(self, run_dir: Path, *, gpus: Sequence[str] = (), python: str = sys.executable,
-                 env: dict[str, str] | None = None, grace: float = 30.0, poll: float = 0.2) -> None:
+                 env: dict[str, str] | None = None, grace: float = 30.0, poll: float = 0.2,
+                 pass_fds: Sequence[int] = ()) -> None:
         self.run_dir = Path(run_dir)
+        self.pass_fds = tuple(pass_fds)          # the driver lock: held by every worker too
         self.gpus = list(gpus)
         self.python = python
         self.env = env
@@ -99,7 +101,7 @@ class LocalExecutor:
                 log = logs / f"worker-{_safe(job.name)}.log"
                 with open(log, "ab") as fh:
                     proc = subprocess.Popen(job.argv(self.run_dir, self.python), env=env, stdin=subprocess.DEVNULL,
-                                            stdout=fh, stderr=subprocess.STDOUT)
+                                            stdout=fh, stderr=subprocess.STDOUT, pass_fds=self.pass_fds)
                 self._running[proc.pid] = (proc, job, time.monotonic(), dev, str(log))
             for pid, (proc, job, t0, dev, log) in list(self._running.items()):
                 rc = proc.poll()

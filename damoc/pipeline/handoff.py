@@ -1,14 +1,21 @@
 """Hand-off: a ready full fine-tune of the winner in LLaMA-Factory (YAML + dataset_info.json) and ms-swift (shell
 command), on the user's own dataset file with the paper's hyper-parameters (DaMoC appendix C.2: lr 1e-5, batch 64,
 3 epochs, AdamW; the authors trained with SWIFT). Pure: returns file name -> content; the caller writes them.
+
+Nothing a user named reaches these files unescaped: every YAML value goes through a YAML emitter
+(`yaml.safe_dump`), every shell value through `shlex.quote`, and the comment lines that mention the winner keep only
+printable characters (a newline, or a Unicode line separator that YAML reads as one, would end the comment).
 """
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from damoc.finetune.config import FullParams, LoraParams, MethodParams
 
@@ -38,10 +45,12 @@ class Winner:
 
 def _columns(first: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
     """LLaMA-Factory formatting + column mapping for the user's record shape."""
+    first = first if isinstance(first, dict) else None
     keys = set(first or {})
     for k in ("messages", "conversations"):
         if k in keys:
-            msgs = (first or {}).get(k) or [{}]
+            msgs = (first or {}).get(k)
+            msgs = msgs if isinstance(msgs, list) and msgs and isinstance(msgs[0], dict) else [{}]
             role = "role" if "role" in msgs[0] else "from"
             content = "content" if "content" in msgs[0] else "value"
             user, assistant = ("user", "assistant") if role == "role" else ("human", "gpt")
@@ -71,9 +80,34 @@ def _first_record(path: str) -> dict[str, Any] | None:
         elif p.suffix.lower() == ".json":
             data = json.loads(p.read_text(encoding="utf-8"))
             return data[0] if isinstance(data, list) and data else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return None
+
+
+def _comment(text: str) -> str:
+    """`text` safe inside a `#` comment of YAML and of bash: a line break of either (\n, \r, NEL, U+2028/9) or
+    any other unprintable character becomes '?'."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _component(name: str) -> str:
+    """A name usable as one path component of an output folder (never `..`, never a separator): the candidate
+    name rule, which a registered name already meets (unchanged then)."""
+    from damoc.registry.models import NAME_RE
+
+    if NAME_RE.match(name):
+        return name
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-._+")[:100] or "winner"
+
+
+def _yaml(key: str, value: Any, comment: str = "") -> str:
+    """One `key: value` line written by the YAML emitter (quoted and escaped when the value needs it)."""
+    text = yaml.safe_dump({key: value}, default_flow_style=False, allow_unicode=False, sort_keys=False,
+                          width=10**9)
+    if comment:
+        text = text.rstrip("\n") + "   # " + _comment(comment) + "\n"
+    return text
 
 
 def template_for(w: Winner) -> str:
@@ -91,36 +125,37 @@ def handoff_files(winner: Winner, dataset: str, *, run_id: str = "", score: str 
     entry = {ds_name: {"file_name": str(Path(dataset).resolve()), **({"formatting": fmt} if fmt != "alpaca" else {}),
                        **cols}}
     template = template_for(winner)
-    head = (f"# DaMoC hand-off for run {run_id}: {winner.name} won" + (f" ({score})" if score else "") +
-            f".\n# Full fine-tune with the paper's hyper-parameters (lr {hp.lr:g}, "
+    out_name = _component(winner.name)
+    head = (_comment(f"# DaMoC hand-off for run {run_id}: {winner.name} won" + (f" ({score})" if score else "") +
+                     ".") + "\n" +
+            f"# Full fine-tune with the paper's hyper-parameters (lr {hp.lr:g}, "
             f"effective batch {hp.effective_batch}, {hp.epochs:g} epochs, AdamW).\n")
-    lora = (f"lora_rank: {hp.lora_r}\nlora_alpha: {hp.lora_alpha}\nlora_target: all\n"
+    lora = (_yaml("lora_rank", hp.lora_r) + _yaml("lora_alpha", hp.lora_alpha) + _yaml("lora_target", "all")
             if winner.method == "lora" else
-            "deepspeed: examples/deepspeed/ds_z3_config.json   # ZeRO-3 (needs deepspeed); drop for one GPU\n")
+            _yaml("deepspeed", "examples/deepspeed/ds_z3_config.json", "ZeRO-3 (needs deepspeed); drop for one GPU"))
     lf_yaml = (
         head +
         "# Run from a LLaMA-Factory checkout: llamafactory-cli train llamafactory_sft.yaml\n"
         "# (dataset_dir points at the folder holding llamafactory_dataset_info.json, renamed to dataset_info.json)\n"
-        "\n### model\n"
-        f"model_name_or_path: {winner.model}\n"
-        f"trust_remote_code: {'true' if winner.trust_remote_code else 'false'}\n"
-        "\n### method\nstage: sft\ndo_train: true\n"
-        f"finetuning_type: {winner.method}\n" + lora +
-        "\n### dataset\n"
-        f"dataset: {ds_name}\n"
-        "dataset_dir: .\n"
-        f"template: {template}" + ("   # no LLaMA-Factory template known for this family: set it\n"
-                                   if template == "default" else "\n") +
-        "cutoff_len: 2048\npreprocessing_num_workers: 16\n"
-        "\n### output\n"
-        f"output_dir: saves/{winner.name}/{winner.method}/sft\n"
-        "logging_steps: 10\nsave_steps: 500\nplot_loss: true\noverwrite_output_dir: true\n"
-        "\n### train  (effective batch = per_device x accumulation x GPUs = 64 on 8 GPUs; adjust for yours)\n"
-        "per_device_train_batch_size: 1\ngradient_accumulation_steps: 8\n"
-        f"learning_rate: {hp.lr:.1e}\n"
-        f"num_train_epochs: {float(hp.epochs)}\n"
-        "optim: adamw_torch\nlr_scheduler_type: cosine\nwarmup_ratio: 0.1\nbf16: true\n"
-        "ddp_timeout: 180000000\n")
+        "\n### model\n" +
+        _yaml("model_name_or_path", winner.model) +
+        _yaml("trust_remote_code", bool(winner.trust_remote_code)) +
+        "\n### method\n" + _yaml("stage", "sft") + _yaml("do_train", True) +
+        _yaml("finetuning_type", winner.method) + lora +
+        "\n### dataset\n" +
+        _yaml("dataset", ds_name) + _yaml("dataset_dir", ".") +
+        _yaml("template", template, "no LLaMA-Factory template known for this family: set it"
+              if template == "default" else "") +
+        _yaml("cutoff_len", 2048) + _yaml("preprocessing_num_workers", 16) +
+        "\n### output\n" +
+        _yaml("output_dir", f"saves/{out_name}/{winner.method}/sft") +
+        _yaml("logging_steps", 10) + _yaml("save_steps", 500) + _yaml("plot_loss", True) +
+        _yaml("overwrite_output_dir", True) +
+        "\n### train  (effective batch = per_device x accumulation x GPUs = 64 on 8 GPUs; adjust for yours)\n" +
+        _yaml("per_device_train_batch_size", 1) + _yaml("gradient_accumulation_steps", 8) +
+        _yaml("learning_rate", float(hp.lr)) + _yaml("num_train_epochs", float(hp.epochs)) +
+        _yaml("optim", "adamw_torch") + _yaml("lr_scheduler_type", "cosine") + _yaml("warmup_ratio", 0.1) +
+        _yaml("bf16", True) + _yaml("ddp_timeout", 180000000))
     swift = [
         "swift", "sft",
         "--model", winner.model,
@@ -134,7 +169,7 @@ def handoff_files(winner: Winner, dataset: str, *, run_id: str = "", score: str 
         "--optim", "adamw_torch",
         "--warmup_ratio", "0.1",
         "--max_length", "2048",
-        "--output_dir", f"output/{winner.name}",
+        "--output_dir", f"output/{out_name}",
         "--save_steps", "500",
         "--logging_steps", "10",
     ]

@@ -19,12 +19,13 @@ from typing import Any
 
 from damoc.pipeline.cells import PrepareCell, PruneCell, kind_of, shared_kinds
 from damoc.pipeline.cells.scoring import read_per_item
-from damoc.pipeline.config import LeaderboardSection
+from damoc.pipeline.config import LeaderboardSection, SelectSection
 from damoc.pipeline.rundir import DATA_CANDIDATE, RunDir
 
 # Equal primary scores (common when tiny models all score 0 F1) are ordered by the teacher-forced answer
 # log-likelihood, the low-noise secondary signal damoc.evaluate reports (zoo-spike.md, "Metric").
 TIEBREAK = "answer_loglik"
+SCORE_TOP = 100.0           # the built-in metrics are percent: a learning curve's error is SCORE_TOP - score
 
 
 @dataclass
@@ -47,6 +48,10 @@ class Row:
     reason: str = ""
     too_close: bool = False
     p_best: float | None = None   # P(this candidate is the true winner): paired bootstrap over the test items
+    measured: float | None = None  # the proxy score on the largest subset (= score unless a curve predictor ran)
+    predicted_low: float | None = None   # the predictor's interval for the full-data score (select.predictor)
+    predicted_high: float | None = None
+    curve: dict[str, list[list[float]]] = field(default_factory=dict)   # method -> [[train samples, score], ...]
     steps: int | None = None
     train_flops: float = 0.0      # 6·N·D summed over this candidate's fine-tunes (FinetuneResult.train_flops)
     tiebreak: float | None = None  # mean answer log-likelihood: orders rows whose primary scores are equal
@@ -169,7 +174,8 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
                       candidate_errors: dict[str, str] | None = None, metric: str = "",
                       prune_skips: dict[str, str] | None = None,
                       per_item: dict[str, list[float]] | None = None,
-                      rules: LeaderboardSection | None = None) -> Leaderboard:
+                      rules: LeaderboardSection | None = None, select: SelectSection | None = None,
+                      target: int | None = None) -> Leaderboard:
     """Rows from cell states and results.
 
     `cells` maps a cell key (`<candidate>/<stage>`) to {"state": done|failed|cancelled|skipped|running|pending,
@@ -177,7 +183,11 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
     per candidate, why pruning was not planned (shown in the merge column of a DaMoC run). `per_item` maps a cell
     key to its per-item scores (test-file order); with them for every scored row, rows carry P(best) and "too close
     to call" follows from it (`rules`: the run's leaderboard section), else from the gap rule of older runs.
+    `select`: proxies on nested subsets make a learning curve per candidate; a curve predictor other than `final`
+    ranks by its forecast at `target` training samples (the whole training set).
     """
+    select = select or SelectSection()
+    largest = max(select.sizes)
     candidate_errors = candidate_errors or {}
     shared: dict[str, float] = {}
     for kind in shared_kinds():
@@ -205,6 +215,7 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
         stderrs: list[float] = []
         steps: list[int] = []
         tiebreaks: dict[str, list[float]] = {}
+        points: dict[str, dict[int, list[float]]] = {}
         for stage, c in mine.items():
             if c["state"] != "done" or not kind_of(stage).scored:
                 continue
@@ -212,6 +223,14 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
             if res.get("score") is None:
                 continue
             m = _method_of(res)
+            row.times["finetune"] = row.times.get("finetune", 0.0) + float(res.get("train_seconds") or 0.0)
+            row.train_flops += float(res.get("train_flops") or 0.0)
+            row.times["evaluate"] = row.times.get("evaluate", 0.0) + float(res.get("eval_seconds") or 0.0)
+            metric = metric or str(res.get("metric") or "")
+            if res.get("train_samples"):
+                points.setdefault(m, {}).setdefault(int(res["train_samples"]), []).append(float(res["score"]))
+            if float(res.get("subset") or 1.0) < largest:
+                continue                       # a point of the learning curve, not the measured score
             row.seed_scores.setdefault(m, []).append(float(res["score"]))
             tb = (res.get("secondary") or {}).get(TIEBREAK)
             if tb is not None:
@@ -220,10 +239,7 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
                 stderrs.append(float(res["stderr"]))
             if res.get("steps"):
                 steps.append(int(res["steps"]))
-            row.times["finetune"] = row.times.get("finetune", 0.0) + float(res.get("train_seconds") or 0.0)
-            row.train_flops += float(res.get("train_flops") or 0.0)
-            row.times["evaluate"] = row.times.get("evaluate", 0.0) + float(res.get("eval_seconds") or 0.0)
-            metric = metric or str(res.get("metric") or "")
+        row.curve = {m: [[n, _mean(v)] for n, v in sorted(pts.items())] for m, pts in points.items() if len(pts) > 1}
         row.scores = {m: _mean(v) for m, v in row.seed_scores.items()}
         row.method_tiebreaks = {m: _mean(v) for m, v in tiebreaks.items()}
         if row.scores:
@@ -255,6 +271,10 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
             row.status, row.reason = "failed", "no score produced"
         rows.append(row)
 
+    for r in rows:
+        r.measured = r.score
+    spread = _predict(rows, select.predictor, target) if select.predictor != "final" and target else {}
+
     def key(r: Row) -> tuple[float, float]:
         return (r.score, r.tiebreak if r.tiebreak is not None else float("-inf"))  # type: ignore[return-value]
 
@@ -268,9 +288,9 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
         lead = scored[0]
         for r in scored:
             r.gap = lead.score - r.score  # type: ignore[operator]
-        items = _row_items(scored, cells, per_item or {})
+        items = _row_items(scored, cells, per_item or {}, largest)
         if items is not None:
-            note = _mark_by_p_best(scored, items, rules)
+            note = _mark_by_p_best(scored, items, rules, spread)
         else:
             note = _mark_by_gap(scored, len(seeds) >= 2, tolerance)
     return Leaderboard(run_id=run_id, mode=mode, metric=metric, status=run_status, rows=scored + rest,
@@ -282,24 +302,69 @@ def _method_of(result: dict[str, Any]) -> str:
     return result.get("method") or ("zero-shot" if not result.get("few_shot") else "few-shot")
 
 
-def _row_items(rows: list[Row], cells: dict[str, dict[str, Any]], per_item: dict[str, list[float]]
-               ) -> dict[str, list[float]] | None:
-    """Each row's per-item scores for its ranked method (mean over its seeds, item by item); None unless every row
-    has them, on the same number of items."""
+def _row_items(rows: list[Row], cells: dict[str, dict[str, Any]], per_item: dict[str, list[float]],
+               largest: float) -> dict[str, list[float]] | None:
+    """Each row's per-item scores for its ranked method on the largest subset (mean over its seeds, item by item);
+    None unless every row has them, on the same number of items."""
     out: dict[str, list[float]] = {}
+
+    def counts(k: str) -> bool:
+        res = cells.get(k, {}).get("result") or {}
+        return (k.split("/", 1)[0] == r.candidate and cells.get(k, {}).get("state") == "done"
+                and _method_of(res) == r.method and float(res.get("subset") or 1.0) >= largest)
+
     for r in rows:
-        runs = [v for k, v in per_item.items() if k.split("/", 1)[0] == r.candidate
-                and cells.get(k, {}).get("state") == "done" and _method_of(cells[k].get("result") or {}) == r.method]
+        runs = [v for k, v in per_item.items() if counts(k)]
         if not runs or len({len(v) for v in runs}) != 1:
             return None
         out[r.candidate] = [sum(col) / len(col) for col in zip(*runs)]
     return out if len({len(v) for v in out.values()}) == 1 else None
 
 
-def _mark_by_p_best(rows: list[Row], items: dict[str, list[float]], rules: LeaderboardSection) -> str:
+def _predict(rows: list[Row], predictor: str, target: int) -> dict[str, float]:
+    """Rank by the predictor's forecast of the full-data score: each method's curves are fitted together (the
+    damoc predictor pools its hyper-parameters over the candidates). Returns each forecast row's standard
+    deviation (P(best) draws it); rows without a curve keep their measured score."""
+    from statistics import NormalDist
+
+    from damoc.curves import DEFAULT_LEVEL, Curve, get_predictor, predict
+
+    pred = get_predictor(predictor)
+    z = NormalDist().inv_cdf((1 + DEFAULT_LEVEL) / 2)
+    interval: dict[tuple[str, str], tuple[float, float]] = {}
+    for m in sorted({m for r in rows for m in r.curve}):
+        usable = [r for r in rows if len(r.curve.get(m, [])) >= max(2, pred.min_points)]
+        # scores are percent: errors (100 - score) are what the log-log fits model; a perfect score is kept just
+        # below the top so that its error stays positive. Other scales (a log-likelihood) are not extrapolated.
+        if not usable or any(v < 0 for r in usable for _, v in r.curve[m]):
+            continue
+        curves = [Curve(r.candidate, tuple(float(n) for n, _ in r.curve[m]),
+                        tuple(min(float(v), SCORE_TOP - 1e-3) for _, v in r.curve[m])) for r in usable]
+        horizon = float(max(target, max(c.sizes[-1] for c in curves)))
+        for p in predict(curves, horizon, pred, higher_is_better=True, ceiling=SCORE_TOP):
+            row = next(r for r in usable if r.candidate == p.name)
+            row.scores[m] = p.predicted
+            interval[(row.candidate, m)] = (p.low, p.high)
+    spread: dict[str, float] = {}
+    for r in rows:
+        if not r.scores:
+            continue
+        r.method = r.best_method()
+        r.score = r.scores[r.method]
+        if (r.candidate, r.method) in interval:
+            r.predicted_low, r.predicted_high = interval[(r.candidate, r.method)]
+            spread[r.candidate] = (r.predicted_high - r.predicted_low) / (2 * z)
+    return spread
+
+
+def _mark_by_p_best(rows: list[Row], items: dict[str, list[float]], rules: LeaderboardSection,
+                    spread: dict[str, float] | None = None) -> str:
+    """P(best) of each row: a paired bootstrap of its measured per-item scores, moved to its predicted score and
+    widened by the prediction's own uncertainty when a curve predictor ranked the rows."""
     from damoc.selection import p_best
 
-    probs = p_best(items, resamples=rules.resamples)
+    shift = {r.candidate: (r.score or 0.0) - (r.measured or 0.0) for r in rows if r.measured is not None}
+    probs = p_best(items, resamples=rules.resamples, shift=shift, spread=spread or {})
     for r in rows:
         r.p_best = probs[r.candidate]
     lead = rows[0]
@@ -355,4 +420,6 @@ def leaderboard_of(rd: RunDir, *, run_status: str | None = None) -> Leaderboard:
                              tolerance=float((cfg.get("leaderboard") or {}).get("tolerance", 1.0)),
                              run_status=run_status or rd.status(), candidate_errors=errors,
                              metric=str(prep.get("metric", "")), prune_skips=skips, per_item=per_item,
-                             rules=LeaderboardSection.model_validate(cfg.get("leaderboard") or {}))
+                             rules=LeaderboardSection.model_validate(cfg.get("leaderboard") or {}),
+                             select=SelectSection.model_validate(cfg.get("select") or {}),
+                             target=int(prep["n_train"]) if prep.get("n_train") else None)

@@ -39,6 +39,8 @@ class CandidatePlan:
     stages: list[StageDecision] = field(default_factory=list)
     error: str = ""                 # set when the candidate cannot run at all (shown as failed)
     source: str = "registry"        # registry | folder (an ad-hoc model folder given as a candidate)
+    needs_remote_code: bool = False  # config.json has auto_map (a fact)
+    trust_remote_code: bool = False  # the user opted in for this candidate (registry add --trust-remote-code)
 
     def decision(self, stage: str) -> StageDecision | None:
         return next((s for s in self.stages if s.stage == stage), None)
@@ -105,23 +107,51 @@ class Plan:
 # -- candidate resolution ----------------------------------------------------------------------------
 
 def _is_model_dir(p: Path) -> bool:
-    return p.is_dir() and (p / "config.json").is_file()
+    try:
+        return p.is_dir() and (p / "config.json").is_file()
+    except (OSError, ValueError):          # a name too long for a path, or a NUL in it: not a folder
+        return False
+
+
+def folder_candidate_name(folder: Path) -> str:
+    """The candidate name of a model folder given directly: the registry's name rule applied to the folder's name
+    (`.../tiny/chat` -> `tiny`). When the folder's own name breaks the rule (a newline, quotes, `$(...)`), a hash
+    of the full path is added, so two hostile folders never end up with the same name."""
+    from damoc.fsutil import stable_hash
+    from damoc.registry.models import NAME_RE, ModelRef
+    from damoc.registry.resolve import default_name
+
+    name = default_name(ModelRef(str(folder)))
+    label = folder.name if folder.name not in ("chat", "base", "instruct") else folder.parent.name
+    if not NAME_RE.match(label):
+        name = f"{name[:90]}-{stable_hash(str(folder), length=6)}"
+    return name
 
 
 def resolve_candidate(settings: Settings, name: str, variant: str) -> CandidatePlan:
     """A registry name (or a model folder used as an ad-hoc Chat candidate without Base) -> CandidatePlan.
 
     Unknown names raise `UnknownNameError` (did-you-mean): a typo should stop the run before it starts.
-    Known candidates whose files are missing come back with `error` set, so the rest of the run goes on.
+    Known candidates whose files are missing come back with `error` set, so the rest of the run goes on. A folder's
+    name is never trusted as a candidate name: it gets a safe one (`folder_candidate_name`).
     """
     from damoc.registry import resolve_candidate as registry_resolve  # light: TinyDB, no torch
 
     p = Path(name).expanduser()
     folder = _is_model_dir(p)
+    trust = needs_remote = False
     if folder:
         chat, base, merge_ok, merge_reason, params = str(p.resolve()), None, False, "ad-hoc folder: no Base", None
-        cname = p.name
+        cname = folder_candidate_name(p.resolve())
+        needs_remote = _needs_remote_code(p)
     else:
+        try:
+            is_file = p.is_file()
+        except (OSError, ValueError):
+            is_file = False
+        if is_file:
+            raise ConfigError(f"candidate {name!r} is a file, not a model folder",
+                              f"give the folder that holds it: {p.resolve().parent}")
         try:
             r = registry_resolve(settings, name)
         except UnknownNameError:
@@ -131,6 +161,7 @@ def resolve_candidate(settings: Settings, name: str, variant: str) -> CandidateP
                                  error=e.message + (f" ({e.hint})" if e.hint else ""))
         cname, chat, base = r.name, r.chat_path, r.base_path
         merge_ok, merge_reason, params = r.merge_supported, r.merge_reason, r.parameters
+        trust, needs_remote = r.trust_remote_code, r.needs_remote_code
     model = base if variant == "base" else chat
     error = ""
     if model is None:
@@ -141,7 +172,25 @@ def resolve_candidate(settings: Settings, name: str, variant: str) -> CandidateP
         error = f"{variant} checkpoint {model} not found on disk (pull it: damoc registry pull {cname})"
     return CandidatePlan(name=cname, chat_path=chat, base_path=base, model_path=model, merge_supported=merge_ok,
                          merge_reason=merge_reason, parameters=params, error=error,
-                         source="folder" if folder else "registry")
+                         source="folder" if folder else "registry", needs_remote_code=needs_remote,
+                         trust_remote_code=trust)
+
+
+def _needs_remote_code(folder: Path) -> bool:
+    """config.json declares its own model code (`auto_map`): a fact to show, never a reason to run it."""
+    try:
+        from damoc.registry.capability import read_config
+
+        return bool(read_config(folder).get("auto_map"))
+    except DamocError:
+        return False
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or a.samefile(b)
+    except OSError:
+        return False
 
 
 def _abs(path: str | None) -> str | None:
@@ -181,9 +230,19 @@ def make_plan(settings: Settings, config: RunConfig, *, with_preflight: bool = T
         raise ConfigError(f"training dataset {train} not found", "check the path given to --dataset")
     if config.dataset.test and not Path(config.dataset.test).expanduser().exists():
         raise ConfigError(f"test dataset {config.dataset.test} not found", "check the path given to --test")
+    if config.dataset.test and _same_file(train, Path(config.dataset.test).expanduser()):
+        raise ConfigError(f"--test is the training file itself ({train}): the scores would be measured on "
+                          "training data", "give a held-out test file, or omit --test (10% of --dataset is then "
+                          "held out)")
     if not config.candidates:
         raise ConfigError("no candidates given",
                           "pass --candidates NAME,NAME (see `damoc registry list`) or set candidates in the config")
+    given = [str(c).strip() for c in config.candidates]
+    if any(not c for c in given):
+        raise ConfigError("an empty candidate name was given", "check the commas in --candidates")
+    twice = sorted({c for c in given if given.count(c) > 1})
+    if twice:
+        raise ConfigError(f"candidate {twice[0]!r} given twice", "name each candidate once")
     config = config.replace(dataset={**config.dataset.model_dump(), "train": _abs(config.dataset.train),
                                      "test": _abs(config.dataset.test)})
 
@@ -196,12 +255,20 @@ def make_plan(settings: Settings, config: RunConfig, *, with_preflight: bool = T
     warnings: list[str] = []
     if config.mode == "damoc" and config.filter.enabled and config.filter.ratio < 0.1 and not config.filter.count:
         warnings.append(f"filter.ratio={config.filter.ratio}: the paper found 5% breaks the ranking; 10% is safe")
-    if len(config.seeds) < 2 and config.mode in ("damoc", "ground-truth"):
-        warnings.append("one seed: 'too close to call' uses leaderboard.tolerance instead of the seed spread")
+    predictor = config.select.predictor
+    if config.mode == "damoc":
+        from damoc.curves import get_predictor
+
+        need = get_predictor(predictor).min_points
+        if len(config.select.sizes) < need:
+            raise ConfigError(f"select.predictor {predictor} extrapolates from {need} proxy sizes at least; "
+                              f"select.sizes has {len(config.select.sizes)}",
+                              "set e.g. select.sizes=[0.25,0.5,1.0], or select.predictor=final")
 
     cells = _data_cells(settings, config, cands, data)
     prep = cells[0].key
     train_from = cells[-1].key                     # the last shared data cell: the proxies' training samples
+    order = next((c.key for c in cells if c.kind == FilterCell.name), None)   # nested subsets follow its picks
     for c in cands:
         if c.error:
             continue
@@ -220,14 +287,20 @@ def make_plan(settings: Settings, config: RunConfig, *, with_preflight: bool = T
             cells.append(cell)
             inputs[Role.MODEL] = cell.key
         proxy = config.mode == "damoc"
+        sizes = config.select.sizes if proxy else [1.0]
+        if order is not None and any(f < 1.0 for f in sizes):
+            inputs[Role.ORDER] = order
         for m in config.methods:
-            params = FinetuneCellParams(hp=config.finetune.method(m).model_dump(),
-                                        min_steps=config.finetune.proxy_min_steps if proxy else 0,
-                                        deepspeed=config.finetune.deepspeed, bf16=config.finetune.bf16,
-                                        evaluate=config.evaluate.model_dump())
-            for s in config.seeds:
-                cells.append(FinetuneCell.make(c.name, FinetuneCell.stage(m, s), inputs=inputs, params=params,
-                                               method=m, seed=s))
+            for f in sizes:
+                params = FinetuneCellParams(hp=config.finetune.method(m).model_dump(),
+                                            min_steps=config.finetune.proxy_min_steps if proxy else 0,
+                                            deepspeed=config.finetune.deepspeed, bf16=config.finetune.bf16,
+                                            evaluate=config.evaluate.model_dump())
+                if f < 1.0:
+                    params.subset = f
+                for s in config.seeds:
+                    cells.append(FinetuneCell.make(c.name, FinetuneCell.stage(m, s, f), inputs=inputs,
+                                                   params=params, method=m, seed=s))
 
     preflight = None
     if with_preflight:

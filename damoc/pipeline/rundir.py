@@ -13,7 +13,11 @@ is simply redone (its folder is cleared first).
 """
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -24,9 +28,31 @@ from typing import Any
 
 from damoc.errors import DamocError, UnknownNameError
 from damoc.events import Event, JsonlWriter, RunFinished, RunStarted, read_events
-from damoc.fsutil import atomic_write_json, read_json
+from damoc.fsutil import atomic_write_json
 
 DATA_CANDIDATE = "_data"       # pseudo-candidate of the shared data stages (filter, compress)
+# A run id is a name, never a path: `new_run_id()` makes `20261201-203326-f8d8`; tests and older versions used other
+# names of the same alphabet. No separator, no leading dot, so `..`, `/x` and `a/../b` can never name a run.
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+LATEST = "latest"
+LOCK_FILE = "driver.lock"
+
+
+def _read_marker(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """(the JSON object in a marker file or None, why it is unusable: "" when it is fine or absent)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None, ""
+    except OSError as e:
+        return None, f"{path.name} unreadable ({e.strerror or e})"
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        return None, f"{path.name} is not valid JSON ({type(e).__name__})"
+    if not isinstance(data, dict):
+        return None, f"{path.name} is not a JSON object"
+    return data, ""
 
 
 def new_run_id() -> str:
@@ -55,10 +81,15 @@ class Cell:
 
     @property
     def done(self) -> bool:
-        return self.marker.is_file()
+        """A marker that does not parse (a garbage or truncated `done.json`) is not done: the cell is redone."""
+        return self.marker.is_file() and _read_marker(self.marker)[0] is not None
 
     def result(self) -> dict[str, Any] | None:
-        return read_json(self.marker)
+        return _read_marker(self.marker)[0]
+
+    def marker_problem(self) -> str:
+        """Why this cell's completion marker exists but does not count ("" when it is fine or absent)."""
+        return _read_marker(self.marker)[1] if self.marker.exists() else ""
 
     def prepare(self) -> Path:
         """Clear any half-written output of an interrupted attempt and return the (empty) folder."""
@@ -92,14 +123,14 @@ class Cell:
         self.running_marker.unlink(missing_ok=True)
 
     def failure(self) -> dict[str, Any] | None:
-        return None if self.done else read_json(self.failure_marker)
+        return None if self.done else _read_marker(self.failure_marker)[0]
 
     @property
     def state(self) -> str:
         """done | failed | cancelled | skipped | running | pending."""
         if self.done:
             return "done"
-        f = read_json(self.failure_marker)
+        f = _read_marker(self.failure_marker)[0]
         if f:
             return str(f.get("status", "failed"))
         if self.running_marker.is_file():
@@ -134,26 +165,44 @@ class RunDir:
 
     @classmethod
     def open(cls, runs_dir: Path, run_id: str) -> "RunDir":
-        path = Path(runs_dir) / run_id
-        if not (path / "config.json").is_file():
-            known = [p.name for p in list_run_paths(runs_dir)]
-            matches = [k for k in known if k.startswith(run_id)]
-            if len(matches) == 1:               # a unique prefix is enough, like git
-                return cls(Path(runs_dir) / matches[0])
-            raise UnknownNameError("run", run_id, known)
-        return cls(path)
+        """The run named `run_id` in `runs_dir`: its full id, a unique prefix (like git), or `latest`. Never a
+        path: anything else is refused before a file is read, so no command acts on a folder outside runs_dir."""
+        return cls(resolve_run_path(runs_dir, run_id))
 
     # -- contents ----------------------------------------------------------------------------------
     @property
     def config(self) -> dict[str, Any]:
-        return read_json(self.path / "config.json", {})
+        return _read_marker(self.path / "config.json")[0] or {}
 
     @property
     def meta(self) -> dict[str, Any]:
-        return read_json(self.path / "run.json", {})
+        """run.json; {} when it is missing or unreadable (`problem` says why)."""
+        return _read_marker(self.path / "run.json")[0] or {}
+
+    @property
+    def problem(self) -> str:
+        """Why this run's own files cannot be read ("" when they can): a run listed as unreadable."""
+        for name in ("config.json", "run.json", "plan.json"):
+            data, why = _read_marker(self.path / name)
+            if why:
+                return why
+            if data is None and name == "config.json":
+                return "config.json missing"
+        return ""
 
     def update_meta(self, **values: Any) -> None:
-        atomic_write_json(self.path / "run.json", {**self.meta, **values})
+        data, why = _read_marker(self.path / "run.json")
+        if why:   # never replace a file we could not read with a partial one
+            raise DamocError(f"run {self.run_id}: {why}", f"fix or remove {self.path / 'run.json'}")
+        atomic_write_json(self.path / "run.json", {**(data or {}), **values})
+
+    def unusable_markers(self) -> list[tuple[str, str]]:
+        """(cell key, why) of every cell whose done.json exists but does not parse: it counts as not done."""
+        return [(c.key, why) for c in self.cells() if (why := c.marker_problem())]
+
+    # -- one driver per run ------------------------------------------------------------------------
+    def lock(self) -> "DriverLock":
+        return DriverLock(self.path / LOCK_FILE)
 
     @property
     def events_path(self) -> Path:
@@ -233,7 +282,7 @@ class RunDir:
             return False
         try:
             os.kill(int(pid), 0)
-        except ProcessLookupError:
+        except (ProcessLookupError, ValueError, TypeError, OverflowError):
             return False
         except PermissionError:
             return True
@@ -281,11 +330,112 @@ class EventTail:
         return events
 
 
-def list_run_paths(runs_dir: Path) -> list[Path]:
+class RunBusy(DamocError):
+    """Another driver holds this run."""
+
+
+class DriverLock:
+    """An OS lock (flock) on `<run>/driver.lock`, held for the whole life of the run's driver.
+
+    The process that starts a driver takes the lock first and hands the open descriptor to the driver (which passes
+    it on to its workers), so there is no moment at which a second starter could also win: the kernel releases the
+    lock only when the last process holding the descriptor is gone, whatever killed it (SIGKILL included). The pid
+    of the process that took it is written into the file, for the message a second starter gets."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock without waiting; False when another process holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        self.fd = fd
+        self.write_pid(os.getpid())
+        return True
+
+    def adopt(self, fd: int) -> None:
+        """The descriptor a parent handed over (inherited, so already holding the lock)."""
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)     # a no-op on the same open file; raises if not ours
+        self.fd = fd
+
+    def write_pid(self, pid: int) -> None:
+        if self.fd is None:
+            return
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{pid}\n".encode(), 0)
+
+    def holder(self) -> int | None:
+        try:
+            return int(self.path.read_text().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        """Close our descriptor (the lock stays held while a child still has it)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def resolve_run_path(runs_dir: Path, run_id: str) -> Path:
+    """The ONE resolver of run ids (`--resume`, `attach`, `compare`, the app, the API): `run_id` must be a name
+    (`RUN_ID_RE`), the full id or a unique prefix of a run in `runs_dir`, or `latest`; the folder it names must
+    be a direct child of runs_dir once symlinks are resolved. Raises before anything else happens."""
     runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
+    text = str(run_id)
+    if text == LATEST:
+        paths = list_run_paths(runs_dir)
+        if not paths:
+            raise DamocError("there is no run yet, so no latest run", "start one with damoc run or damoc demo")
+        def created(p: Path) -> float:
+            value = (_read_marker(p / "run.json")[0] or {}).get("created")
+            return float(value) if isinstance(value, (int, float)) else 0.0
+
+        return max(paths, key=lambda p: (created(p), p.name))
+    if not RUN_ID_RE.match(text):
+        raise DamocError(f"{text!r} is not a run id (run ids are names like 20261201-203326-f8d8, never paths)",
+                         "list the runs with: damoc runs")
+    known = [p.name for p in list_run_paths(runs_dir)]
+    name = text if text in known else None
+    if name is None:
+        matches = [k for k in known if k.startswith(text)]
+        if len(matches) != 1:               # a unique prefix is enough, like git
+            raise UnknownNameError("run", text, matches if len(matches) > 1 else known)
+        name = matches[0]
+    path = runs_dir / name
+    root = runs_dir.resolve()
+    if path.resolve().parent != root:
+        raise DamocError(f"run {name} points outside the runs directory ({path.resolve()})",
+                         f"runs live in {root}; remove the link")
+    return path
+
+
+def list_run_paths(runs_dir: Path) -> list[Path]:
+    """Every folder of runs_dir that holds a config.json (a run), by name. Folders that are not runs (or that
+    cannot be read) are left out; a run whose files are unreadable is kept (`RunDir.problem` says why)."""
+    runs_dir = Path(runs_dir)
+    try:
+        entries = list(runs_dir.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted((p for p in runs_dir.iterdir() if (p / "config.json").is_file()), key=lambda p: p.name)
+    except OSError as e:
+        raise DamocError(f"cannot list the runs directory {runs_dir}: {e.strerror or e}",
+                         "check its permissions (damoc locate)") from e
+    out = []
+    for p in entries:
+        try:
+            if RUN_ID_RE.match(p.name) and (p / "config.json").is_file():
+                out.append(p)
+        except OSError:
+            continue
+    return sorted(out, key=lambda p: p.name)
 
 
 def list_runs(runs_dir: Path) -> list[RunDir]:

@@ -81,6 +81,9 @@ class WorkerCellContext(CellContext):
     def samples(self, role: Role, file: str = TRAIN_FILE) -> list[Sample]:
         return self.worker.samples(self._bound(role), file)
 
+    def input_path(self, role: Role) -> Path:
+        return self.worker.cell(self._bound(role)).path
+
     def result(self, role: Role) -> dict[str, Any]:
         key = self.spec.input(role)
         return (self.worker.cell(key).result() or {}) if key else {}

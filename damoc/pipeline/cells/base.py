@@ -33,6 +33,7 @@ class Role(str, Enum):
     DATA = "data"      # the prepared dataset: the test split, the metric, the whole training split
     TRAIN = "train"    # the training samples this cell works on (prepared, filtered or compressed)
     MODEL = "model"    # a model folder written by a pruning cell
+    ORDER = "order"    # the filter's pick order (nested subsets of the training samples are its prefixes)
 
 
 @dataclass
@@ -95,6 +96,10 @@ class CellContext(ABC):
     @abstractmethod
     def samples(self, role: Role, file: str = "train.jsonl") -> list["Sample"]:
         """Samples written by the input cell bound to `role`."""
+
+    @abstractmethod
+    def input_path(self, role: Role) -> Path:
+        """The folder of the input cell bound to `role` (for files beyond samples and summary)."""
 
     @abstractmethod
     def result(self, role: Role) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from damoc.errors import DamocError, StageFailed
 from damoc.events import Reporter
 from damoc.pipeline.cells.base import CellContext, CellKind, Role
 from damoc.pipeline.cells.registry import CELL_KINDS
-from damoc.pipeline.cells.samples import TEST_FILE, TRAIN_FILE, token_estimate, write_samples_jsonl
+from damoc.fsutil import atomic_write_json
+from damoc.pipeline.cells.samples import ORDER_FILE, TEST_FILE, TRAIN_FILE, token_estimate, write_samples_jsonl
 from damoc.pipeline.config import DatasetSection, FilterSection
 from damoc.settings import Settings
 
@@ -91,6 +92,7 @@ def run_filter(params: dict[str, Any], samples: list[Sample], out: Path, reporte
     if not chosen:
         raise StageFailed(f"filter {p.method} kept no sample", "raise filter.ratio or use another method")
     write_samples_jsonl(out / TRAIN_FILE, chosen)
+    atomic_write_json(out / ORDER_FILE, list(sel.ids))
     return {"method": p.method, "n_in": len(samples), "n_out": len(chosen),
             "tokens_in": token_estimate(samples), "tokens_out": token_estimate(chosen)}
 

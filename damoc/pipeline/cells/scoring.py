@@ -14,10 +14,11 @@ from damoc.finetune.config import MethodParams
 from damoc.fsutil import atomic_write_json, read_json
 from damoc.pipeline.cells.base import CellContext, CellKind, Role
 from damoc.pipeline.cells.registry import CELL_KINDS
-from damoc.pipeline.cells.samples import TEST_FILE, token_estimate
+from damoc.pipeline.cells.samples import ORDER_FILE, TEST_FILE, nested_subset, token_estimate
 from damoc.pipeline.config import EvaluateSection
 
 if TYPE_CHECKING:
+    from damoc.data.sample import Sample
     from damoc.evaluate import EvalResult
 
 
@@ -26,6 +27,7 @@ class FinetuneCellParams(BaseModel):
 
     hp: MethodParams                                  # the run's finetune.<method> section
     min_steps: int = 0                                # finetune.proxy_min_steps for a proxy, 0 for ground truth
+    subset: float = Field(1.0, gt=0, le=1)            # the fraction of the training input it trains on (select.sizes)
     deepspeed: str | None = None
     bf16: Literal["auto", "on", "off"] = "auto"
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
@@ -86,12 +88,22 @@ class FinetuneCell(CellKind):
     name = "finetune"
     params_model = FinetuneCellParams
     requires = (Role.DATA, Role.TRAIN)
-    accepts = (Role.MODEL,)
+    accepts = (Role.MODEL, Role.ORDER)
     scored = True
 
     @staticmethod
-    def stage(method: str, seed: int) -> str:
-        return f"{FinetuneCell.name}-{method}-s{seed}"
+    def stage(method: str, seed: int, subset: float = 1.0) -> str:
+        """`finetune-full-s0`; a proxy on a nested subset adds its share: `finetune-full-s0-p25`."""
+        base = f"{FinetuneCell.name}-{method}-s{seed}"
+        return base if subset >= 1.0 else f"{base}-p{subset * 100:g}"
+
+    @staticmethod
+    def train_samples(ctx: CellContext, subset: float) -> list[Sample]:
+        train = ctx.samples(Role.TRAIN)
+        if subset >= 1.0:
+            return train
+        order = read_json(ctx.input_path(Role.ORDER) / ORDER_FILE) if ctx.spec.input(Role.ORDER) else None
+        return nested_subset(train, subset, order)
 
     def run(self, ctx: CellContext) -> dict[str, Any]:
         from damoc.evaluate import evaluate
@@ -100,7 +112,7 @@ class FinetuneCell(CellKind):
         p: FinetuneCellParams = self.params(ctx.spec)
         method, seed = ctx.spec.method or "full", int(ctx.spec.seed or 0)
         model_path = ctx.result(Role.MODEL).get("model_path") or ctx.candidate.model_path or ""
-        train, test = ctx.samples(Role.TRAIN), ctx.samples(Role.DATA, TEST_FILE)
+        train, test = self.train_samples(ctx, p.subset), ctx.samples(Role.DATA, TEST_FILE)
         cfg = p.hp.to_config(method, min_steps=p.min_steps, seed=seed, device=ctx.device, deepspeed=p.deepspeed,
                              bf16="auto" if p.bf16 == "auto" else p.bf16 == "on")
         t0 = time.perf_counter()
@@ -110,7 +122,7 @@ class FinetuneCell(CellKind):
         res = evaluate(ft.model, test, tokenizer=ft.tokenizer, reporter=ctx.reporter, settings=ctx.settings,
                        seed=seed, **eval_kwargs(p.evaluate, _metric(ctx)))
         write_per_item(ctx, res)
-        summary = {"method": method, "seed": ctx.spec.seed, "model_path": model_path,
+        summary = {"method": method, "seed": ctx.spec.seed, "model_path": model_path, "subset": p.subset,
                    "train_samples": len(train), "train_tokens": token_estimate(train), "steps": int(ft.steps),
                    "train_seconds": train_seconds, "tokens_seen": int(ft.train_tokens),
                    "parameters": int(ft.total_params or 0), "train_flops": float(ft.train_flops),

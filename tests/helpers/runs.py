@@ -1,0 +1,25 @@
+"""Whole runs on the test zoo: tiny step counts (`FAST`) so that a run checks orchestration and bookkeeping in
+seconds, not ranking quality (that is bench/bench_selection.py's job)."""
+from __future__ import annotations
+
+from typing import Any
+
+FAST = ["finetune.full.lr=1e-3", "finetune.full.epochs=1", "finetune.full.effective_batch=8",
+        "finetune.full.micro_batch=8", "finetune.full.max_length=64", "finetune.proxy_min_steps=3",
+        "dataset.max_train=64", "dataset.max_test=12", "filter.ratio=0.25", "prune.calib_samples=8",
+        "evaluate.max_new_tokens=6"]
+
+
+def run_config(env: dict[str, Any], *extra: str, names: list[str] | None = None, mode: str = "damoc") -> Any:
+    """A FAST run config of the `zoo_env` fixture's task and candidates, with `--set`-style `extra` overrides."""
+    from damoc.pipeline import api
+
+    return api.load_config(None, FAST + list(extra), {
+        "dataset.train": env["task"].train_path, "dataset.test": env["task"].test_path,
+        "candidates": names or env["names"], "mode": mode})
+
+
+def wait_run(settings: Any, run_id: str, timeout: float = 600) -> str:
+    from damoc.pipeline import api
+
+    return api.wait_run(settings, run_id, timeout=timeout)
