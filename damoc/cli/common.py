@@ -35,16 +35,38 @@ def out_console() -> Any:
     return Console(no_color=bool(os.environ.get("NO_COLOR")) or None)
 
 
+def _show(e: DamocError) -> int:
+    click.echo(f"error: {e.message}", err=True)
+    if e.hint:
+        click.echo(f"  hint: {e.hint}", err=True)
+    return 2
+
+
+def error_json(e: DamocError) -> dict[str, Any]:
+    """The JSON error object a command prints on stdout in its --json mode."""
+    from damoc.errors import DataError
+
+    out: dict[str, Any] = {"error": e.message, "hint": e.hint, "kind": type(e).__name__}
+    if isinstance(e, DataError):
+        out |= {"path": e.path, "line": e.line, "field": e.field}
+    return out
+
+
 def run_cli(group: click.Group, argv: list[str] | None) -> int:
     """Run the click group; show `DamocError`s as one line + hint (exit 2), Ctrl-C as exit 130."""
     try:
         rv = group.main(args=argv, prog_name="damoc", standalone_mode=False)
         return rv if isinstance(rv, int) else 0      # click returns Exit codes instead of raising here
     except DamocError as e:
-        click.echo(f"error: {e.message}", err=True)
-        if e.hint:
-            click.echo(f"  hint: {e.hint}", err=True)
-        return 2
+        return _show(e)
+    except OSError as e:
+        # a full disk, a read-only folder, a directory where a file should be: the user's to fix, so one line
+        # with the path (and the free space), never a traceback. Anything else is a bug and keeps its traceback.
+        from damoc.registry.storage import is_storage_error, storage_error
+
+        if not is_storage_error(e):
+            raise
+        return _show(storage_error(e))
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         return 130

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from rich.markup import escape
+
 from damoc.cli.common import echo_json, err_console, out_console, settings
 from damoc.errors import DamocError
 
@@ -94,7 +96,8 @@ def list_cmd(as_json: bool, family: str | None, source: str | None, local_only: 
                          overflow="fold")
     for c in cands:
         flags = (" [red]gated[/]" if c.chat_facts.gated else "") + \
-            (" [magenta]remote[/]" if c.chat_facts.trust_remote_code else "")
+            ((" [magenta]remote code (trusted)[/]" if c.trust_remote_code else " [magenta]needs remote code[/]")
+             if c.needs_remote_code else "")
         values = {"family": c.family, "chat": c.chat.id, "base": c.base.id if c.base else "[dim]—[/]",
                   "where": _where(c), "size": _size(c), "params": human_count(c.chat_facts.parameters),
                   "layers": str(c.chat_facts.layers or "?"), "capability": _flag(c, short=True)}
@@ -117,11 +120,16 @@ def show(name: str, as_json: bool) -> None:
         echo_json(data)
         return
     con = out_console()
-    con.print(f"[bold]{c.name}[/]  ({c.family or 'no family'}, {c.source})")
+    con.print(f"[bold]{c.name}[/]  ({escape(c.family or 'no family')}, {c.source})")
     con.print(f"  chat  {c.chat}  [{data['chat_location']}] {data['chat_path'] or ''}")
     con.print(f"  base  {c.base or '—'}" + (f"  [{data['base_location']}] {data['base_path'] or ''}" if c.base else
                                              f"  ({c.no_base_reason})" if c.no_base_reason else ""))
     con.print(f"  capability  {_flag(c)}")
+    if c.needs_remote_code:
+        con.print("  [magenta]needs remote code[/] (auto_map in config.json): " +
+                  ("trusted for this candidate (added with --trust-remote-code)" if c.trust_remote_code else
+                   "not trusted; damoc and the hand-off use the library's own classes. Opt in with: damoc registry "
+                   f"add --chat {escape(str(c.chat))} --name {c.name} --trust-remote-code --replace"))
     for note in (c.capability.notes if c.capability else []):
         con.print(f"    note: {note}")
     for role, f in (("chat", c.chat_facts), ("base", c.base_facts)):
@@ -144,19 +152,26 @@ def show(name: str, as_json: bool) -> None:
 @click.option("--base-revision", default=None, help="Hub revision of the Base.")
 @click.option("--notes", default="", help="Free text kept with the entry.")
 @click.option("--replace", is_flag=True, help="Overwrite an existing entry of the same name.")
+@click.option("--trust-remote-code", is_flag=True,
+              help="Run this model's own code (auto_map in config.json) when damoc or the hand-off loads it. "
+                   "Off by default: only for models whose code you have read.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new entry as JSON.")
 def add(chat: str, base: str | None, name: str | None, family: str | None, chat_revision: str | None,
-        base_revision: str | None, notes: str, replace: bool, as_json: bool) -> None:
+        base_revision: str | None, notes: str, replace: bool, trust_remote_code: bool, as_json: bool) -> None:
     """Register a candidate. Folders are read (config.json, safetensors headers) and checked now; hub ids are
     registered as they are (nothing is downloaded; `damoc registry pull NAME` later)."""
     from damoc.registry.add import add_candidate
 
     c = add_candidate(settings(), chat, base, name=name, family=family, chat_revision=chat_revision,
-                      base_revision=base_revision, notes=notes, replace=replace)
+                      base_revision=base_revision, notes=notes, replace=replace, trust_remote_code=trust_remote_code)
     if as_json:
         echo_json(c.summary())
         return
-    err_console().print(f"added [bold]{c.name}[/]: {'sparse merging supported' if c.merge_supported else c.merge_reason}")
+    err_console().print(f"added [bold]{c.name}[/]: "
+                        f"{'sparse merging supported' if c.merge_supported else escape(c.merge_reason)}")
+    if c.needs_remote_code and not c.trust_remote_code:
+        err_console().print("[magenta]note[/]: it needs remote code (auto_map in config.json), which is not trusted; "
+                            "add it again with --trust-remote-code --replace to opt in")
 
 
 @registry.command()
@@ -289,23 +304,31 @@ def import_cmd(file: Path, replace: bool) -> None:
         recs = data["candidates"] if isinstance(data, dict) else None
         if not isinstance(recs, list):
             raise ValueError("no 'candidates' list")
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError) as e:
-        raise DamocError(f"{file}: not a registry export ({e})", "use a file written by `damoc registry export`") \
-            from None
-    cands = []
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, RecursionError) as e:
+        raise DamocError(f"{file}: not a registry export ({type(e).__name__}: {e})",
+                         "use a file written by `damoc registry export`") from None
+    from damoc.registry.store import candidate_problem
+
+    cands, untrusted = [], []
     for i, r in enumerate(recs, start=1):
-        try:
-            c = Candidate.from_record(r)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise DamocError(f"{file}: entry #{i} is malformed ({type(e).__name__}: {e})",
-                             "fix the entry or remove it; nothing was imported") from None
+        why = candidate_problem(r) if isinstance(r, dict) else f"is {type(r).__name__}, expected an object"
+        if why:
+            raise DamocError(f"{file}: entry #{i} is malformed ({why})",
+                             "fix the entry or remove it; nothing was imported")
+        c = Candidate.from_record(r)
         if c.source == "catalog":
             c.source = "user"
+        if c.trust_remote_code:      # a file from elsewhere never carries trust in: the user opts in here
+            c.trust_remote_code = False
+            untrusted.append(c.name)
         cands.append(c)
     catalog = {c.name.lower() for c in _store().records(include_hidden=True) if c.source == "catalog"}
     cands = [c for c in cands if c.name.lower() not in catalog]   # catalog entries exported with --all
     _store().add_many(cands, replace=replace)
-    err_console().print(f"imported {len(cands)} entries from {file}")
+    err_console().print(f"imported {len(cands)} entries from {escape(str(file))}")
+    if untrusted:
+        err_console().print(f"[magenta]note[/]: remote code is not trusted for {', '.join(untrusted)} (the file "
+                            "said so; opt in with registry add --trust-remote-code --replace)")
 
 
 @registry.command("preflight")

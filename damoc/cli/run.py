@@ -28,6 +28,12 @@ def _follow(s: Settings, run_id: str, *, quiet: bool = False) -> str:
     from damoc.pipeline import api
 
     rd = api.open_run(s, run_id)
+    if rd.problem:
+        from damoc.errors import DamocError
+
+        raise DamocError(f"run {rd.run_id} cannot be read: {rd.problem}", f"fix or remove {rd.path}")
+    for key, why in rd.unusable_markers():
+        click.echo(f"warning: {key}: {why}; the cell counts as not done (resume redoes it)", err=True)
     cancelling = False
     rep = ConsoleReporter(err_console()) if not quiet else None
     try:
@@ -256,9 +262,14 @@ def runs(as_json: bool) -> None:
     t = Table()
     for col in ("run", "mode", "status", "created", "candidates", "winner", "time", "label"):
         t.add_column(col)
+    from rich.markup import escape
+
     for r in rows:
-        t.add_row(r.run_id, r.mode, r.status, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)),
-                  str(len(r.candidates)), r.winner or "", "" if r.seconds is None else f"{r.seconds:.0f}s", r.label)
+        status = f"[red]unreadable[/]: {escape(r.problem)}" if r.problem else r.status
+        t.add_row(r.run_id, escape(r.mode), status,
+                  time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)) if r.created else "?",
+                  str(len(r.candidates)), escape(r.winner or ""), "" if r.seconds is None else f"{r.seconds:.0f}s",
+                  escape(r.label))
     out_console().print(t)
 
 

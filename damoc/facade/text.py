@@ -35,6 +35,11 @@ def plan_lines(plan: Plan, config: RunConfig, samples: int | None = None) -> lis
             lines.append(f"[red]{escape(c.name)}: cannot run: {escape(c.error)}[/]")
         else:
             lines.append(f"  {escape(c.name)}: " + ", ".join(x.stage for x in plan.cells_of(c.name)))
+            if c.needs_remote_code:
+                lines.append(f"    [magenta]needs remote code[/] (auto_map in config.json): " +
+                             ("trusted, by your opt-in" if c.trust_remote_code else
+                              "not trusted, loaded with the library's own classes (opt in: damoc registry add "
+                              "--trust-remote-code)"))
     lines += [f"[yellow]skip[/] {escape(s['candidate'])}/{escape(s['stage'])}: {escape(s['reason'])}"
               for s in plan.skipped if s["stage"] != "*"]
     work = training_work(config, samples) if samples else None

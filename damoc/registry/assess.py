@@ -107,6 +107,9 @@ def assess(c: Candidate, hub_facts: dict[str, ModelFacts] | None = None) -> Cand
         else:
             reason = f"not available locally ({which} not downloaded, download needed, {size})"
         c.capability = cap("not_local", False, reason)
+    elif os.path.realpath(chat_path) == os.path.realpath(base_path):  # type: ignore[arg-type]
+        c.capability = cap("base_incompatible", False, "pruning skipped: Chat and Base are the same folder (the task "
+                           "vector Chat - Base is zero)", detail={"same_folder": chat_path})
     else:
         got = compare_checkpoints(Path(chat_path), Path(base_path))  # type: ignore[arg-type]
         c.capability = cap(got.state, got.merge_supported, got.merge_reason, detail=got.detail, notes=got.notes)

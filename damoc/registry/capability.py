@@ -61,7 +61,7 @@ def read_config(folder: Path) -> dict[str, Any]:
                               "point at the folder that holds config.json and the *.safetensors files")
     try:
         data = json.loads(cfg.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, RecursionError) as e:
         raise UnreadableModel(f"{cfg}: not valid JSON ({e})", "re-download the model or fix config.json") from e
     if not isinstance(data, dict):
         raise UnreadableModel(f"{cfg}: expected a JSON object", "re-download the model or fix config.json")
@@ -220,7 +220,7 @@ def facts_from_folder(folder: Path, index: WeightIndex | None = None) -> ModelFa
         vocab_size=_first(cfg, "vocab_size", "padded_vocab_size"),
         dtype=str(dtype) if dtype else None,
         license=_license(folder),
-        trust_remote_code=bool(cfg.get("auto_map")),
+        needs_remote_code=bool(cfg.get("auto_map")),
         chat_template=_has_chat_template(folder),
         size_bytes=folder_size(folder),
         origin="files",

@@ -145,7 +145,7 @@ def remote_model(ref: ModelRef, timeout: float = DEFAULT_TIMEOUT) -> RemoteModel
         architecture=cfg.get("model_type"), architectures=list(cfg.get("architectures") or []),
         parameters=getattr(st, "total", None) if st else None, license=lic,
         gated=bool(info.gated) if info.gated is not None else None,
-        trust_remote_code=bool(cfg.get("auto_map")) if cfg else None,
+        needs_remote_code=bool(cfg.get("auto_map")) if cfg else None,
         chat_template=bool((cfg.get("tokenizer_config") or {}).get("chat_template")) if cfg else None,
         size_bytes=total, size_estimated=False, origin="hub",
     )

@@ -26,10 +26,17 @@ DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16
                "F8_E4M3": 1, "F8_E5M2": 1, "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 
 
+NAME_RULE = "letters, digits and . _ + - (at most 100 characters, starting with a letter or digit)"
+
+
 def check_name(name: str) -> str:
+    """The one candidate-name rule, applied wherever a name enters (registry add, scan, import, the zoo, the
+    registry file on load, folders given as candidates): printable ASCII without separators, quotes, spaces or
+    line breaks, so a name can appear in a path, a shell line or a YAML value without meaning anything there."""
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise DamocError(f"invalid candidate name {name!r}",
-                         "use letters, digits and . _ + - (at most 100 characters, starting with a letter or digit)")
+        shown = repr(name) if isinstance(name, str) and len(name) <= 120 else \
+            (repr(name[:120]) + "...") if isinstance(name, str) else f"of type {type(name).__name__}"
+        raise DamocError(f"invalid candidate name {shown}", f"use {NAME_RULE}")
     return name
 
 
@@ -51,8 +58,16 @@ class ModelRef:
         if not text:
             raise DamocError(f"empty {role} reference", "give a folder or a hub id like Qwen/Qwen2.5-0.5B-Instruct")
         looks_like_path = text.startswith(("/", "./", "../", "~")) or text in (".", "..")
-        p = Path(text).expanduser()
-        if looks_like_path or (p.exists() and not HUB_ID_RE.match(text)) or p.is_dir():
+        try:
+            p = Path(text).expanduser()
+            is_file, exists, is_dir = p.is_file(), p.exists(), p.is_dir()
+        except (OSError, ValueError) as e:       # a NUL byte, a name too long for the file system
+            raise DamocError(f"{role} {text[:200]!r} is not a usable path ({e})",
+                             "give a model folder that holds config.json, or a hub id") from None
+        if is_file:
+            raise DamocError(f"{role} {text!r} is a file, not a model folder",
+                             f"give the folder that holds it: {p.resolve().parent}")
+        if looks_like_path or (exists and not HUB_ID_RE.match(text)) or is_dir:
             return cls(str(p.resolve()), None)
         if HUB_ID_RE.match(text):
             return cls(text, revision or None)
@@ -90,11 +105,18 @@ class ModelFacts:
     dtype: str | None = None
     license: str | None = None
     gated: bool | None = None
-    trust_remote_code: bool | None = None
+    # config.json declares its own model code (`auto_map`): a fact, shown; running that code needs the user's
+    # explicit opt-in for the candidate (`Candidate.trust_remote_code`), never this
+    needs_remote_code: bool | None = None
     chat_template: bool | None = None
     size_bytes: int | None = None            # on disk when local, expected download otherwise
     size_estimated: bool = False             # True when size_bytes = parameters x dtype bytes
     origin: str = "catalog"
+
+    @property
+    def trust_remote_code(self) -> bool | None:
+        """The fact's former name (read-only): it never meant that the code is trusted."""
+        return self.needs_remote_code
 
     def merged_over(self, older: "ModelFacts | None") -> "ModelFacts":
         """These facts, with gaps filled from `older` (files beat the hub, the hub beats the catalog)."""
@@ -125,8 +147,24 @@ class ModelFacts:
     def from_dict(cls, d: dict[str, Any] | None) -> "ModelFacts | None":
         if not d:
             return None
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} | {"trust_remote_code"}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _accept_former_name(cls: type[ModelFacts]) -> None:
+    """`ModelFacts(trust_remote_code=...)` (the catalog's TOML key, registry files and callers from before the
+    fact was renamed) sets `needs_remote_code`."""
+    init = cls.__init__
+
+    def __init__(self: ModelFacts, *args: Any, trust_remote_code: bool | None = None, **kw: Any) -> None:
+        init(self, *args, **kw)
+        if trust_remote_code is not None and self.needs_remote_code is None:
+            self.needs_remote_code = bool(trust_remote_code)
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+
+
+_accept_former_name(ModelFacts)
 
 
 @dataclass
@@ -172,6 +210,12 @@ class Candidate:
     base_facts: ModelFacts | None = None
     added_at: float | None = None
     capability: Capability | None = None
+    # the user's explicit opt-in (`registry add --trust-remote-code`): run this candidate's own model code
+    trust_remote_code: bool = False
+
+    @property
+    def needs_remote_code(self) -> bool:
+        return bool(self.chat_facts.needs_remote_code or (self.base_facts and self.base_facts.needs_remote_code))
 
     # -- convenience -------------------------------------------------------------------------------
     @property
@@ -202,6 +246,7 @@ class Candidate:
             "family": self.family, "source": self.source, "notes": self.notes, "no_base_reason": self.no_base_reason,
             "paper": self.paper, "chat_facts": self.chat_facts.to_dict(),
             "base_facts": self.base_facts.to_dict() if self.base_facts else None, "added_at": self.added_at,
+            "trust_remote_code": self.trust_remote_code,
         }
 
     @classmethod
@@ -213,6 +258,7 @@ class Candidate:
             no_base_reason=str(d.get("no_base_reason") or ""), paper=bool(d.get("paper")),
             chat_facts=ModelFacts.from_dict(d.get("chat_facts")) or ModelFacts(),
             base_facts=ModelFacts.from_dict(d.get("base_facts")), added_at=d.get("added_at"),
+            trust_remote_code=d.get("trust_remote_code") is True,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -245,7 +291,8 @@ class Candidate:
             "dtype": f.dtype,
             "license": f.license,
             "gated": f.gated,
-            "trust_remote_code": f.trust_remote_code,
+            "needs_remote_code": self.needs_remote_code,
+            "trust_remote_code": self.trust_remote_code,
             "chat_template": f.chat_template,
             "size_bytes": (f.size_bytes or 0) + ((self.base_facts.size_bytes or 0) if self.base_facts else 0) or None,
             "facts_from": f.origin,
@@ -265,9 +312,10 @@ class ResolvedCandidate:
     layers: int | None
     merge_supported: bool
     merge_reason: str
-    trust_remote_code: bool
+    trust_remote_code: bool                  # the user opted in (never implied by needs_remote_code)
     parameters: int | None = None
     revision: str | None = None
+    needs_remote_code: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -409,8 +409,11 @@ def _one(c: Candidate, cfg: PreflightConfig, w: int, device: str) -> CandidatePr
             stages += [StagePlan("calibrate", "skip", reason), StagePlan("prune", "skip", reason)]
     for st in ("finetune", "evaluate"):
         stages.append(StagePlan(st, "blocked" if blocked else "run", blocked))
-    if c.chat_facts.trust_remote_code:
-        notes.append("runs model code from its repository (trust_remote_code)")
+    if c.needs_remote_code:
+        notes.append("needs remote code (auto_map in config.json): trusted for this candidate by your opt-in"
+                     if c.trust_remote_code else
+                     "needs remote code (auto_map in config.json), not trusted: damoc loads it with the library's "
+                     "own classes; opt in with `damoc registry add ... --trust-remote-code --replace`")
     if c.chat_facts.gated:
         notes.append("gated on the hub: accept the licence on the model page and log in before pulling")
     if c.notes:

@@ -70,13 +70,14 @@ def resolve_candidate(settings: Settings, name: str) -> ResolvedCandidate:
         base_path=cap.base_path if cap.merge_supported else None,
         architecture=c.chat_facts.architecture, layers=c.chat_facts.layers,
         merge_supported=cap.merge_supported, merge_reason="" if cap.merge_supported else reason,
-        trust_remote_code=bool(c.chat_facts.trust_remote_code), parameters=c.chat_facts.parameters,
-        revision=c.chat.revision,
+        trust_remote_code=c.trust_remote_code, parameters=c.chat_facts.parameters,
+        revision=c.chat.revision, needs_remote_code=c.needs_remote_code,
     )
 
 
 def new_candidate(chat: str, base: str | None = None, *, name: str | None = None, family: str | None = None,
-                  chat_revision: str | None = None, base_revision: str | None = None, notes: str = "") -> Candidate:
+                  chat_revision: str | None = None, base_revision: str | None = None, notes: str = "",
+                  trust_remote_code: bool = False) -> Candidate:
     """A validated user entry from a Chat (and Base) given as folders or hub ids, as `damoc registry add` builds it:
     local models are read now (config.json, safetensors headers; a Chat and Base of different families are
     refused), hub ids are taken as they are (nothing is downloaded). Not yet stored: `RegistryStore.add` it."""
@@ -90,18 +91,24 @@ def new_candidate(chat: str, base: str | None = None, *, name: str | None = None
                              "point at the folder that holds config.json and the *.safetensors files")
         return local_facts(path) if path else None
 
+    if name is not None:          # given, even empty: checked, never silently replaced by a derived one
+        check_name(name)
     cref = ModelRef.parse(chat, chat_revision, role="Chat")
     bref = ModelRef.parse(base, base_revision, role="Base") if base else None
+    if bref is not None and (bref.id, bref.revision) == (cref.id, cref.revision):
+        raise DamocError(f"Chat and Base are the same model ({cref}): the task vector (Chat - Base) would be zero, "
+                         "so sparse merging would add nothing", "give the Base the Chat was fine-tuned from, or "
+                         "omit --base")
     cf = facts(cref, "Chat")
     bf = facts(bref, "Base") if bref else None
     if cf and bf and cf.architecture != bf.architecture:
         raise DamocError(f"Chat and Base are of different families: Chat {cref.id} is {cf.architecture}, "
                          f"Base {bref.id} is {bf.architecture}",   # type: ignore[union-attr]
                          "give the Base the Chat was fine-tuned from, or omit the Base")
-    return Candidate(name=check_name(name or default_name(cref)), chat=cref, base=bref,
+    return Candidate(name=check_name(name if name is not None else default_name(cref)), chat=cref, base=bref,
                      family=family or (cf.architecture if cf else "") or "", source="user", notes=notes,
                      no_base_reason="" if bref else "none given", chat_facts=cf or ModelFacts(origin="none"),
-                     base_facts=bf)
+                     base_facts=bf, trust_remote_code=bool(trust_remote_code))
 
 
 def default_name(ref: ModelRef) -> str:

@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from damoc.errors import DamocError, UnknownNameError
 from damoc.fsutil import atomic_write_text, file_hash
 from damoc.registry.models import Candidate, ModelFacts, check_name
+from damoc.registry.storage import StorageError, storage_error
 from damoc.settings import Settings
 
 SCHEMA_VERSION = 1
@@ -85,7 +86,18 @@ def _storage_class() -> type:
             return _parse(self.path)
 
         def write(self, data: dict[str, Any]) -> None:
-            atomic_write_text(self.path, json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+            # validated before writing: what we write must be what _parse accepts on the next read
+            for doc_id, doc in (data.get("candidates") or {}).items():
+                why = candidate_problem(doc)
+                if why:
+                    raise DamocError(f"refusing to write registry entry {doc_id}: {why}",
+                                     "nothing was written; this is a bug in the caller, please report it")
+            text = json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+            try:
+                atomic_write_text(self.path, text)
+            except OSError as e:
+                raise storage_error(e, self.path, what="write the registry",
+                                    needed=len(text.encode("utf-8"))) from None
 
         def close(self) -> None:
             pass
@@ -93,34 +105,132 @@ def _storage_class() -> type:
     return AtomicJSONStorage
 
 
+# The types of the stored fields: a document that breaks them is reported with its entry and field, on load, and
+# never reaches the code that reads it (a `"chat": 5` used to crash every command).
+_FACT_TYPES: dict[str, tuple[type, ...]] = {
+    "architecture": (str,), "architectures": (list,), "parameters": (int,), "layers": (int,), "hidden_size": (int,),
+    "intermediate_size": (int,), "attention_heads": (int,), "kv_heads": (int,), "vocab_size": (int,),
+    "dtype": (str,), "license": (str,), "gated": (bool,), "needs_remote_code": (bool,), "trust_remote_code": (bool,),
+    "chat_template": (bool,), "size_bytes": (int,), "size_estimated": (bool,), "origin": (str,)}
+_TEXT_FIELDS = ("family", "notes", "no_base_reason")
+SOURCES = ("user", "scan", "zoo", "catalog")
+
+
+def _ref_problem(value: Any, field: str, *, optional: bool) -> str:
+    if value is None and optional:
+        return ""
+    if isinstance(value, str):
+        return "" if value.strip() else f"{field} is empty"
+    if not isinstance(value, dict):
+        return f"{field} is {type(value).__name__}, expected an object with an id"
+    if not isinstance(value.get("id"), str) or not value["id"].strip():
+        return f"{field}.id is missing or not a string"
+    if value.get("revision") is not None and not isinstance(value["revision"], str):
+        return f"{field}.revision is not a string"
+    return ""
+
+
+def _facts_problem(value: Any, field: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, dict):
+        return f"{field} is {type(value).__name__}, expected an object"
+    for key, types in _FACT_TYPES.items():
+        v = value.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, types) or (types == (int,) and isinstance(v, bool)):
+            return f"{field}.{key} is {type(v).__name__} ({str(v)[:40]!r}), expected {types[0].__name__}"
+    return ""
+
+
+def candidate_problem(doc: dict[str, Any]) -> str:
+    """What is wrong with one stored candidate document ("" when nothing is): the field and why."""
+    from damoc.registry.models import NAME_RE
+
+    name = doc.get("name")
+    if not isinstance(name, str):
+        return "lacks a name" if name is None else f"name is {type(name).__name__}, expected a string"
+    if not NAME_RE.match(name):
+        return f"name {name[:60]!r} breaks the name rule"
+    if "chat" not in doc:
+        return "lacks a chat"
+    why = _ref_problem(doc.get("chat"), "chat", optional=False) or _ref_problem(doc.get("base"), "base", optional=True)
+    why = why or _facts_problem(doc.get("chat_facts"), "chat_facts") or _facts_problem(doc.get("base_facts"),
+                                                                                       "base_facts")
+    if why:
+        return why
+    for f in _TEXT_FIELDS:
+        if doc.get(f) is not None and not isinstance(doc[f], str):
+            return f"{f} is {type(doc[f]).__name__}, expected a string"
+    if doc.get("source") is not None and doc["source"] not in SOURCES:
+        return f"source {str(doc['source'])[:40]!r} is not one of {', '.join(SOURCES)}"
+    if doc.get("added_at") is not None and (not isinstance(doc["added_at"], (int, float))
+                                            or isinstance(doc["added_at"], bool)):
+        return "added_at is not a number"
+    for f in ("paper", "trust_remote_code"):
+        if doc.get(f) is not None and not isinstance(doc[f], bool):
+            return f"{f} is {type(doc[f]).__name__}, expected true or false"
+    return ""
+
+
+def _check(path: Path, data: dict[str, Any]) -> None:
+    for table, docs in data.items():
+        if not isinstance(docs, dict) or not all(isinstance(d, dict) for d in docs.values()):
+            _corrupt(path, f"table {table!r} is not an object of documents")
+    for doc_id, doc in (data.get("meta") or {}).items():
+        v = doc.get("schema_version")
+        if "schema_version" in doc and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            _corrupt(path, f"meta document {doc_id}: schema_version {str(v)[:40]!r} is not a whole number")
+    for doc_id, doc in (data.get("candidates") or {}).items():
+        why = candidate_problem(doc)
+        if why:
+            shown = doc.get("name") if isinstance(doc.get("name"), str) and len(doc["name"]) < 80 else None
+            _corrupt(path, f"candidate document {doc_id}" + (f" ({shown!r})" if shown else "") + f" {why}")
+    for doc_id, doc in (data.get("hubfacts") or {}).items():
+        why = "" if isinstance(doc.get("id"), str) else "has no id string"
+        why = why or _facts_problem(doc.get("facts"), "facts")
+        if why:
+            _corrupt(path, f"hubfacts document {doc_id} {why}")
+    for doc_id, doc in (data.get("hidden") or {}).items():
+        if not isinstance(doc.get("name"), str):
+            _corrupt(path, f"hidden document {doc_id} has no name string")
+
+
 def _parse(path: Path) -> dict[str, Any] | None:
-    """The raw TinyDB dict, None for a missing/empty file; corrupt files are copied aside and reported."""
+    """The raw TinyDB dict, None for a missing file; a file that is not a well-formed registry (unparsable, empty,
+    a wrong-schema document) is copied aside and reported, and never written over."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
+    except IsADirectoryError:
+        raise RegistryCorrupt(f"registry path {path} is a directory, not a file",
+                              "move the directory away (damoc locate shows the registry path)") from None
+    except OSError as e:
+        raise storage_error(e, path, what="read the registry") from None
     if not raw.strip():
-        return None
+        # damoc never writes an empty registry (every write is whole and atomic): something else emptied it
+        _corrupt(path, "the file is empty" if not raw else "the file holds only whitespace")
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        _corrupt(path, f"not valid JSON: {e}")
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        _corrupt(path, f"not valid JSON: {e}" if not isinstance(e, RecursionError) else "nested too deeply")
     if not isinstance(data, dict):
         _corrupt(path, "top level is not a JSON object")
-    for table, docs in data.items():
-        if not isinstance(docs, dict) or not all(isinstance(d, dict) for d in docs.values()):
-            _corrupt(path, f"table {table!r} is not an object of documents")
-    for doc_id, doc in (data.get("candidates") or {}).items():
-        if not isinstance(doc.get("name"), str) or "chat" not in doc:
-            _corrupt(path, f"candidate document {doc_id} lacks a name or chat")
+    _check(path, data)
     return data
 
 
-def _corrupt(path: Path, reason: str) -> None:
+def _corrupt(path: Path, reason: str) -> NoReturn:
     backup = path.with_name(f"{path.name}.corrupt-{file_hash(path, 8)}")
-    if not backup.exists():
-        shutil.copy2(path, backup)
-    raise RegistryCorrupt(f"registry file {path} is corrupt ({reason}); a copy is saved as {backup.name}",
+    try:
+        if not backup.exists():
+            shutil.copy2(path, backup)
+        kept = f"a copy is saved as {backup.name}"
+    except OSError as e:     # a read-only or full disk: say so, and still never touch the file
+        kept = f"no copy could be saved ({e.strerror or e}); the file is left as it is"
+    raise RegistryCorrupt(f"registry file {path} is corrupt ({reason}); {kept}",
                           "fix the file by hand, or start a fresh registry with `damoc registry reset` "
                           "(the copy keeps your entries; the built-in catalog is unaffected)")
 
@@ -162,25 +272,39 @@ class RegistryStore:
                 data = _parse(self.path)
                 v = _version(data)
                 if v < SCHEMA_VERSION and data is not None:
-                    shutil.copy2(self.path, self.path.with_name(f"{self.path.name}.v{v}.bak"))
+                    try:
+                        shutil.copy2(self.path, self.path.with_name(f"{self.path.name}.v{v}.bak"))
+                    except OSError as e:
+                        raise storage_error(e, self.path.parent, what="back up the registry before migrating it in",
+                                            needed=self.path.stat().st_size) from None
                     while v < SCHEMA_VERSION:
-                        data = MIGRATIONS[v](data)
+                        try:
+                            data = MIGRATIONS[v](data)
+                        except (KeyError, TypeError, ValueError, AttributeError) as e:
+                            _corrupt(self.path, f"a schema-v{v} entry cannot be migrated ({type(e).__name__}: {e})")
                         v += 1
                     data["meta"] = {"1": {"schema_version": SCHEMA_VERSION}}
+                    _check(self.path, data)
                     _storage_class()(str(self.path)).write(data)
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
         from filelock import FileLock, Timeout
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with FileLock(str(self.lock_path), timeout=self.lock_timeout):
-                yield
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(self.lock_path), timeout=self.lock_timeout)
+            lock.acquire()
         except Timeout:
             raise RegistryBusy(f"the registry is locked by another damoc process (waited {self.lock_timeout:.0f} s "
                                f"for {self.lock_path})", "wait for it to finish; if no damoc is running, delete "
                                "the lock file") from None
+        except OSError as e:
+            raise storage_error(e, self.lock_path, what="lock the registry at") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     @contextmanager
     def _db(self, write: bool = False) -> Iterator[Any]:

@@ -39,7 +39,7 @@ def candidate_row(c: Candidate, selected: bool) -> dict[str, Any]:
     else:
         need = s.get("download_bytes")
         where = f"{loc} {human_bytes(need, approx=bool(cap and cap.download_estimated))}" if need else loc
-    flags = ("G" if s.get("gated") else "") + ("R" if s.get("trust_remote_code") else "") + (
+    flags = ("G" if s.get("gated") else "") + ("R" if s.get("needs_remote_code") else "") + (
         "P" if s.get("paper") else "")
     return {"key": c.name, "sel": Text("●", style="bold") if selected else "", "name": c.name,
             "merge": Text(label, style=style), "wpre": wpre, "where": _tight(where),
@@ -91,7 +91,10 @@ def detail_text(c: Candidate) -> str:
         lines.append(f"[red]{escape(s.get('merge_reason') or 'not assessed')}[/]")
     if cap is not None and cap.detail:
         lines.append("[dim]" + escape(", ".join(f"{k}: {v}" for k, v in cap.detail.items())[:300]) + "[/]")
-    flags = [f"gated: {_yn(s.get('gated'))}", f"remote code: {_yn(s.get('trust_remote_code'))}",
+    # "remote code: yes" is the fact (auto_map in config.json); trust is the user's opt-in, shown when given
+    remote = _yn(s.get("needs_remote_code")) + (" (trusted: you opted in)" if s.get("needs_remote_code")
+                                                 and s.get("trust_remote_code") else "")
+    flags = [f"gated: {_yn(s.get('gated'))}", f"remote code: {remote}",
              f"chat template: {_yn(s.get('chat_template'))}"]
     if s.get("local"):
         flags.append(f"on disk {human_bytes(s.get('size_bytes'))}")

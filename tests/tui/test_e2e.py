@@ -126,10 +126,14 @@ async def test_wizard_launch_watch_cancel_resume_reopen(make_app, settings, zoo_
         await wait_for(pilot, lambda: screen.state.status == "cancelled", timeout=10, what="cancelled status")
         assert api.open_run(settings, run_id).status() == "cancelled"
 
-        # resume from the live view; the same screen keeps following the same events file
+        # resume from the live view; the same screen keeps following the same events file. Wait on the events
+        # themselves (the resumed driver's run_started, then its liveness), not on a clock: under load (4 busy
+        # processes on 2 cores) a driver's interpreter start-up alone took longer than the 30 s this used to allow.
         await pilot.press("r")
-        await wait_for(pilot, lambda: screen.alive, timeout=30, what="resumed")
-        assert screen.state.resumes >= 1
+        await wait_for(pilot, lambda: screen.state.resumes >= 1, timeout=300, what="resumed (run_started of the "
+                       "resumed driver)", explain=lambda: _run_log(screen))
+        await wait_for(pilot, lambda: screen.alive or screen.state.status != "running", timeout=60,
+                       what="resumed driver seen alive", explain=lambda: _run_log(screen))
         # quit the app while the run goes on: the run is a separate process and keeps going
         await app.action_quit()
     rd = api.open_run(settings, run_id)
