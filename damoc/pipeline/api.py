@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -110,7 +111,7 @@ def _signals_deferred() -> Iterator[None]:
             signal.raise_signal(sig)
 
 
-def _spawn_driver(settings: Settings, rd: RunDir, *, resume: bool, wait: float = 0.0) -> subprocess.Popen:
+def _spawn_driver(settings: Settings, rd: RunDir, *, resume: bool, wait: float = 5.0) -> subprocess.Popen:
     """Take the run's driver lock (RunBusy when another process holds it) and start the driver holding it: the
     descriptor is inherited, so the lock passes to the driver without a moment in which it is free, and our copy
     is closed once the driver runs."""
@@ -127,27 +128,52 @@ def _spawn_driver(settings: Settings, rd: RunDir, *, resume: bool, wait: float =
             # harmless)
             proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                                     start_new_session=True, cwd=str(rd.path), pass_fds=(lock.fd,))
-        lock.write_pid(proc.pid)
-        rd.set_driver_pid(proc.pid)
+        try:
+            lock.write_pid(proc.pid)
+            rd.set_driver_pid(proc.pid)
+        except BaseException:
+            # not recorded (a full disk): a driver nobody can see or cancel must not run on
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
     finally:
         lock.release()
     return proc
 
 
-def _take_driver_lock(rd: RunDir, *, wait: float = 0.0, poll: float = 0.05) -> DriverLock:
-    """The run's driver lock, or RunBusy naming the process that holds it. `wait` covers the second or so in which
-    the workers of a driver that was just killed notice it and stop (they hold the lock too)."""
+def _take_driver_lock(rd: RunDir, *, wait: float = 5.0, poll: float = 0.05) -> DriverLock:
+    """The run's driver lock, or RunBusy naming the process that holds it. A live holder (a driver, or another
+    starter about to spawn one) is refused at once; a dead one means that the workers of a driver that was just
+    killed still hold the lock for the second or so until they notice: that is waited for, up to `wait` s."""
     lock = rd.lock()
     deadline = time.monotonic() + wait
     while not lock.acquire():
-        if time.monotonic() >= deadline:
-            pid = rd.meta.get("pid") or lock.holder()
-            raise RunBusy(f"run {rd.run_id} is already being driven by pid {pid}" if rd.is_alive() else
-                          f"run {rd.run_id} is still held by the workers of its last driver (pid {lock.holder()})",
-                          f"follow it with: damoc attach {rd.run_id}" if rd.is_alive() else
+        holder = lock.holder()
+        if _pid_alive(holder) or time.monotonic() >= deadline:
+            alive = _pid_alive(holder)
+            raise RunBusy(f"run {rd.run_id} is already being driven by pid {holder}" if alive else
+                          f"run {rd.run_id} is still held by the workers of its last driver (pid {holder})",
+                          f"follow it with: damoc attach {rd.run_id}" if alive else
                           "wait a few seconds for them to stop, then resume again")
         time.sleep(poll)
     return lock
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) holds nothing
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _run_disk_estimate(plan: Plan) -> int | None:
@@ -206,7 +232,7 @@ def resume_run(settings: Settings, run_id: str, *, detach: bool = True) -> RunHa
                          "start a new run with damoc run") from None
     with _signals_deferred():
         try:
-            proc = _spawn_driver(settings, rd, resume=True, wait=0.0 if rd.is_alive() else 5.0)
+            proc = _spawn_driver(settings, rd, resume=True)
         except OSError as e:
             if is_storage_error(e):
                 raise storage_error(e, rd.path, what="resume the run in") from None

@@ -158,9 +158,13 @@ class RunDir:
             raise DamocError(f"run {run_id} already exists at {path}", "pick another run id or resume it")
         path.mkdir(parents=True)
         rd = cls(path)
-        atomic_write_json(path / "config.json", config)
-        atomic_write_json(path / "run.json", {"run_id": run_id, "created": time.time(), **(meta or {})})
-        (path / "events.jsonl").touch()
+        try:
+            atomic_write_json(path / "config.json", config)
+            atomic_write_json(path / "run.json", {"run_id": run_id, "created": time.time(), **(meta or {})})
+            (path / "events.jsonl").touch()
+        except BaseException:     # a full disk, a signal: no half-made run is left to list or resume
+            shutil.rmtree(path, ignore_errors=True)
+            raise
         return rd
 
     @classmethod
