@@ -404,6 +404,9 @@ class RegistryStore:
         seen: set[str] = set()
         for c in cands:
             check_name(c.name)
+            why = candidate_problem(c.to_record())     # validated before anything is written
+            if why:
+                raise DamocError(f"refusing to write registry entry {c.name!r}: {why}", "nothing was written")
             if _norm(c.name) in seen:
                 raise NameTaken(f"name {c.name!r} given twice", "give every entry its own name")
             seen.add(_norm(c.name))
