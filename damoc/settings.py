@@ -209,25 +209,33 @@ def _check(s: Settings, key: str, value: Any, source: str) -> None:
 
 
 def theme_names(s: Settings) -> set[str] | None:
-    """The theme names the app would find (damoc_tui.themes reads the same folders: the packaged `themes/`, then
-    `<home>/themes`), from file names and their `name` field, without importing the app; None when the app is not
-    installed (then there is nothing to check against)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("damoc_tui")
-    if spec is None or not spec.submodule_search_locations:
+    """The theme names the app would find: the themes damoc ships, then `<home>/themes` (the folders the app's
+    theme loader reads), by file name and `name` field, read here without importing the app. None when no shipped
+    theme is found (nothing to check against)."""
+    shipped = _shipped_theme_files()
+    if not shipped:
         return None
-    pkg = Path(next(iter(spec.submodule_search_locations)))
-    folders = [d for d in (pkg / "_data" / "themes", pkg.parent / "themes") if d.is_dir()][:1] + [s.themes_dir]
+    user = [f for f in s.themes_dir.iterdir() if f.is_file()] if s.themes_dir.is_dir() else []
     names: set[str] = set()
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        for f in folder.iterdir():
-            if f.suffix in (".toml", ".yaml", ".yml") and f.is_file():
-                names.add(f.stem)
-                names.add(_theme_name(f) or f.stem)
-    return names or None
+    for f in shipped + user:
+        if f.suffix in (".toml", ".yaml", ".yml"):
+            names |= {f.stem, _theme_name(f) or f.stem}
+    return names
+
+
+def _shipped_theme_files() -> list[Path]:
+    """The theme files in this installation: the checkout's top-level `themes/` (editable install), else the
+    files the installed distribution lists under `_data/themes` (pyproject force-includes them there)."""
+    checkout = Path(__file__).resolve().parents[1] / "themes"
+    if checkout.is_dir():
+        return [f for f in checkout.iterdir() if f.is_file()]
+    import importlib.metadata
+
+    try:
+        files = importlib.metadata.files(APP_NAME) or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    return [Path(str(f.locate())) for f in files if f.parent.name == "themes" and f.parent.parent.name == "_data"]
 
 
 def _builtin_themes() -> set[str]:
