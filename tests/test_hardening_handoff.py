@@ -7,7 +7,6 @@ it must pass exactly the intended arguments and create nothing else; the YAML mu
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -274,4 +273,3 @@ def test_preflight_and_plan_show_the_fact(settings, tmp_path):
     plan = api.plan_run(settings, cfg, with_preflight=False)
     assert plan.candidates[0].needs_remote_code and not plan.candidates[0].trust_remote_code
     assert any("needs remote code" in line for line in plan_lines(plan, cfg))
-    assert os.environ.get("DAMOC_HOME")

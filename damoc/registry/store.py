@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 from damoc.errors import DamocError, UnknownNameError
 from damoc.fsutil import atomic_write_text, file_hash
 from damoc.registry.models import Candidate, ModelFacts, check_name
-from damoc.registry.storage import StorageError, storage_error
+from damoc.registry.storage import storage_error
 from damoc.settings import Settings
 
 SCHEMA_VERSION = 1
