@@ -308,3 +308,9 @@ def test_csv_reader_leaves_the_field_limit_raised_only(tmp_path):
         assert csv.field_size_limit() == 10 * readers.CSV_MAX_FIELD       # never lowered for other readers
     finally:
         csv.field_size_limit(readers.CSV_MAX_FIELD)
+
+
+@pytest.mark.parametrize("ref", ["a\x00b.jsonl", "x" * 5000 + ".jsonl", "/proc/self/mem/x.jsonl", "/dev/null"])
+def test_unusable_paths_are_data_errors(ref):
+    with pytest.raises(DataError):
+        load_samples(ref)

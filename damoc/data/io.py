@@ -55,6 +55,13 @@ class Source:
 def resolve_source(ref: str | Path) -> Source:
     """The data a `--dataset` value names; a DataError when there is none (the same check wherever a dataset
     path is accepted)."""
+    try:
+        return _resolve(ref)
+    except (OSError, ValueError) as e:         # a NUL byte, a name too long for the file system, a dead mount
+        raise DataError(f"not a usable path: {e}", "check the path", path=repr(str(ref))[1:-1]) from None
+
+
+def _resolve(ref: str | Path) -> Source:
     path, name = llamafactory.split_ref(ref)
     if name is not None:
         if not path.is_file():
@@ -99,12 +106,7 @@ def file_type_of(path: Path) -> str:
     if suffix in ("csv", "tsv", "parquet"):
         return suffix
     # unknown extension: sniff the first non-blank bytes
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except OSError as e:
-        raise DataError(f"cannot read: {e.strerror or e}", path=str(path)) from None
-    if magic == b"PAR1":
+    if readers.read_head(path, 4) == b"PAR1":
         return "parquet"
     if head.startswith("["):
         return "json"

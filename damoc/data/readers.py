@@ -110,13 +110,17 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"cannot read: {e.strerror or e}", "check the file's permissions", path=str(path)) from None
 
 
-def head_text(path: Path, size: int = 65536) -> str:
-    """The start of a file decoded for sniffing only (undecodable bytes replaced)."""
+def read_head(path: Path, size: int) -> bytes:
     try:
         with open(path, "rb") as f:
-            head = f.read(size)
+            return f.read(size)
     except OSError as e:
         raise DataError(f"cannot read: {e.strerror or e}", "check the file's permissions", path=str(path)) from None
+
+
+def head_text(path: Path, size: int = 65536) -> str:
+    """The start of a file decoded for sniffing only (undecodable bytes replaced)."""
+    head = read_head(path, size)
     enc = encoding_of(head[:4])
     return head.decode(enc or "utf-8", errors="replace").lstrip("\ufeff")
 
@@ -220,8 +224,7 @@ def _deep_message() -> str:
 
 def iter_jsonl(path: Path, max_line: int) -> Iterator[Raw]:
     """JSON Lines, streamed line by line (UTF-8; a UTF-16/32 file with a BOM is decoded whole first)."""
-    with open(path, "rb") as f:
-        enc = encoding_of(f.read(4))
+    enc = encoding_of(read_head(path, 4))
     if enc is not None and enc != "utf-8-sig":
         yield from _jsonl_lines(path, enumerate(io.StringIO(read_text(path)), 1))
         return
