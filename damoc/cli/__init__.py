@@ -53,8 +53,11 @@ def cli(ctx: click.Context, home: str | None) -> None:
 
     Run `damoc demo` for the offline demo, `damoc tui` (or plain `damoc`) for the terminal app.
     """
+    from damoc.settings import Settings
+
     ctx.ensure_object(dict)
     ctx.obj["home"] = home
+    Settings.load(home=home)   # a bad DAMOC_* value or settings.toml key stops every command, named (ConfigError)
     if ctx.invoked_subcommand is None:
         ctx.invoke(cli.get_command(ctx, "tui"))  # type: ignore[union-attr]
 

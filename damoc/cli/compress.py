@@ -6,6 +6,7 @@ from typing import Any
 import click
 
 from damoc.cli.common import echo_json, out_console, settings
+from damoc.compress.config import CompressParams
 from damoc.errors import ConfigError
 
 
@@ -56,9 +57,9 @@ def _print_stats(st: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.argument("data", type=click.Path(exists=True), required=False)
+@click.argument("data", type=click.Path(), required=False)   # FILE or dataset_info.json:NAME; the loader checks it
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write the compressed JSONL here.")
-@click.option("--rate", type=float, default=0.5, show_default=True, help="Share of tokens kept.")
+@click.option("--rate", type=float, default=CompressParams().rate, show_default=True, help="Share of tokens kept.")
 @click.option("--field-rate", "field_rates", multiple=True, metavar="FIELD=RATE",
               help="Per-field rate (instruction, question, context, answer); repeatable.")
 @click.option("--compressor", default="damoc", show_default=True,

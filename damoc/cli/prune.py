@@ -9,6 +9,7 @@ import click
 
 from damoc.cli.common import echo_json, err_console, out_console, settings
 from damoc.errors import DamocError
+from damoc.prune.config import DEFAULT_CALIB_SAMPLES, DEFAULT_MAX_FRACTION, DEFAULT_SPARSITY, DEFAULT_THRESHOLD
 from damoc.settings import Settings
 
 
@@ -98,21 +99,21 @@ def _print_scores(result: dict[str, Any], threshold: float) -> None:
 @click.argument("candidate", required=False)
 @click.option("--base", "base", type=click.Path(file_okay=False), default=None,
               help="Base model folder (W_pre) when CANDIDATE is a Chat folder; overrides the registry's Base.")
-@click.option("--threshold", type=float, default=0.85, show_default=True,
+@click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
               help="Prune layers whose input/output cosine exceeds this (0.80-0.95 tested).")
-@click.option("--sparsity", type=float, default=0.2, show_default=True,
+@click.option("--sparsity", type=float, default=DEFAULT_SPARSITY, show_default=True,
               help="Fraction of each task-vector tensor zeroed by magnitude before merging.")
 @click.option("--rule", default=None, help="Merge rule (default: convex; 'drop' = plain dropping). See --rules.")
-@click.option("--max-fraction", type=float, default=0.25, show_default=True,
+@click.option("--max-fraction", type=float, default=DEFAULT_MAX_FRACTION, show_default=True,
               help="At most this fraction of the layers is pruned.")
 @click.option("--keep-first/--no-keep-first", default=True, show_default=True, help="Never prune layer 0.")
 @click.option("--keep-last/--no-keep-last", default=True, show_default=True, help="Never prune the last layer.")
 @click.option("--first-token", is_flag=True, help="Count each text's first token in the similarity.")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="Where to write the pruned model (default: under the data dir's cache).")
-@click.option("--data", "data", type=click.Path(exists=True), default=None,
+@click.option("--data", "data", type=click.Path(), default=None,
               help="Training file for calibration texts (default: texts sampled from the model itself).")
-@click.option("--calib-samples", type=int, default=64, show_default=True, help="Calibration samples from --data.")
+@click.option("--calib-samples", type=int, default=DEFAULT_CALIB_SAMPLES, show_default=True, help="Calibration samples from --data.")
 @click.option("--allow-no-base", is_flag=True, help="Without a usable Base, prune without merging instead of skipping.")
 @click.option("--method", type=click.Choice(["damoc", "laco"]), default="damoc", show_default=True,
               help="damoc = Eq. 3 scores + sparse merge; laco = the LaCo baseline (paper reading).")

@@ -12,9 +12,8 @@ from typing import Any
 from damoc.errors import ConfigError, DamocError
 from damoc.events import Reporter, StageTracker
 from damoc.fsutil import atomic_write_json
-from damoc.prune.config import DEFAULT_SPARSITY, DEFAULT_THRESHOLD
+from damoc.prune.config import DEFAULT_MAX_FRACTION, DEFAULT_SPARSITY, DEFAULT_THRESHOLD
 
-DEFAULT_MAX_FRACTION = 0.25   # the paper prunes 7/28 to 11/48 layers (its Table 6): all <= floor(25%)
 TESTED_THRESHOLDS = (0.80, 0.95)
 BF16_ON_CPU_BYTES = 4 << 30   # checkpoints larger than this are scored in bf16 on CPU (fp32 would need 2x RAM)
 

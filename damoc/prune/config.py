@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 DEFAULT_THRESHOLD = 0.85      # the paper's default (0.85-0.90 work, 0.80 prunes too much: its Appendix D)
 DEFAULT_SPARSITY = 0.2        # Eq. 5: the 20% smallest task-vector entries are zeroed before merging
 DEFAULT_CALIB_SAMPLES = 64
+DEFAULT_MAX_FRACTION = 0.25   # the paper prunes 7/28 to 11/48 layers (its Table 6): all <= floor(25%)
 
 
 class PruneParams(BaseModel):
