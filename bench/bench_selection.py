@@ -1,14 +1,19 @@
-"""Selection benchmark: DaMoC vs ground truth (grid search) vs the zero-shot baseline, full and LoRA.
+"""Selection benchmark: DaMoC's selectors vs ground truth (grid search) vs the zero-shot baseline, full and LoRA.
 
     python bench/bench_selection.py                      # demo zoo: notes-qa + PubMedQA (../shared/data), full + lora
+    python bench/bench_selection.py --tasks notes-qa,laws-qa,profiles --ft full,lora --arms paper,curves,ats
     python bench/bench_selection.py --tasks notes-qa --ft full --out bench/results/selection.json
 
 For each task and fine-tuning method it runs, over the same candidates and the same harness:
-  * DaMoC (the paper's recipe), timed end to end (process start-up, data stages, pruning, training, evaluation),
-  * the ground truth: a full-data fine-tune of every candidate with the same hyper-parameters,
+  * each selector arm (`--arms`), timed end to end (process start-up, data stages, pruning, training, evaluation):
+    `paper` (today's recipe: one proxy on the filtered set, ranked by its score), `curves` (proxies on nested
+    shares of the filtered set, ranked by the damoc curve predictor's forecast), `ats` (AtS's own recipe as a peer:
+    nested random subsets of the unfiltered data, no compression or pruning, the `ats` predictor),
+  * the ground truth: a full-data fine-tune of every candidate with the same hyper-parameters; kept in the data dir
+    keyed by task, recipe and zoo (`<home>/bench/ground-truth/`), so a re-measurement only pays for the arms,
   * the zero-shot baseline (once per task: it does not fine-tune),
-and reports wall-time ratios (end to end and training only), top-1 agreement and Kendall tau against the ground
-truth. The proxy is also re-run with stages switched off (filter only, filter + compression) to show which stage
+and reports wall-time ratios (end to end and training only), top-1 agreement, Kendall tau and the pick's P(best)
+against the ground truth, and the calibration of P(best) over every cell. The proxy is also re-run with stages switched off (filter only, filter + compression) to show which stage
 moves the ranking (by default always; `--ablations on-miss` only when DaMoC misses the winner). Every timed run
 starts cold: the embedding and compression caches an earlier run left are removed first (`--warm` keeps them).
 
@@ -71,6 +76,35 @@ def _config(settings: Any, size: str, train: str, test: str, metric: str, names:
     return load_config(None, overrides, base)
 
 
+# the selector arms: `--set` overrides of the damoc mode
+ARMS: dict[str, list[str]] = {
+    "paper": [],
+    "curves": ["select.sizes=[0.25,0.5,1.0]", "select.predictor=damoc"],
+    # AtS (Lin et al. 2024) as a peer: nested random subsets of the whole training set, as much data as the
+    # filtered set at the largest, no compression or pruning, its own predictor
+    "ats": ["filter.enabled=false", "compress.enabled=false", "prune.enabled=false",
+            "select.sizes=[0.025,0.05,0.1]", "select.predictor=ats"],
+}
+
+
+def _ground_truth(settings: Any, cfg: Any, follow: Any, cold: bool) -> dict[str, Any]:
+    """The ground-truth run of this exact config, reused from the data dir when an earlier run finished."""
+    from damoc.fsutil import atomic_write_json, read_json, stable_hash
+    from damoc.pipeline import api
+
+    key = stable_hash({k: v for k, v in cfg.to_dict().items() if k != "label"})
+    path = settings.home / "bench" / "ground-truth" / f"{key}.json"
+    kept = read_json(path)
+    if kept and (settings.runs_dir / kept["run_id"]).is_dir():
+        if api.open_run(settings, kept["run_id"]).status() == "finished":
+            return {**kept, "reused": True}
+    gt = _run(settings, cfg, follow, cold=cold)
+    if gt["status"] == "finished":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, gt)
+    return gt
+
+
 def _run(settings: Any, cfg: Any, follow: Any, *, cold: bool = True) -> dict[str, Any]:
     from damoc.pipeline import api
 
@@ -89,9 +123,10 @@ def _run(settings: Any, cfg: Any, follow: Any, *, cold: bool = True) -> dict[str
     return {"run_id": h.run_id, "status": status, "seconds": secs, "train_seconds": lb.train_seconds(),
             "train_flops": lb.train_flops(),
             "stage_seconds": stage, "ranking": lb.ranking, "winner": lb.winner,
-            "too_close_to_call": lb.too_close_to_call,
-            "rows": [{"name": r.candidate, "score": r.score, "stderr": r.stderr, "layers": r.layers, "merge": r.merge,
-                      "steps": r.steps, "status": r.status, "reason": r.reason} for r in lb.rows]}
+            "too_close_to_call": lb.too_close_to_call, "p_best": lb.rows[0].p_best if lb.winner else None,
+            "rows": [{"name": r.candidate, "score": r.score, "measured": r.measured, "stderr": r.stderr,
+                      "p_best": r.p_best, "layers": r.layers, "merge": r.merge, "steps": r.steps, "status": r.status,
+                      "reason": r.reason} for r in lb.rows]}
 
 
 def _agreement(settings: Any, a: dict[str, Any], gt: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default="demo", choices=["demo", "test"])
     ap.add_argument("--candidates", default="", help="subset of the zoo (default: all)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra config override (all runs)")
+    ap.add_argument("--arms", default="paper", help=f"selector arms, comma-separated: {', '.join(ARMS)}")
     ap.add_argument("--ablations", choices=["always", "on-miss", "never"], default="always",
                     help="re-run the proxy as filter-only and filter+compress to see which stage moves the ranking")
     ap.add_argument("--warm", action="store_true", help="keep caches between runs (default: every run is cold)")
@@ -133,25 +169,32 @@ def main(argv: list[str] | None = None) -> int:
         zs = _run(settings, mk("zero-shot", "full"), follow, cold=not args.warm)
         entry["zero_shot"] = zs
         for ft in [f for f in args.ft.split(",") if f]:
-            dm = _run(settings, mk("damoc", ft), follow, cold=not args.warm)
-            gt = _run(settings, mk("ground-truth", ft), follow, cold=not args.warm)
-            res: dict[str, Any] = {"damoc": dm, "ground_truth": gt,
-                                   "speedup": gt["seconds"] / dm["seconds"],
-                                   "train_speedup": (gt["train_seconds"] / dm["train_seconds"]
-                                                     if dm["train_seconds"] else None),
-                                   "train_flops_ratio": (gt["train_flops"] / dm["train_flops"]
-                                                         if dm["train_flops"] else None),
-                                   "damoc_vs_gt": _agreement(settings, dm, gt),
-                                   "zero_shot_vs_gt": _agreement(settings, zs, gt)}
-            if args.ablations == "always" or (args.ablations == "on-miss" and not res["damoc_vs_gt"]["top1_agree"]):
+            gt = _ground_truth(settings, mk("ground-truth", ft), follow, cold=not args.warm)
+            res: dict[str, Any] = {"ground_truth": gt, "zero_shot_vs_gt": _agreement(settings, zs, gt), "arms": {}}
+            for arm in [a for a in args.arms.split(",") if a]:
+                dm = _run(settings, mk("damoc", ft, ARMS[arm]), follow, cold=not args.warm)
+                res["arms"][arm] = {"run": dm, "speedup": gt["seconds"] / dm["seconds"],
+                                    "train_speedup": (gt["train_seconds"] / dm["train_seconds"]
+                                                      if dm["train_seconds"] else None),
+                                    "train_flops_ratio": (gt["train_flops"] / dm["train_flops"]
+                                                          if dm["train_flops"] else None),
+                                    "vs_gt": _agreement(settings, dm, gt)}
+                _print_line(task, ft, arm, res["arms"][arm], res["zero_shot_vs_gt"])
+            paper = res["arms"].get("paper")
+            if paper and (args.ablations == "always" or
+                          (args.ablations == "on-miss" and not paper["vs_gt"]["top1_agree"])):
                 abl = {}
                 for name in ("filter-only", "filter+compress"):
                     run = _run(settings, mk("damoc", ft, recipe_overrides(name)), follow, cold=not args.warm)
                     abl[name] = {**_agreement(settings, run, gt), "run_id": run["run_id"], "seconds": run["seconds"]}
+                    print(f"    ablation {name}: winner {abl[name]['winner']}, top-1 "
+                          f"{'yes' if abl[name]['top1_agree'] else 'no'}, tau {_tau(abl[name]['kendall_tau'])}",
+                          file=sys.stderr)
                 res["ablations"] = abl
             entry[ft] = res
-            _print_line(task, ft, res)
         report["tasks"][task] = entry
+    report["calibration"] = _calibration(report)
+    print(f"calibration: {report['calibration']}", file=sys.stderr)
     report["finished"] = time.time()
     text = json.dumps(report, indent=2, default=str)
     if args.out:
@@ -161,19 +204,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _print_line(task: str, ft: str, r: dict[str, Any]) -> None:
-    d, z = r["damoc_vs_gt"], r["zero_shot_vs_gt"]
-    tau = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
-    ts, fr = r["train_speedup"], r.get("train_flops_ratio")
-    print(f"[{task} / {ft}] speed-up {r['speedup']:.1f}x end to end, "
+def _tau(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:+.2f}"
+
+
+def _print_line(task: str, ft: str, arm: str, r: dict[str, Any], z: dict[str, Any]) -> None:
+    d, run = r["vs_gt"], r["run"]
+    ts, fr, pb = r["train_speedup"], r.get("train_flops_ratio"), run.get("p_best")
+    print(f"[{task} / {ft} / {arm}] speed-up {r['speedup']:.1f}x end to end, "
           f"{'n/a' if ts is None else f'{ts:.1f}x'} training "
           f"({'n/a' if not fr else f'{fr:.1f}x'} less training compute); "
-          f"DaMoC top-1 {'yes' if d['top1_agree'] else 'NO'} ({d['winner']} vs {d['ground_truth_winner']}), "
-          f"tau {tau(d['kendall_tau'])}; zero-shot top-1 {'yes' if z['top1_agree'] else 'no'} ({z['winner']}), "
-          f"tau {tau(z['kendall_tau'])}", file=sys.stderr)
-    for k, v in (r.get("ablations") or {}).items():
-        print(f"    ablation {k}: winner {v['winner']}, top-1 {'yes' if v['top1_agree'] else 'no'}, "
-              f"tau {tau(v['kendall_tau'])}", file=sys.stderr)
+          f"top-1 {'yes' if d['top1_agree'] else 'NO'} ({d['winner']} vs {d['ground_truth_winner']}), "
+          f"tau {_tau(d['kendall_tau'])}, P(best) of the pick {'n/a' if pb is None else f'{pb:.2f}'}; "
+          f"zero-shot top-1 {'yes' if z['top1_agree'] else 'no'} ({z['winner']}), tau {_tau(z['kendall_tau'])}",
+          file=sys.stderr)
+
+
+def _calibration(report: dict[str, Any]) -> dict[str, Any]:
+    """Over every (task, method, arm): when the pick's P(best) >= 0.9, how often it is the ground-truth winner."""
+    sure = [a["vs_gt"]["top1_agree"] for t in report["tasks"].values() for ft in ("full", "lora", "both")
+            if ft in t for a in t[ft]["arms"].values() if (a["run"].get("p_best") or 0.0) >= 0.9]
+    return {"picks_at_p_0.9": len(sure), "right": sum(sure), "rate": (sum(sure) / len(sure)) if sure else None}
 
 
 if __name__ == "__main__":
