@@ -164,7 +164,7 @@ def evaluate(model_or_path: Any, samples: Sequence[Any], *, metric: str = "auto"
              backend: str = "auto", reporter: Reporter | None = None, batch_size: int | None = None,
              secondary: Sequence[str] = ("answer_loglik",), settings: Settings | None = None, seed: int = 0,
              stop: list[str] | None = None, chat: bool | None = None,
-             tracker: StageTracker | None = None) -> EvalResult:
+             tracker: StageTracker | None = None, trust_remote_code: bool = False) -> EvalResult:
     """Score a model on `samples`.
 
     `model_or_path`: a model folder, an in-memory model (with `tokenizer`), a `FinetuneResult`, or a ready backend.
@@ -203,8 +203,8 @@ def evaluate(model_or_path: Any, samples: Sequence[Any], *, metric: str = "auto"
     else:
         if isinstance(model_or_path, (str, Path)) and not Path(model_or_path).exists():
             raise ConfigError(f"model folder {model_or_path} does not exist", "check the candidate's path")
-        be = get_backend(model_or_path, name=backend, device=settings.device,
-                         tokenizer=tokenizer)
+        be = get_backend(model_or_path, name=backend, device=settings.device, tokenizer=tokenizer,
+                         trust_remote_code=trust_remote_code)
         owned = True
 
     own_tracker = tracker is None

@@ -127,6 +127,8 @@ class FinetuneConfig:
     """Frame prompts with the chat template: None = when the tokenizer has one."""
     seed: int = 0
     device: str = "auto"
+    trust_remote_code: bool = False
+    """Run the checkpoint's own modelling code (auto_map): only for a candidate the user opted in for."""
     bf16: bool | str = "auto"
     """auto = bf16 autocast on CUDA when supported, fp32 on CPU."""
     deepspeed: str | None = None

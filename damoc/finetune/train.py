@@ -151,8 +151,9 @@ def _finetune(model_path: Any, train_samples: list[Any], config: FinetuneConfig,
     if isinstance(model_path, (str, Path)):
         # a frozen base (LoRA) can sit in bf16; full fine-tuning keeps fp32 master weights and autocasts
         dtype = torch.bfloat16 if (bf16 and method.frozen_base) else torch.float32
-        model = load_causal_lm(model_path, device=device, dtype=dtype, train=True)
-        tokenizer = tokenizer or load_tokenizer(model_path)
+        model = load_causal_lm(model_path, device=device, dtype=dtype, train=True,
+                               trust_remote_code=config.trust_remote_code)
+        tokenizer = tokenizer or load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
     else:
         model = model_path
         if tokenizer is None:

@@ -404,7 +404,7 @@ def leaderboard_of(rd: RunDir, *, run_status: str | None = None) -> Leaderboard:
     for spec in plan.cells if plan is not None else []:
         cell = rd.cell(spec.candidate, spec.stage)
         state = cell.state
-        result = cell.result() if state == "done" else read_json(cell.failure_marker)
+        result = cell.result() if state == "done" else cell.failure()
         cells[spec.key] = {"state": state, "result": result or {}}
         items = read_per_item(cell.path) if state == "done" and kind_of(spec).scored else None
         if items is not None:

@@ -222,15 +222,23 @@ def _resolve_model_ref(settings: Settings, ref: str, cands: list[CandidatePlan],
 
 # -- the plan ------------------------------------------------------------------------------------------
 
+def _data_file(ref: str, flag: str) -> Path:
+    """The file a dataset reference names (a path, or LLaMA-Factory's `dataset_info.json:NAME`)."""
+    from damoc.data import resolve_source
+    from damoc.errors import DataError
+
+    try:
+        return Path(resolve_source(ref).path)
+    except DataError as e:
+        raise ConfigError(f"{flag}: {e.message}", e.hint or f"check the path given to {flag}") from None
+
+
 def make_plan(settings: Settings, config: RunConfig, *, with_preflight: bool = True) -> Plan:
     if not config.dataset.train:
         raise ConfigError("no training dataset given", "pass --dataset FILE (or dataset.train in the config)")
-    train = Path(config.dataset.train).expanduser()
-    if not train.exists():
-        raise ConfigError(f"training dataset {train} not found", "check the path given to --dataset")
-    if config.dataset.test and not Path(config.dataset.test).expanduser().exists():
-        raise ConfigError(f"test dataset {config.dataset.test} not found", "check the path given to --test")
-    if config.dataset.test and _same_file(train, Path(config.dataset.test).expanduser()):
+    train = _data_file(config.dataset.train, "--dataset")
+    test = _data_file(config.dataset.test, "--test") if config.dataset.test else None
+    if test is not None and _same_file(train, test):
         raise ConfigError(f"--test is the training file itself ({train}): the scores would be measured on "
                           "training data", "give a held-out test file, or omit --test (10% of --dataset is then "
                           "held out)")

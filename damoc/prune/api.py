@@ -123,7 +123,8 @@ def _score_dtype(device: str, checkpoint_bytes: int) -> Any:
 
 def compute_scores(chat_path: str | Path, calib_texts: Sequence[str] | None, *, device: str = "auto",
                    first_token: bool = False, batch_size: int = 8, max_length: int = 256,
-                   tracker: StageTracker | None = None, seed: int = 0) -> tuple[list[float], dict[str, Any]]:
+                   tracker: StageTracker | None = None, seed: int = 0,
+                   trust_remote_code: bool = False) -> tuple[list[float], dict[str, Any]]:
     """Load the Chat model, get calibration texts (self-generated when none are given) and score its layers."""
     from damoc.models import load_causal_lm, load_tokenizer, resolve_device
     from damoc.prune.calibration import SELF_N, SELF_TOKENS, self_calibration_texts
@@ -132,8 +133,8 @@ def compute_scores(chat_path: str | Path, calib_texts: Sequence[str] | None, *, 
 
     dev = resolve_device(device)
     dtype = _score_dtype(dev, CheckpointReader(chat_path).total_bytes())
-    model = load_causal_lm(chat_path, device=dev, dtype=dtype)
-    tok = load_tokenizer(chat_path)
+    model = load_causal_lm(chat_path, device=dev, dtype=dtype, trust_remote_code=trust_remote_code)
+    tok = load_tokenizer(chat_path, trust_remote_code=trust_remote_code)
     try:
         if calib_texts:
             texts, calib = list(calib_texts), {"source": "given", "texts": len(calib_texts)}
@@ -214,7 +215,7 @@ def prune_candidate(chat_path: str | Path, base_path: str | Path | None, out_dir
                     max_fraction: float = DEFAULT_MAX_FRACTION, keep_first: bool = True, keep_last: bool = True,
                     first_token: bool = False, base_problem: str | None = None, rescale: str = "none",
                     candidate: str = "", run_id: str = "", batch_size: int = 8, max_length: int = 256,
-                    seed: int = 0) -> PruneResult:
+                    seed: int = 0, trust_remote_code: bool = False) -> PruneResult:
     """Score, choose, drop and (sparse-)merge the layers of one Chat model; write the result to `out_dir`.
 
     No Base (or `base_problem`, a reason from the registry, or an incompatible Base) skips pruning with the reason,
@@ -260,7 +261,8 @@ def prune_candidate(chat_path: str | Path, base_path: str | Path | None, out_dir
         calib: dict[str, Any] = {}
         if scores is None:
             scores, calib = compute_scores(chat_path, calib_texts, device=device, first_token=first_token,
-                                           batch_size=batch_size, max_length=max_length, tracker=tracker, seed=seed)
+                                           batch_size=batch_size, max_length=max_length, tracker=tracker, seed=seed,
+                                           trust_remote_code=trust_remote_code)
         else:
             calib = {"source": "scores given"}
             if len(scores) != n:

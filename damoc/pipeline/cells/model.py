@@ -27,7 +27,8 @@ class PruneCell(CellKind):
         if ctx.device != "auto":
             kw["device"] = ctx.device
         res = prune_candidate(cand.chat_path or "", cand.base_path, ctx.out / "model",
-                              calib_texts=[f"{s.prompt}\n{s.answer}" for s in calib], reporter=ctx.reporter, **kw)
+                              calib_texts=[f"{s.prompt}\n{s.answer}" for s in calib], reporter=ctx.reporter,
+                              trust_remote_code=cand.trust_remote_code, **kw)
         return {"layers_before": res.layers_before, "layers_after": res.layers_after, "pruned": list(res.pruned),
                 "scores": [round(float(x), 4) for x in res.scores], "merge_rule": res.merge_rule,
                 "skip_reason": res.skip_reason or res.note or None, "model_path": res.out_path}

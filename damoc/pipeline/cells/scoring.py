@@ -115,6 +115,7 @@ class FinetuneCell(CellKind):
         train, test = self.train_samples(ctx, p.subset), ctx.samples(Role.DATA, TEST_FILE)
         cfg = p.hp.to_config(method, min_steps=p.min_steps, seed=seed, device=ctx.device, deepspeed=p.deepspeed,
                              bf16="auto" if p.bf16 == "auto" else p.bf16 == "on")
+        cfg.trust_remote_code = ctx.candidate.trust_remote_code     # the user's opt-in, never the folder's say
         t0 = time.perf_counter()
         # no out_dir: the proxy is scored in memory and never written (a 7B proxy would cost minutes and disk)
         ft = finetune(model_path, train, cfg, None, reporter=ctx.reporter, keep_model=True, settings=ctx.settings)
@@ -152,7 +153,8 @@ class EvalCell(CellKind):
         if p.few_shot:
             kw.update(few_shot=p.few_shot, few_shot_pool=ctx.samples(Role.DATA))
         res = evaluate(ctx.candidate.model_path or "", ctx.samples(Role.DATA, TEST_FILE), reporter=ctx.reporter,
-                       settings=ctx.settings, seed=int(ctx.spec.seed or 0), **kw)
+                       settings=ctx.settings, seed=int(ctx.spec.seed or 0),
+                       trust_remote_code=ctx.candidate.trust_remote_code, **kw)
         write_per_item(ctx, res)
         return {"model_path": ctx.candidate.model_path or "", "few_shot": p.few_shot, "train_seconds": 0.0,
                 **eval_summary(res)}
