@@ -118,12 +118,34 @@ def template_for(w: Winner) -> str:
     return "default"
 
 
-def handoff_files(winner: Winner, dataset: str, *, run_id: str = "", score: str = "") -> dict[str, str]:
-    hp = paper_hp(winner.method)
+def _dataset_entry(dataset: str) -> dict[str, Any]:
+    """The LLaMA-Factory dataset_info.json entry of the run's dataset: a `dataset_info.json:NAME` reference keeps
+    its own entry (formatting, columns, tags); a plain file gets one from the shape of its first record."""
+    from damoc.data import resolve_source
+    from damoc.errors import DataError
+
+    try:
+        lf = resolve_source(dataset).entry
+    except DataError:
+        lf = None
+    if lf is not None:
+        spec: dict[str, Any] = {"file_name": str(lf.file.resolve())}
+        if lf.formatting != "alpaca":
+            spec["formatting"] = lf.formatting
+        if lf.ranking:
+            spec["ranking"] = True
+        spec.update({k: v for k, v in (("columns", lf.columns), ("tags", lf.tags)) if v})
+        return {"damoc_" + "".join(c if c.isalnum() else "_" for c in lf.name): spec}
     ds_name = "damoc_" + "".join(c if c.isalnum() else "_" for c in Path(dataset).stem)
     fmt, cols = _columns(_first_record(dataset))
-    entry = {ds_name: {"file_name": str(Path(dataset).resolve()), **({"formatting": fmt} if fmt != "alpaca" else {}),
-                       **cols}}
+    return {ds_name: {"file_name": str(Path(dataset).resolve()), **({"formatting": fmt} if fmt != "alpaca" else {}),
+                      **cols}}
+
+
+def handoff_files(winner: Winner, dataset: str, *, run_id: str = "", score: str = "") -> dict[str, str]:
+    hp = paper_hp(winner.method)
+    entry = _dataset_entry(dataset)
+    ds_name, ds_spec = next(iter(entry.items()))
     template = template_for(winner)
     out_name = _component(winner.name)
     head = (_comment(f"# DaMoC hand-off for run {run_id}: {winner.name} won" + (f" ({score})" if score else "") +
@@ -160,7 +182,7 @@ def handoff_files(winner: Winner, dataset: str, *, run_id: str = "", score: str 
         "swift", "sft",
         "--model", winner.model,
         "--tuner_type", winner.method,
-        "--dataset", str(Path(dataset).resolve()),
+        "--dataset", ds_spec["file_name"],
         "--torch_dtype", "bfloat16",
         "--num_train_epochs", f"{hp.epochs:g}",
         "--per_device_train_batch_size", "1",
@@ -179,10 +201,11 @@ def handoff_files(winner: Winner, dataset: str, *, run_id: str = "", score: str 
         swift += ["--lora_rank", str(hp.lora_r), "--lora_alpha", str(hp.lora_alpha), "--target_modules", "all-linear"]
     if Path(winner.model).is_absolute():
         swift += ["--check_model", "false"]          # a local folder: no hub lookup (offline boxes)
-    if fmt == "alpaca":
+    if ds_spec.get("formatting", "alpaca") == "alpaca":
         # ms-swift reads alpaca columns (instruction/input/output) natively; rename the user's columns onto them
         target = {"prompt": "instruction", "query": "input", "response": "output"}
-        mapping = {col: target[role] for role, col in cols["columns"].items() if col != target[role]}
+        mapping = {col: target[role] for role, col in ds_spec.get("columns", {}).items()
+                   if role in target and col != target[role]}
         if mapping:
             swift += ["--columns", json.dumps(mapping)]
     # one "--flag value" per line, every token shell-quoted
