@@ -108,6 +108,14 @@ class SelectSection(_Section):
     sizes: list[float] = Field(default_factory=lambda: [1.0], min_length=1, description=(
         "fractions of the filtered set the proxies train on, one proxy each (e.g. [0.25, 0.5, 1.0]); the largest "
         "is the measured score"))
+    adaptive: bool = Field(False, description=(
+        "spend only what the decision needs: every candidate gets the smallest size first, a candidate whose P(best) "
+        "falls below p_drop stops, the others get the next size, and the run stops once the leader's P(best) "
+        "reaches leaderboard.p_decisive or the budget is spent"))
+    p_drop: float = Field(0.02, ge=0, lt=0.5, description="adaptive: a P(best) below this stops a candidate")
+    budget: float = Field(1.0, gt=0, description=(
+        "adaptive: proxy optimizer steps allowed, as a multiple of today's recipe (one proxy per candidate on the "
+        "whole filtered set)"))
 
     @field_validator("sizes")
     @classmethod

@@ -21,6 +21,9 @@ from typing import Any
 
 from damoc.events import RunFinished, RunStarted, StageTracker
 from damoc.fsutil import atomic_write_text, read_json
+from damoc.pipeline.cells import FinetuneCell
+from damoc.pipeline.cells.scoring import subset_of
+from damoc.pipeline.config import LeaderboardSection, SelectSection
 from damoc.pipeline.executor import JobResult, LocalExecutor, WorkerJob, visible_gpus
 from damoc.pipeline.plan import Plan
 from damoc.pipeline.rundir import DATA_CANDIDATE, DriverLock, RunDir
@@ -74,12 +77,12 @@ class Driver:
                     StageTracker(self.rd, cell.stage, run_id=self.rd.run_id, candidate=name,
                                  cell=cell.key).finish("failed", reason)
 
-    def _jobs(self, names: list[str]) -> list[WorkerJob]:
+    def _jobs(self, names: list[str], max_subset: float | None = None) -> list[WorkerJob]:
         if not names:
             return []
         if self.pool == "candidate":
-            return [WorkerJob(n, [n]) for n in names]
-        return [WorkerJob("pool", names)]
+            return [WorkerJob(n, [n], max_subset=max_subset) for n in names]
+        return [WorkerJob("pool", names, max_subset=max_subset)]
 
     # -- the run ------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -116,10 +119,13 @@ class Driver:
         # first round: everything not done (resume retries failed cells); later rounds: only the candidates a dead
         # worker never reached
         todo = [n for n in names if any(not c.done for c in self._cells(n))]
+        select = SelectSection.model_validate(self.cfg.get("select") or {})
+        rounds = select.adaptive and self.plan.mode == "damoc" and len(select.sizes) > 1
         if any(not c.done for c in data_cells):
             if self.pool == "all":
                 # one process for the data and every candidate: transformers is imported once (~7 s) per run
-                self.executor.run([WorkerJob("pool", todo, data=True)], on_done=self._on_job_done)
+                first = select.sizes[0] if rounds else None
+                self.executor.run([WorkerJob("pool", todo, data=True, max_subset=first)], on_done=self._on_job_done)
             else:
                 self.executor.run([WorkerJob("data", data=True)], on_done=self._on_job_done)
             if self.cancelled:
@@ -130,14 +136,73 @@ class Driver:
                 return "failed", f"{bad.key} failed: {why}"
             if self.pool == "all":
                 todo = [n for n in names if any(c.state in RETRY_STATES for c in self._cells(n))]
-        for _ in range(len(names) + 1):
-            if not todo or self.cancelled:
-                break
-            self.executor.run(self._jobs(todo), on_done=self._on_job_done)
-            todo = [n for n in names if any(c.state in RETRY_STATES for c in self._cells(n))]
+        if rounds:
+            return self._serve_rounds(names, select)
+        self._serve_cells(names, todo)
         if self.cancelled:
             return "cancelled", "cancelled by the user"
         return "ok", ""
+
+    def _serve_cells(self, names: list[str], todo: list[str], max_subset: float | None = None) -> None:
+        """Run the pending cells of `todo` (up to `max_subset`); retry the candidates a dead worker never reached."""
+        def pending(n: str) -> bool:
+            return any(c.state in RETRY_STATES for c, spec in zip(self._cells(n), self.plan.cells_of(n))
+                       if max_subset is None or subset_of(spec) <= max_subset)
+
+        for _ in range(len(names) + 1):
+            if not todo or self.cancelled:
+                break
+            self.executor.run(self._jobs(todo, max_subset), on_done=self._on_job_done)
+            todo = [n for n in names if pending(n)]
+
+    def _serve_rounds(self, names: list[str], select: SelectSection) -> tuple[str, str]:
+        """select.adaptive: one round per proxy share; after each, stop the hopeless candidates, or the run."""
+        from damoc.pipeline import adaptive
+        from damoc.pipeline.leaderboard import leaderboard_of
+
+        rules = LeaderboardSection.model_validate(self.cfg.get("leaderboard") or {})
+        n_train = self._proxy_samples()
+        cost = lambda who, share: adaptive.round_cost(self.plan, who, share, n_train)  # noqa: E731
+        cap = int(select.budget * cost(names, select.sizes[-1]))
+        alive = list(names)
+        for i, share in enumerate(select.sizes):
+            self._serve_cells(alive, [n for n in alive if any(not c.done for c in self._cells(n))], share)
+            if self.cancelled:
+                return "cancelled", "cancelled by the user"
+            if i == len(select.sizes) - 1:
+                break
+            nxt = select.sizes[i + 1]
+            d = adaptive.decide(leaderboard_of(self.rd, run_status="running"), alive, share=share, select=select,
+                                rules=rules, spent=self._steps_spent(), next_cost=lambda who: cost(who, nxt),
+                                cap=cap)
+            for name, why in d.stop.items():
+                self._stop(name, share, why, adaptive.STOP)
+            alive = [n for n in alive if n not in d.stop]
+            if d.done:
+                for name in alive:
+                    self._stop(name, share, d.done, adaptive.DECIDED)
+                self.rd.emit(_log(self.rd.run_id, d.done, level="info"))
+                break
+        return "ok", ""
+
+    def _proxy_samples(self) -> int:
+        """Training samples the proxies draw their shares from (the last shared data cell's output)."""
+        last = self.rd.cell(DATA_CANDIDATE, self.plan.data_cells[-1].stage).result() or {}
+        return int(last.get("n_out") or last.get("n_train") or 0)
+
+    def _steps_spent(self) -> int:
+        return sum(int((self.rd.cell(c.candidate, c.stage).result() or {}).get("steps") or 0)
+                   for c in self.plan.cells if c.kind == FinetuneCell.name)
+
+    def _stop(self, name: str, share: float, why: str, outcome: str) -> None:
+        """Mark a candidate's proxies beyond `share` as skipped by the adaptive budget: `outcome` is STOP (the
+        candidate is out: its row reads `stopped`) or DECIDED (the run needs no larger proxy)."""
+        for spec in self.plan.cells_of(name):
+            cell = self.rd.cell(spec.candidate, spec.stage)
+            if subset_of(spec) > share and not cell.done:
+                cell.mark_failed("skipped", why, adaptive=outcome)
+                StageTracker(self.rd, spec.stage, run_id=self.rd.run_id, candidate=name,
+                             cell=spec.key).finish("skipped", why)
 
     def _finish_outputs(self) -> str | None:
         """leaderboard.{json,csv,md} and, for a DaMoC run with a winner, the hand-off files."""
@@ -158,9 +223,9 @@ class Driver:
         return lb.winner
 
 
-def _log(run_id: str, message: str) -> Any:
+def _log(run_id: str, message: str, level: str = "warning") -> Any:
     from damoc.events import Log
-    return Log(run_id=run_id, level="warning", message=message)
+    return Log(run_id=run_id, level=level, message=message)
 
 
 def main(argv: list[str] | None = None) -> int:

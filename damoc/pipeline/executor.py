@@ -25,10 +25,12 @@ class WorkerJob:
     name: str                               # "data", "pool", or the candidate it serves
     candidates: list[str] = field(default_factory=list)
     data: bool = False                      # serve the shared data cells first (then the candidates, if any)
+    max_subset: float | None = None         # an adaptive round: only the proxies on shares up to this
 
     def argv(self, run_dir: Path, python: str = sys.executable) -> list[str]:
         cmd = [python, "-m", "damoc.pipeline.worker", str(run_dir)]
         cmd += ["--data"] if self.data else []
+        cmd += ["--max-subset", repr(self.max_subset)] if self.max_subset is not None else []
         return cmd + (["--candidates", ",".join(self.candidates)] if self.candidates else [])
 
 

@@ -25,6 +25,7 @@ from damoc.pipeline.rundir import DATA_CANDIDATE, RunDir
 # Equal primary scores (common when tiny models all score 0 F1) are ordered by the teacher-forced answer
 # log-likelihood, the low-noise secondary signal damoc.evaluate reports (zoo-spike.md, "Metric").
 TIEBREAK = "answer_loglik"
+STOPPED = "stopped"         # a candidate the adaptive budget stopped (select.adaptive)
 SCORE_TOP = 100.0           # the built-in metrics are percent: a learning curve's error is SCORE_TOP - score
 
 
@@ -187,7 +188,6 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
     ranks by its forecast at `target` training samples (the whole training set).
     """
     select = select or SelectSection()
-    largest = max(select.sizes)
     candidate_errors = candidate_errors or {}
     shared: dict[str, float] = {}
     for kind in shared_kinds():
@@ -216,12 +216,10 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
         steps: list[int] = []
         tiebreaks: dict[str, list[float]] = {}
         points: dict[str, dict[int, list[float]]] = {}
-        for stage, c in mine.items():
-            if c["state"] != "done" or not kind_of(stage).scored:
-                continue
-            res = c["result"]
-            if res.get("score") is None:
-                continue
+        done = {stage: c["result"] for stage, c in mine.items()
+                if c["state"] == "done" and kind_of(stage).scored and c["result"].get("score") is not None}
+        largest = max((_subset(res) for res in done.values()), default=1.0)   # the measured share
+        for stage, res in done.items():
             m = _method_of(res)
             row.times["finetune"] = row.times.get("finetune", 0.0) + float(res.get("train_seconds") or 0.0)
             row.train_flops += float(res.get("train_flops") or 0.0)
@@ -229,7 +227,7 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
             metric = metric or str(res.get("metric") or "")
             if res.get("train_samples"):
                 points.setdefault(m, {}).setdefault(int(res["train_samples"]), []).append(float(res["score"]))
-            if float(res.get("subset") or 1.0) < largest:
+            if _subset(res) < largest:
                 continue                       # a point of the learning curve, not the measured score
             row.seed_scores.setdefault(m, []).append(float(res["score"]))
             tb = (res.get("secondary") or {}).get(TIEBREAK)
@@ -252,6 +250,8 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
             row.steps = max(steps) if steps else None
         states = [c["state"] for c in mine.values()]
         failed = [(k, c) for k, c in mine.items() if c["state"] in ("failed", "cancelled")]
+        adaptive = next((c["result"] for c in mine.values()
+                         if c["state"] == "skipped" and (c.get("result") or {}).get("adaptive")), None)
         if failed:
             k, c = failed[0]
             row.status = "failed" if c["state"] == "failed" else "cancelled"
@@ -260,6 +260,10 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
                 row.status = "partial"
         elif states and all(s == "done" for s in states):
             row.status = "done"
+        elif adaptive and all(c["state"] == "done" or c["state"] == "skipped" for c in mine.values()):
+            # the adaptive budget gave this candidate no larger proxy: stopped (out), or done (the run was decided)
+            row.status = STOPPED if adaptive.get("adaptive") == "stop" else "done"
+            row.reason = str(adaptive.get("reason", ""))
         elif any(s == "running" for s in states):
             row.status = "running" if run_status == "running" else "interrupted"
         elif any(s == "done" for s in states):
@@ -278,7 +282,9 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
     def key(r: Row) -> tuple[float, float]:
         return (r.score, r.tiebreak if r.tiebreak is not None else float("-inf"))  # type: ignore[return-value]
 
-    scored = sorted((r for r in rows if r.score is not None), key=lambda r: (-key(r)[0], -key(r)[1], r.candidate))
+    # candidates the adaptive budget stopped rank below those it kept: their score is a smaller proxy's
+    scored = sorted((r for r in rows if r.score is not None),
+                    key=lambda r: (r.status == STOPPED, -key(r)[0], -key(r)[1], r.candidate))
     rest = sorted((r for r in rows if r.score is None), key=lambda r: r.candidate)
     for i, r in enumerate(scored):
         r.rank = scored[i - 1].rank if i and key(r) == key(scored[i - 1]) else i + 1
@@ -288,7 +294,7 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
         lead = scored[0]
         for r in scored:
             r.gap = lead.score - r.score  # type: ignore[operator]
-        items = _row_items(scored, cells, per_item or {}, largest)
+        items = _row_items(scored, cells, per_item or {})
         if items is not None:
             note = _mark_by_p_best(scored, items, rules, spread)
         else:
@@ -297,25 +303,29 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
                        shared_times=shared, tolerance=tolerance, seeds=len(seeds), methods=list(methods), note=note)
 
 
+def _subset(result: dict[str, Any]) -> float:
+    return float(result.get("subset") or 1.0)
+
+
 def _method_of(result: dict[str, Any]) -> str:
     """A scored cell's method: its fine-tune method, or the baseline an eval cell ran."""
     return result.get("method") or ("zero-shot" if not result.get("few_shot") else "few-shot")
 
 
-def _row_items(rows: list[Row], cells: dict[str, dict[str, Any]], per_item: dict[str, list[float]],
-               largest: float) -> dict[str, list[float]] | None:
-    """Each row's per-item scores for its ranked method on the largest subset (mean over its seeds, item by item);
-    None unless every row has them, on the same number of items."""
+def _row_items(rows: list[Row], cells: dict[str, dict[str, Any]], per_item: dict[str, list[float]]
+               ) -> dict[str, list[float]] | None:
+    """Each row's per-item scores for its ranked method on its measured (largest finished) share, mean over its
+    seeds item by item; None unless every row has them, on the same number of items."""
     out: dict[str, list[float]] = {}
-
-    def counts(k: str) -> bool:
-        res = cells.get(k, {}).get("result") or {}
-        return (k.split("/", 1)[0] == r.candidate and cells.get(k, {}).get("state") == "done"
-                and _method_of(res) == r.method and float(res.get("subset") or 1.0) >= largest)
-
     for r in rows:
-        runs = [v for k, v in per_item.items() if counts(k)]
-        if not runs or len({len(v) for v in runs}) != 1:
+        mine = {k: (cells[k].get("result") or {}) for k in per_item
+                if k.split("/", 1)[0] == r.candidate and cells.get(k, {}).get("state") == "done"
+                and _method_of(cells[k].get("result") or {}) == r.method}
+        if not mine:
+            return None
+        top = max(_subset(res) for res in mine.values())
+        runs = [per_item[k] for k, res in mine.items() if _subset(res) == top]
+        if len({len(v) for v in runs}) != 1:
             return None
         out[r.candidate] = [sum(col) / len(col) for col in zip(*runs)]
     return out if len({len(v) for v in out.values()}) == 1 else None

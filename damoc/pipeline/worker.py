@@ -32,7 +32,7 @@ from damoc.events import Event, StageTracker
 from damoc.fsutil import read_json
 from damoc.pipeline.cells import CELL_KINDS, CellContext, CellSpec, Role
 from damoc.pipeline.cells.samples import TRAIN_FILE, read_samples_jsonl
-from damoc.pipeline.cells.scoring import scored_event
+from damoc.pipeline.cells.scoring import scored_event, subset_of
 from damoc.pipeline.plan import CandidatePlan, Plan
 from damoc.pipeline.rundir import DATA_CANDIDATE, Cell, RunDir
 from damoc.settings import Settings
@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run_dir")
     ap.add_argument("--data", action="store_true", help="serve the shared data cells")
     ap.add_argument("--candidates", default="", help="comma-separated candidate names")
+    ap.add_argument("--max-subset", type=float, default=None,
+                    help="an adaptive round: serve only the proxies trained on shares up to this")
     args = ap.parse_args(argv)
     _install_signals()
     if os.environ.get("DAMOC_WORKER_NO_PARENT_WATCH") != "1":
@@ -235,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     worker = Worker(rd, plan, settings)
     names = [n for n in args.candidates.split(",") if n]
     data_specs = plan.data_cells if args.data else []
-    cand_specs = [c for n in names for c in plan.cells_of(n)]
+    cand_specs = [c for n in names for c in plan.cells_of(n)
+                  if args.max_subset is None or subset_of(c) <= args.max_subset]
     try:
         if data_specs:
             # The shared data cells run before any candidate cell, alone on the machine, and their models (the

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from damoc.events import CandidateScored
 from damoc.finetune.config import MethodParams
 from damoc.fsutil import atomic_write_json, read_json
-from damoc.pipeline.cells.base import CellContext, CellKind, Role
+from damoc.pipeline.cells.base import CellContext, CellKind, CellSpec, Role
 from damoc.pipeline.cells.registry import CELL_KINDS
 from damoc.pipeline.cells.samples import ORDER_FILE, TEST_FILE, nested_subset, token_estimate
 from damoc.pipeline.config import EvaluateSection
@@ -158,6 +158,14 @@ class EvalCell(CellKind):
         write_per_item(ctx, res)
         return {"model_path": ctx.candidate.model_path or "", "few_shot": p.few_shot, "train_seconds": 0.0,
                 **eval_summary(res)}
+
+
+def subset_of(spec: CellSpec) -> float:
+    """The share of the filtered set a cell's proxy trains on; 0 for the cells a candidate's first round needs
+    (pruning), 1 for the others."""
+    if spec.kind == FinetuneCell.name:
+        return float(spec.params.get("subset", 1.0))
+    return 0.0 if spec.kind != EvalCell.name else 1.0
 
 
 def scored_event(run_id: str, candidate: str, cell: str, summary: dict[str, Any]) -> CandidateScored:
