@@ -7,7 +7,8 @@
 For each task and fine-tuning method it runs, over the same candidates and the same harness:
   * each selector arm (`--arms`), timed end to end (process start-up, data stages, pruning, training, evaluation):
     `paper` (today's recipe: one proxy on the filtered set, ranked by its score), `curves` (proxies on nested
-    shares of the filtered set, ranked by the damoc curve predictor's forecast), `ats` (AtS's own recipe as a peer:
+    shares of the filtered set, ranked by the damoc curve predictor's forecast), `adaptive` (the same with the
+    adaptive budget: hopeless candidates stop at the smallest share), `ats` (AtS's own recipe as a peer:
     nested random subsets of the unfiltered data, no compression or pruning, the `ats` predictor),
   * the ground truth: a full-data fine-tune of every candidate with the same hyper-parameters; kept in the data dir
     keyed by task, recipe and zoo (`<home>/bench/ground-truth/`), so a re-measurement only pays for the arms,
@@ -80,6 +81,7 @@ def _config(settings: Any, size: str, train: str, test: str, metric: str, names:
 ARMS: dict[str, list[str]] = {
     "paper": [],
     "curves": ["select.sizes=[0.25,0.5,1.0]", "select.predictor=damoc"],
+    "adaptive": ["select.sizes=[0.25,0.5,1.0]", "select.predictor=damoc", "select.adaptive=true"],
     # AtS (Lin et al. 2024) as a peer: nested random subsets of the whole training set, as much data as the
     # filtered set at the largest, no compression or pruning, its own predictor
     "ats": ["filter.enabled=false", "compress.enabled=false", "prune.enabled=false",
