@@ -143,14 +143,16 @@ def _spawn_driver(settings: Settings, rd: RunDir, *, resume: bool, wait: float =
 
 
 def _take_driver_lock(rd: RunDir, *, wait: float = 5.0, poll: float = 0.05) -> DriverLock:
-    """The run's driver lock, or RunBusy naming the process that holds it. A live holder (a driver, or another
-    starter about to spawn one) is refused at once; a dead one means that the workers of a driver that was just
-    killed still hold the lock for the second or so until they notice: that is waited for, up to `wait` s."""
+    """The run's driver lock, or RunBusy naming the process that holds it. A live holder that drives the run (or
+    another starter about to spawn a driver) is refused at once. Two holders are waited for, up to `wait` s: a
+    driver that has recorded the end of its run and is exiting (a resume right after a cancel), and the workers
+    of a driver that was just killed, which hold the lock for the second or so until they notice."""
     lock = rd.lock()
     deadline = time.monotonic() + wait
     while not lock.acquire():
         holder = lock.holder()
-        if _pid_alive(holder) or time.monotonic() >= deadline:
+        exiting = not rd.is_alive() and rd.meta.get("status") not in ("created", "running")
+        if (_pid_alive(holder) and not exiting) or time.monotonic() >= deadline:
             alive = _pid_alive(holder)
             raise RunBusy(f"run {rd.run_id} is already being driven by pid {holder}" if alive else
                           f"run {rd.run_id} is still held by the workers of its last driver (pid {holder})",
