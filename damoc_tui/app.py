@@ -7,13 +7,12 @@ finds them (top bar, `a` to attach, the Runs screen).
 from __future__ import annotations
 
 import os
+import threading
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import work
-from textual.worker import get_current_worker
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
@@ -25,6 +24,8 @@ from damoc.facade import Candidate
 from damoc.settings import Settings
 from damoc_tui import themes as theme_mod
 from damoc_tui.commands import RunCommands
+from damoc_tui.followers import Loop, RunFollowers
+from damoc_tui.messages import LiveRuns
 from damoc_tui.screens.help import HelpScreen
 from damoc_tui.screens.history import HistoryScreen
 from damoc_tui.screens.registry import RegistryScreen
@@ -69,8 +70,8 @@ class DamocApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "soft_quit", "Quit", id="app.quit"),   # ctrl+q (textual's own binding) quits from anywhere
         Binding("question_mark,f1", "help", "Help", id="app.help"),
-        Binding("1", "switch_mode('registry')", "Registry", id="app.registry", show=False),
-        Binding("2", "switch_mode('runs')", "Runs", id="app.runs", show=False),
+        Binding("1", "show_mode('registry')", "Registry", id="app.registry", show=False),
+        Binding("2", "show_mode('runs')", "Runs", id="app.runs", show=False),
         Binding("n,f5", "new_run", "New run", id="app.new_run"),
         Binding("a", "attach", "Attach", id="app.attach", show=False),
         Binding("f2", "cycle_theme", "Theme", id="app.theme", show=False),
@@ -104,27 +105,37 @@ class DamocApp(App[None]):
         self.selected_candidates: list[str] = []  # chosen on the registry screen for the next run
         self.known_candidates: list[str] = []     # for the command palette
         self.registry_snapshot: list[Candidate] = []  # the registry screen's last read (the wizard starts from it)
+        self.followers = RunFollowers(self.settings.refresh_hz)   # one event follower per run, shared by its views
+        self._live_watch: Loop | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def on_mount(self) -> None:
         for p in self.startup_problems:
             self.notify(p, severity="warning", timeout=8)
-        self.scan_live_runs()
+        self._live_watch = Loop("watch live runs", self._scan_live_runs)
 
-    @work(thread=True, group="runs-watch", exit_on_error=False, description="watch for running runs")
-    def scan_live_runs(self) -> None:
-        """Which runs are going (top bar, `a`); on start, say so: a user back from a dropped SSH link reattaches."""
-        stop = get_current_worker().cancelled_event   # set when the app exits
+    def on_unmount(self) -> None:
+        if self._live_watch is not None:
+            self._live_watch.stop()
+        self.followers.stop_all()
+
+    def _scan_live_runs(self, stop: threading.Event) -> None:
+        """Which runs are going (top bar, `a`), every 3 s on its own thread; on start, say so: a user back from a
+        dropped SSH link reattaches."""
         first = True
         while not stop.is_set():
-            live = tuple(rd.run_id for rd in facade.run_dirs(self.settings) if rd.is_alive())
-            self.call_from_thread(self._set_live, live, first)
+            try:
+                live = tuple(rd.run_id for rd in facade.run_dirs(self.settings) if rd.is_alive())
+            except (DamocError, OSError):
+                live = ()
+            self.post_message(LiveRuns(live, first))
             first = False
             stop.wait(3.0)
 
-    def _set_live(self, live: tuple[str, ...], announce: bool) -> None:
-        self.live_runs = live
-        if announce and live:
+    def on_live_runs(self, message: LiveRuns) -> None:
+        self.live_runs = message.runs
+        live = message.runs
+        if message.first and live:
             more = f" (+{len(live) - 1} more)" if len(live) > 1 else ""
             self.notify(f"run {live[-1]}{more} is still going: press a to attach", title="running", timeout=10)
 
@@ -142,7 +153,7 @@ class DamocApp(App[None]):
     # -- actions --------------------------------------------------------------------------------------
     # Plain-letter keys that leave the current screen are off in forms and dialogs, where a stray key must not
     # quit, switch screens or start something (ctrl+q still quits from anywhere).
-    _SCREEN_LEAVING = frozenset({"soft_quit", "switch_mode", "new_run", "attach"})
+    _SCREEN_LEAVING = frozenset({"soft_quit", "switch_mode", "show_mode", "new_run", "attach"})
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         from textual.screen import ModalScreen
@@ -176,25 +187,43 @@ class DamocApp(App[None]):
             run_id = (live or runs)[-1].run_id
         self.open_run(run_id)
 
+    # -- navigation: each list screen is the base of its mode; at most one screen (a run view, help) above it ----
+    async def action_show_mode(self, mode: str) -> None:
+        """`1`/`2`: the Registry or Runs list itself, whatever was open above it (never a run view left there)."""
+        self._close_above_base()
+        await self.switch_mode(mode)
+        self._close_above_base()
+
+    def _close_above_base(self) -> None:
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+
     def open_run(self, run_id: str) -> None:
+        """The live view of `run_id`: one view per run. Already in front, it stays; any other view above the list
+        (another run's, help) is closed first, so views never pile up behind each other."""
         from damoc_tui.screens.run import RunScreen
 
+        top = self.screen
+        if isinstance(top, RunScreen) and run_id in (top.run_id, top.requested_id):
+            self.notify(f"already showing run {top.run_id}", timeout=2)
+            return
+        self._close_above_base()
         self.push_screen(RunScreen(run_id))
 
     def show_candidate(self, name: str) -> None:
         """Command palette: the registry screen, cursor on `name`."""
-        def focus() -> None:
+        async def go() -> None:
+            await self.action_show_mode("registry")
             if isinstance(self.screen, RegistryScreen):
                 self.screen.show(name)
-        self.switch_mode("registry")
-        self.call_after_refresh(focus)
+        self.call_later(go)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Registry", "Candidates and their capability flags (1)",
-                            lambda: self.switch_mode("registry"))
+                            lambda: self.run_action("show_mode('registry')"))
         yield SystemCommand("Runs", "Past and running runs, export, compare, hand-off (2)",
-                            lambda: self.switch_mode("runs"))
+                            lambda: self.run_action("show_mode('runs')"))
         yield SystemCommand("New run", "Walk the run wizard (n / F5)", self.action_new_run)
         yield SystemCommand("Attach", "Follow the newest running run (a)", self.action_attach)
         yield SystemCommand("Help", "Keys, screens and SSH/tmux tips (? / F1)", self.action_help)

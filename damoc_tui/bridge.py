@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,7 +18,7 @@ from textual.message import Message
 from damoc import facade
 from damoc.errors import DamocError
 from damoc.events import CandidateScored, Event, RunFinished, RunStarted, StageFinished, StageProgress
-from damoc.facade import RunDir
+from damoc.facade import EventTail, RunDir
 from damoc.settings import Settings
 from damoc_tui.messages import JobDone, LeaderboardRows, RunEvents, RunLiveness, RunProgress, RunSnapshot
 from damoc_tui.runstate import RunState
@@ -32,10 +33,36 @@ _RANKING_EVENTS = (StageFinished, CandidateScored, RunFinished, RunStarted)
 _UNREADABLE = (DamocError, OSError, ValueError, KeyError)
 
 
+def read_and_post(rd: RunDir, tail: EventTail, post: Post, alive: bool, *, first: bool = False) -> bool:
+    """Read what was appended to the run's events.jsonl since `tail` last read and post it: a long backlog on a
+    first read as one folded `RunSnapshot`, else a batch of events plus the latest progress of each cell.
+    Returns whether the pipeline's leaderboard may have changed (a cell finished, a candidate was scored)."""
+    events = tail.read()
+    if first and len(events) > SNAPSHOT_OVER:
+        state = RunState(rd.run_id)
+        for e in events:
+            state.apply(e)
+        post(RunSnapshot(rd.run_id, state, alive))
+    elif events:
+        _post_batch(rd.run_id, events, alive, post)
+    return any(isinstance(e, _RANKING_EVENTS) for e in events)
+
+
+def liveness(rd: RunDir, alive: bool) -> RunLiveness:
+    """Whether the run's driver is there, with the run's wall time by the library's one rule (`RunDir.seconds`):
+    the view counts on from it between events."""
+    try:
+        seconds = rd.seconds()
+    except _UNREADABLE:
+        seconds = None
+    return RunLiveness(rd.run_id, alive, rd.status() if not alive else "running", seconds, time.time())
+
+
 def follow_run(rd: RunDir, post: Post, stop: threading.Event, *, refresh_hz: float = 4.0,
                idle_poll: float = 1.0) -> None:
     """Tail a run's events.jsonl until `stop` is set, posting batches at most `refresh_hz` times a second, and the
-    pipeline's leaderboard rows whenever a batch may have changed them.
+    pipeline's leaderboard rows whenever a batch may have changed them (one view; the app shares one follower per
+    run between its views: followers.RunFollowers).
 
     Keeps following after `run_finished`: a resume appends to the same file. Progress is coalesced to the latest
     event per cell within a batch (and again in the message queue by `RunProgress.can_replace`).
@@ -45,19 +72,10 @@ def follow_run(rd: RunDir, post: Post, stop: threading.Event, *, refresh_hz: flo
     alive_prev: bool | None = None
     while not stop.is_set():
         alive = rd.is_alive()
-        first = tail.offset == 0
-        events = tail.read()
-        if first and len(events) > SNAPSHOT_OVER:
-            state = RunState(rd.run_id)
-            for e in events:
-                state.apply(e)
-            post(RunSnapshot(rd.run_id, state, alive))
-        elif events:
-            _post_batch(rd.run_id, events, alive, post)
-        if any(isinstance(e, _RANKING_EVENTS) for e in events):
-            _post_leaderboard(rd, post)
+        if read_and_post(rd, tail, post, alive, first=alive_prev is None) and (rows := leaderboard_message(rd)):
+            post(rows)
         if alive != alive_prev:
-            post(RunLiveness(rd.run_id, alive, rd.status() if not alive else "running"))
+            post(liveness(rd, alive))
             alive_prev = alive
         stop.wait(interval if alive else idle_poll)
 
@@ -78,12 +96,12 @@ def _post_batch(run_id: str, events: list[Event], alive: bool, post: Post) -> No
         post(RunProgress(run_id, e))
 
 
-def _post_leaderboard(rd: RunDir, post: Post) -> None:
+def leaderboard_message(rd: RunDir) -> LeaderboardRows | None:
     try:
         rows = facade.leaderboard_rows(rd)
     except _UNREADABLE:
-        return                                  # a half-written run: the event fold shows what there is
-    post(LeaderboardRows(rd.run_id, rows))
+        return None                             # a half-written run: the event fold shows what there is
+    return LeaderboardRows(rd.run_id, rows)
 
 
 def run_job(done: Callable[..., JobDone[T]], work: Callable[[], T], post: Post, **context: Any) -> None:
@@ -115,6 +133,8 @@ def run_summaries(settings: Settings, cache: dict[str, tuple[tuple[int, int, boo
             sig = (0, 0, alive)
         hit = cache.get(rd.run_id)
         if hit is not None and hit[0] == sig:
+            if alive:             # a live run's time goes on between events (the library's one rule)
+                hit[1]["seconds"] = rd.seconds()
             out.append(hit[1])
             continue
         summary = facade.run_overview(rd, alive=alive).to_dict()

@@ -53,11 +53,35 @@ class RunProgress(Message, bubble=False):
 
 @dataclass
 class RunLiveness(Message, bubble=False):
-    """The driver process of a run appeared or went away (tail keeps going: a resume appends to the same file)."""
+    """The driver process of a run appeared or went away (tail keeps going: a resume appends to the same file), or
+    a session started or ended: with the run's wall time, which the view counts on from while the run is alive."""
 
     run_id: str
     alive: bool
     status: str
+    seconds: float | None = None     # the run's wall time by `RunDir.seconds()` at `at` (time.time())
+    at: float = 0.0
+
+
+@dataclass
+class RunsListed(Message, bubble=False):
+    """The Runs screen's poller read the run directories (summaries, oldest first)."""
+
+    rows: list[dict[str, Any]]
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunsListed)
+
+
+@dataclass
+class LiveRuns(Message, bubble=False):
+    """The runs whose driver is alive now (the app's watcher; `first` on its first look, to announce them)."""
+
+    runs: tuple[str, ...]
+    first: bool = False
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, LiveRuns) and not message.first
 
 
 @dataclass

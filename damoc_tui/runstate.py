@@ -28,6 +28,17 @@ class StageState:
     reason: str = ""
     note: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
+    started: float | None = None     # event times (the driver's clock): the measured throughput of this stage
+    updated: float | None = None
+
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds left in a running stage with a known total, from its measured throughput so far (the mean time
+        per step since it started, times the steps left), counted down since the last progress event."""
+        if self.status != "running" or not self.total or self.done <= 0 or self.started is None \
+                or self.updated is None or self.updated <= self.started:
+            return None
+        left = (self.updated - self.started) / self.done * max(0, self.total - self.done)
+        return max(0.0, left - max(0.0, (now or self.updated) - self.updated))
 
     @property
     def fraction(self) -> float | None:
@@ -173,10 +184,10 @@ class RunState:
             st = cand.stages.get(stage)
             if st is None or isinstance(event, StageStarted):
                 total = None if isinstance(event, StageFinished) else event.total
-                st = cand.stages[stage] = StageState(stage, total=total)
+                st = cand.stages[stage] = StageState(stage, total=total, started=event.t, updated=event.t)
                 cand.stages[stage] = cand.stages.pop(stage)          # keep stages in the order they (re)started
             if isinstance(event, StageProgress):
-                st.status, st.done, st.note = "running", event.done, event.note
+                st.status, st.done, st.note, st.updated = "running", event.done, event.note, event.t
                 st.total = event.total if event.total is not None else st.total
             elif isinstance(event, StageFinished):
                 st.status, st.reason, st.seconds, st.summary = event.status, event.reason, event.seconds, event.summary
@@ -203,11 +214,50 @@ class RunState:
             return ""
         return None
 
+    def eta(self, now: float) -> float | None:
+        """Seconds left in the run, from what it measured: each candidate's cells still to run take the mean time
+        of the same kind of cell already finished (prune, fine-tune), a running one its own stage ETA or that mean
+        less the time it has run. None until one cell of every kind still to come has finished."""
+        done: dict[str, list[float]] = {}
+        for cand in self.candidates.values():
+            for st in cand.top_stages():
+                if st.status == "ok" and st.seconds:
+                    done.setdefault(_kind(st.name), []).append(st.seconds)
+        mean = {k: sum(v) / len(v) for k, v in done.items()}
+        kinds = [k for k in ("prune", "finetune", "eval") if k in mean or any(
+            _kind(s.name) == k for c in self.candidates.values() for s in c.top_stages())]
+        left = 0.0
+        for cand in self.candidates.values():
+            tops = {_kind(s.name): s for s in cand.top_stages()}
+            for kind in kinds:
+                st = tops.get(kind)
+                if st is not None and st.status in ("ok", "skipped"):
+                    continue
+                if st is not None and st.status != "running":
+                    continue                         # failed or cancelled: not coming back in this session
+                if kind not in mean:
+                    return None
+                if st is None:
+                    if cand.status in ("failed", "cancelled") or (kind == "prune" and "prune" not in tops
+                                                                  and any(k != "prune" for k in tops)):
+                        continue
+                    left += mean[kind]
+                    continue
+                sub = [s.eta(now) for s in cand.stages.values() if s.parent == st.name and s.status == "running"]
+                sub = [x for x in sub if x is not None]
+                left += sub[-1] if sub else max(0.0, mean[kind] - (now - (st.started or now)))
+        return left
+
     def ranking(self) -> list[CandidateState]:
         """Scored candidates best first, then the others in their run order (the live view before the pipeline's
         leaderboard rows arrive)."""
         scored = sorted((c for c in self.candidates.values() if c.score is not None), key=lambda c: -c.score)
         return scored + [c for c in self.candidates.values() if c.score is None]
+
+
+def _kind(stage: str) -> str:
+    """`finetune-full-s0` -> `finetune`: the kind of a candidate's cell."""
+    return stage.split("/")[0].split("-")[0]
 
 
 def _stage_key(cell: str, stage: str) -> str:

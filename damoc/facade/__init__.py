@@ -13,7 +13,8 @@ from damoc.data import inspect_dataset
 from damoc.events import Reporter
 from damoc.facade.choices import (compressors, default_merge_rule, filters, finetune_methods, merge_rules, metrics,
                                   modes)
-from damoc.facade.runs import ExportFormat, export_dir, export_leaderboard, leaderboard_rows, prune_preview, run_dirs
+from damoc.facade.runs import (ExportFormat, export_dir, export_leaderboard, fmt_duration, leaderboard_rows,
+                               prune_preview, run_dirs)
 from damoc.facade.schema import Setting, setting
 from damoc.facade.text import dataset_lines, plan_lines, preflight_lines
 from damoc.pipeline.api import (Comparison, Leaderboard, Plan, RunConfig, RunHandle, RunOverview, cancel_run,
@@ -62,7 +63,7 @@ __all__ = [
     "DATA_CANDIDATE", "Candidate", "CheckResult", "Comparison", "EventTail", "ExportFormat", "Leaderboard", "Plan",
     "RunConfig", "RunDir", "RunHandle", "RunOverview", "ScanReport", "Setting",
     "add_candidate", "apply_override", "cancel_run", "check_online", "compare_runs", "compressors", "dataset_lines",
-    "default_merge_rule", "export_dir", "export_leaderboard", "filters", "finetune_methods", "handoff",
+    "default_merge_rule", "export_dir", "export_leaderboard", "filters", "finetune_methods", "fmt_duration", "handoff",
     "human_bytes", "human_count", "inspect_dataset", "leaderboard", "leaderboard_rows", "merge_rules", "metrics",
     "modes", "open_run", "plan_lines", "plan_run", "preflight_lines", "prune_preview", "pull_candidate",
     "registry_candidates", "remove_candidate", "resume_run", "run_dirs", "run_overview", "save_config",

@@ -9,7 +9,9 @@ from rich.text import Text
 
 from damoc.facade import Candidate, CheckResult, ScanReport, human_bytes, human_count
 
-COLUMNS = [("sel", "", 1), ("name", "name", 22), ("merge", "merge", 8), ("wpre", "W_pre", 5),
+# (key, label, minimum width): each column widens to its widest value; the name takes the rest (abbreviated with
+# `…`, in full in the detail pane)
+COLUMNS = [("sel", "", 1), ("name", "name", 14), ("merge", "merge", 8), ("wpre", "W_pre", 5),
            ("where", "where", 11), ("params", "params", 6), ("layers", "layers", 6), ("flags", "flags", 5)]
 SORTS = ("local first", "name", "parameters", "layers", "mergeable first")
 SOURCE_ORDER = {"zoo": 0, "user": 1, "scan": 2, "catalog": 3}

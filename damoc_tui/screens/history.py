@@ -2,6 +2,7 @@
 same candidates, exports, the hand-off config of the winner, copy over SSH (OSC 52)."""
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -15,21 +16,23 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
-from textual.worker import get_current_worker
 
 from damoc import facade
+from damoc.errors import DamocError
 from damoc_tui import bridge
+from damoc_tui.followers import Loop
 from damoc_tui.messages import (HandoffReady, JobDone, LeaderboardCopied, LeaderboardExported, RunCancelled,
-                                RunResumed, RunsCompared)
+                                RunResumed, RunsCompared, RunsListed)
 from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, TextScreen, failed
 from damoc_tui.screens.run import fmt_score, fmt_seconds, show_handoff, status_text
 from damoc_tui.widgets.synced_table import SyncedTable
 from damoc_tui.widgets.topbar import TopBar
 
-RUN_COLUMNS = [("run_id", "run", 20), ("mode", "mode", 12), ("status", "status", 11), ("n", "cands", 5),
-               ("winner", "winner", 18), ("score", "score", 6), ("took", "took", 7)]
-RUN_COLUMNS_NARROW = [("run_id", "run", 20), ("mode", "mode", 8), ("status", "status", 9), ("winner", "winner", 12),
-                      ("score", "score", 6), ("took", "took", 6)]
+# (key, label, minimum width): the run id and the numbers are never cut; the winner takes the rest (abbreviated,
+# in full in the preview); `label` then `cands` are dropped when the width is short
+RUN_COLUMNS = [("run_id", "run", 20), ("mode", "mode", 6), ("status", "status", 8), ("n", "cands", 5),
+               ("winner", "winner", 10), ("score", "score", 6), ("took", "took", 6), ("label", "label", 8)]
+RUN_OPTIONAL = ("label", "n")
 
 
 class HistoryScreen(Screen[None]):
@@ -50,12 +53,14 @@ class HistoryScreen(Screen[None]):
         super().__init__()
         self.summaries: dict[str, dict[str, Any]] = {}
         self._poke = threading.Event()
+        self._poll: Loop | None = None
+        self._cache: dict[str, tuple[tuple[int, int, bool], bridge.Summary]] = {}
 
     def compose(self) -> ComposeResult:
         yield TopBar("runs")
         with Horizontal(id="runs-body"):
-            narrow = self.app.size.width < 110
-            yield SyncedTable(RUN_COLUMNS_NARROW if narrow else RUN_COLUMNS, row_key="run_id", id="runs")
+            yield SyncedTable(RUN_COLUMNS, row_key="run_id", id="runs", flex="winner", flex_min=10,
+                              optional=RUN_OPTIONAL)
             with VerticalScroll(id="run-preview"):
                 yield Static("no run selected", id="preview")
         yield Footer()
@@ -63,30 +68,53 @@ class HistoryScreen(Screen[None]):
     def on_mount(self) -> None:
         self.settings = self.app.settings  # type: ignore[attr-defined]
         self.query_one("#runs", SyncedTable).focus()
-        self.poll_runs()
+        self._start_poll()
+
+    # -- the poller: its own thread, only while this screen is on screen ------------------------------------------
+    def _start_poll(self) -> None:
+        if self._poll is None or not self._poll.alive:
+            self._poll = Loop("list runs", self._poll_runs)
+
+    def _stop_poll(self) -> None:
+        if self._poll is not None:
+            self._poll.stop()
+            self._poll = None
 
     def on_screen_resume(self) -> None:
+        self._start_poll()
         self.action_refresh()
 
-    @work(thread=True, group="runs-poll", exclusive=True, exit_on_error=False, description="list run directories")
-    def poll_runs(self) -> None:
-        """Re-read the run directories every few seconds (cheap: unchanged runs are served from a cache)."""
-        cache: dict[str, tuple[tuple[int, int, bool], bridge.Summary]] = {}
-        stop = get_current_worker().cancelled_event     # set when the screen goes away or the app exits
+    def on_screen_suspend(self) -> None:
+        self._stop_poll()
+
+    def on_unmount(self) -> None:
+        self._stop_poll()
+
+    def _poll_runs(self, stop: threading.Event) -> None:
+        """Re-read the run directories every 2 s (cheap: unchanged runs are served from a cache)."""
         while not stop.is_set():
-            rows = bridge.run_summaries(self.settings, cache)
-            self.app.call_from_thread(self._show_runs, rows)
+            try:
+                self.post_message(RunsListed(bridge.run_summaries(self.settings, self._cache)))
+            except (DamocError, OSError) as e:      # a runs folder gone or unreadable: say it, keep polling
+                self.post_message(RunsListed([{"error": str(e)}]))
             for _ in range(8):                           # 2 s, woken early by `f` (refresh)
                 if stop.wait(0.25) or self._poke.is_set():
                     break
             self._poke.clear()
+
+    def on_runs_listed(self, message: RunsListed) -> None:
+        if message.rows and "error" in message.rows[0]:
+            self.query_one("#preview", Static).update(escape(message.rows[0]["error"]))
+            return
+        self._show_runs(message.rows)
 
     def _show_runs(self, rows: list[dict[str, Any]]) -> None:
         self.summaries = {r["run_id"]: r for r in rows}
         table = self.query_one("#runs", SyncedTable)
         table.sync([{**r, "status": status_text(r["status"]), "n": str(r["n"]),
                      "score": fmt_score(r.get("score")),
-                     "took": fmt_seconds(r.get("seconds")) if r.get("seconds") else ""}
+                     "took": fmt_seconds(r.get("seconds")) if r.get("seconds") is not None else "",
+                     "label": r.get("label") or ""}
                     for r in reversed(rows)])
         self._preview()
 
@@ -243,8 +271,9 @@ class HistoryScreen(Screen[None]):
 
     def on_runs_compared(self, message: RunsCompared) -> None:
         if not failed(self, message) and message.result is not None:
-            text = "\n".join(f"{k}: {v}" for k, v in message.result.to_dict().items())
-            self.app.push_screen(TextScreen(f"{message.a} vs {message.b}", text))
+            rd = facade.open_run(self.settings, message.a)
+            self.app.push_screen(TextScreen(f"{message.a} vs {message.b}", compare_text(message.result),
+                                            save_path=facade.export_dir(rd) / f"compare-{message.b}.txt"))
 
     def on_run_resumed(self, message: RunResumed) -> None:
         if not failed(self, message):
@@ -254,3 +283,34 @@ class HistoryScreen(Screen[None]):
     def on_run_cancelled(self, message: RunCancelled) -> None:
         if not failed(self, message):
             self.notify("cancel sent", timeout=4)
+
+
+def compare_text(c: facade.Comparison) -> str:
+    """Two runs compared, as the viewer shows and saves it: the rankings side by side, then top-1, Kendall tau,
+    Spearman rho and the time ratios, formatted."""
+    from rich.console import Console
+
+    def f(v: float | None, spec: str = ".3f") -> str:
+        return "n/a" if v is None else format(v, spec)
+
+    t = Table(box=None, padding=(0, 2), header_style="bold")
+    t.add_column("#", justify="right")
+    t.add_column(f"A {c.run_a}")
+    t.add_column(f"B {c.run_b}")
+    for i in range(max(len(c.ranking_a), len(c.ranking_b))):
+        a = c.ranking_a[i] if i < len(c.ranking_a) else ""
+        b = c.ranking_b[i] if i < len(c.ranking_b) else ""
+        t.add_row(str(i + 1), a, b + ("  (same)" if a and a == b else ""))
+    con = Console(width=200, record=True, file=open(os.devnull, "w"), color_system=None)
+    con.print(t)
+    lines = [con.export_text().rstrip(), "",
+             f"top-1           {'agrees' if c.top1_agree else 'differs'} ({c.top1_a or '-'} vs {c.top1_b or '-'})",
+             f"Kendall tau     {f(c.kendall_tau)}  over {len(c.common)} candidates in both",
+             f"Spearman rho    {f(c.spearman_rho)}",
+             f"wall time       A {fmt_seconds(c.seconds_a)}, B {fmt_seconds(c.seconds_b)}: B/A = "
+             f"{f(c.time_ratio, '.1f')}x",
+             f"training time   A {fmt_seconds(c.train_seconds_a)}, B {fmt_seconds(c.train_seconds_b)}: B/A = "
+             f"{f(c.train_time_ratio, '.1f')}x"]
+    if c.only_a or c.only_b:
+        lines.append(f"not scored in both: {', '.join(c.only_a + c.only_b)}")
+    return "\n".join(lines) + "\n"

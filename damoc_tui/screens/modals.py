@@ -2,6 +2,7 @@
 copy (OSC 52) and save. Each returns its result through `dismiss` (None when cancelled)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -131,8 +132,7 @@ class TextScreen(ModalScreen[None]):
                          classes="dialog-title")
             yield TextArea(self.text, read_only=True, id="text-body", language=self.language,
                            soft_wrap=False, show_line_numbers=False, compact=True)
-            if self.save_path:
-                yield Static(f"s saves to {escape(str(self.save_path))}", classes="dialog-detail")
+            yield Static(f"s saves to {escape(str(self.target()))}", classes="dialog-detail")
 
     def action_close(self) -> None:
         self.dismiss(None)
@@ -147,19 +147,24 @@ class TextScreen(ModalScreen[None]):
         where = self._save()
         if where:
             self.notify(f"saved {where}", timeout=6)
-        else:
-            self.notify("nowhere to save this text", severity="warning")
+
+    def target(self) -> Path:
+        """Where this text is saved: the caller's file (next to the run), else `<home>/copies/<title>.txt`, so every
+        copy is also a file (for terminals that ignore OSC 52)."""
+        if self.save_path is not None:
+            return self.save_path
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", self.title_text).strip("-")[:80] or "copy"
+        return self.app.settings.home / "copies" / f"{slug}.txt"  # type: ignore[attr-defined]
 
     def _save(self) -> Path | None:
-        if self.save_path is None:
-            return None
+        path = self.target()
         try:
-            self.save_path.parent.mkdir(parents=True, exist_ok=True)
-            self.save_path.write_text(self.text, encoding="utf-8")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.text, encoding="utf-8")
         except OSError as e:
-            self.notify(f"cannot save {self.save_path}: {e}", severity="error")
+            self.notify(f"cannot save {path}: {e}", severity="error")
             return None
-        return self.save_path
+        return path
 
 
 def error_text(error: str, hint: str = "") -> str:

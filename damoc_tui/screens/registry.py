@@ -63,7 +63,7 @@ class RegistryScreen(Screen[None]):
             yield Input(placeholder="/ search name, family, architecture", id="reg-search", compact=True)
             yield Static("", id="reg-mode")
         with Horizontal(id="reg-body"):
-            yield SyncedTable(COLUMNS, row_key="key", id="reg-table")
+            yield SyncedTable(COLUMNS, row_key="key", id="reg-table", flex="name", flex_min=14)
             with Vertical(id="reg-side"):
                 with VerticalScroll(id="reg-detail-scroll"):
                     yield Static("loading the registry…", id="reg-detail")

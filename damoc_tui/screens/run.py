@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.markup import escape
@@ -19,7 +18,6 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, RichLog, Sparkline, Static
-from textual.worker import get_current_worker
 
 from damoc import facade
 from damoc.errors import DamocError
@@ -29,68 +27,20 @@ from damoc_tui.messages import (HandoffReady, JobDone, LeaderboardCopied, Leader
                                 RunCancelled, RunEvents, RunLiveness, RunProgress, RunResumed, RunSnapshot)
 from damoc_tui.runstate import CandidateState, RunState, sparkline
 from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, TextScreen, failed, notify_error
+from damoc_tui.screens.run_cells import (_eta_cell, _prune_cell, _short_prune, fmt_gap, fmt_score, fmt_seconds,
+                                        row_name, show_handoff, stage_cell, status_text)
 from damoc_tui.widgets.synced_table import SyncedTable
 
-# (key, label, width): the narrow set fits 80 columns, the wide one is used from 110 columns on
-BOARD_COLUMNS = [("rank", "#", 2), ("name", "candidate", 22), ("score", "score", 6), ("gap", "gap", 6),
-                 ("stage", "stage", 18), ("loss", "loss", 10), ("prune", "pruned", 12), ("status", "status", 9)]
-BOARD_COLUMNS_NARROW = [("rank", "#", 2), ("name", "candidate", 13), ("score", "score", 6), ("gap", "gap", 6),
-                        ("stage", "stage", 13), ("loss", "loss", 5), ("prune", "pruned", 10), ("status", "status", 7)]
+__all__ = ["RunScreen", "fmt_gap", "fmt_score", "fmt_seconds", "show_handoff", "status_text"]
+
+# (key, label, minimum width): each column widens to its widest value; the candidate name takes the rest and is
+# abbreviated (full name in the detail pane); `loss` then `left` are dropped when 80 columns cannot hold them
+BOARD_COLUMNS = [("rank", "#", 2), ("name", "candidate", 12), ("score", "score", 6), ("gap", "gap", 7),
+                 ("stage", "stage", 15), ("eta", "left", 5), ("loss", "loss", 10), ("prune", "pruned", 10),
+                 ("status", "status", 9)]
+BOARD_OPTIONAL = ("loss", "eta")
+LOSS_WIDTH = 10
 LOG_SHOWN = 60             # log lines written when the selection changes (older ones: the run's events.jsonl)
-STATUS_STYLE = {"ok": "green", "finished": "green", "scored": "green", "running": "bold", "failed": "red",
-                "cancelled": "yellow", "interrupted": "yellow", "skipped": "cyan", "queued": "dim", "waiting": "dim"}
-
-
-def fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "-"
-    s = int(s)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def fmt_score(score: Any) -> str:
-    """At most 6 characters whatever the metric's scale (F1 in 0..1, BERTScore+ROUGE in 0..100)."""
-    if not isinstance(score, (int, float)):
-        return ""
-    a = abs(score)
-    return f"{score:.1f}" if a >= 1000 else f"{score:.2f}" if a >= 10 else f"{score:.3f}" if a >= 1 else f"{score:.4f}"
-
-
-def status_text(status: str) -> Text:
-    return Text(status, style=STATUS_STYLE.get(status, ""))
-
-
-def stage_cell(cand: CandidateState) -> str:
-    """What a candidate is doing: the running step with its progress, the failed stage, or done/queued."""
-    running = [s for s in cand.stages.values() if s.status == "running"]
-    if running:
-        return running[-1].label()
-    bad = [s for s in cand.stages.values() if s.status in ("failed", "cancelled")]
-    if bad:
-        return f"{bad[0].short} {bad[0].status}"
-    if not cand.stages:
-        return "queued"
-    return "done" if cand.score is not None else "waiting"
-
-
-def row_name(row: dict[str, Any]) -> str:
-    return str(row.get("name") or row.get("candidate") or "")
-
-
-def _prune_cell(row: dict[str, Any]) -> str:
-    """`layers` ("2/24": pruned of before) and `merge` ("applied (rule)" / "skipped: why") of a leaderboard row,
-    in 10 columns; the full merge text is in the detail pane."""
-    merge = str(row.get("merge") or "")
-    layers = str(row.get("layers") or "")
-    if merge.startswith("skipped"):
-        return "skipped"
-    if layers:
-        return layers + (" merged" if merge.startswith("applied") else "")
-    return merge
 
 
 class RunScreen(Screen[None]):
@@ -108,6 +58,10 @@ class RunScreen(Screen[None]):
     def __init__(self, run_id: str) -> None:
         super().__init__()
         self.run_id = run_id
+        self.requested_id = run_id                 # as asked (a prefix, `latest`); `run_id` becomes the full id
+        self._tail: Any = None                     # this view's read position in events.jsonl (kept while hidden)
+        self._following = False
+        self._clock: tuple[float | None, float] = (None, 0.0)   # RunDir.seconds() and when it was read
         self.state = RunState(run_id)
         self.rows: list[dict[str, Any]] = []      # the pipeline's leaderboard rows, when it has any
         self.alive = False
@@ -121,8 +75,7 @@ class RunScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="run-title", classes="bar")
         yield Static(id="run-data", classes="bar dim-bar")
-        narrow = self.app.size.width < 110
-        yield SyncedTable(BOARD_COLUMNS_NARROW if narrow else BOARD_COLUMNS, row_key="name", id="board")
+        yield SyncedTable(BOARD_COLUMNS, row_key="name", id="board", flex="name", optional=BOARD_OPTIONAL)
         with Horizontal(id="run-detail"):
             with Vertical(id="cand-pane"):
                 yield Static(id="cand-summary")
@@ -142,13 +95,34 @@ class RunScreen(Screen[None]):
         self.state.run_id = self.run_id
         self.state.config = self.rd.config
         self.query_one("#board", SyncedTable).focus()
+        self._tail = self.rd.tail()
         self._render_header()
-        self.tail()
+        self.set_interval(1.0, self._tick)        # elapsed time and ETAs count on between events
+        self._follow()
 
-    @work(thread=True, group="run-tail", exclusive=True, exit_on_error=False, description="follow events.jsonl")
-    def tail(self) -> None:
-        stop = get_current_worker().cancelled_event     # set when the screen goes away or the app exits
-        bridge.follow_run(self.rd, self.post_message, stop, refresh_hz=self.settings.refresh_hz)
+    # -- one follower per run, only while this view is on screen ------------------------------------------------
+    def _follow(self) -> None:
+        if not self._following and self._tail is not None:
+            self.app.followers.subscribe(self.rd, self, self._tail)  # type: ignore[attr-defined]
+            self._following = True
+
+    def _unfollow(self) -> None:
+        if self._following:
+            self.app.followers.unsubscribe(self.run_id, self)  # type: ignore[attr-defined]
+            self._following = False
+
+    def on_screen_resume(self) -> None:
+        self._follow()
+
+    def on_screen_suspend(self) -> None:
+        self._unfollow()
+
+    def on_unmount(self) -> None:
+        self._unfollow()
+
+    def _tick(self) -> None:
+        if self.alive and self.is_current:
+            self._mark({self._highlighted()})         # header clock, the `left` column, the detail pane's ETAs
 
     # -- events from the bridge ------------------------------------------------------------------------
     def on_run_events(self, message: RunEvents) -> None:
@@ -167,6 +141,8 @@ class RunScreen(Screen[None]):
 
     def on_run_liveness(self, message: RunLiveness) -> None:
         self.alive = message.alive
+        if message.seconds is not None:
+            self._clock = (message.seconds, message.at)
         if not message.alive and self.state.status == "running":
             self.state.status = message.status
         self._render_header()
@@ -203,6 +179,7 @@ class RunScreen(Screen[None]):
         by_name = {row_name(r): r for r in self.rows if row_name(r)}
         order = list(by_name) + [c.name for c in self.state.ranking() if c.name not in by_name]
         ranked = [c for c in self.state.ranking() if c.score is not None]
+        now = time.time()
         out = []
         for name in order:
             cand = self.state.candidate(name)
@@ -210,37 +187,45 @@ class RunScreen(Screen[None]):
             if r is not None:
                 score, rank, gap, close = r.get("score"), r.get("rank"), r.get("gap"), bool(r.get("too_close"))
                 status = cand.status if cand.status in ("running", "queued") and self.alive else str(r.get("status"))
-                prune = _prune_cell(r) or cand.pruning()
+                prune = _prune_cell(r) or _short_prune(cand.pruning())
             else:                 # not ranked by the pipeline yet: the live fold
                 score = cand.score
                 rank = ranked.index(cand) + 1 if cand in ranked else None
                 gap = (ranked[0].score - score) if score is not None and ranked else None
-                close, status, prune = False, cand.status, cand.pruning()
+                close, status, prune = False, cand.status, _short_prune(cand.pruning())
             out.append({
                 "name": name,
                 "rank": str(rank) if rank is not None and score is not None else "",
                 "score": fmt_score(score),
-                "gap": ("≈" if close else "") + (f"-{gap:.3f}" if gap else ("lead" if rank == 1 else ""))
-                if isinstance(gap, (int, float)) else "",
+                "gap": fmt_gap(gap, close, rank),
                 "stage": stage_cell(cand),
-                "loss": sparkline(cand.losses, self._loss_width),
+                "eta": _eta_cell(cand, now),
+                "loss": sparkline(cand.losses, LOSS_WIDTH),
                 "prune": prune,
                 "status": status_text(status),
             })
         return out
 
-    @property
-    def _loss_width(self) -> int:
-        return 10 if self.app.size.width >= 110 else 5
+    def elapsed(self, now: float | None = None) -> float | None:
+        """The run's wall time by the library's one rule (`RunDir.seconds()`, read by the follower), counted on
+        from that reading while the run is alive."""
+        seconds, at = self._clock
+        if seconds is None:
+            return None
+        return seconds + (max(0.0, (now or time.time()) - at) if self.alive else 0.0)
 
     def _render_header(self) -> None:
         st = self.state
         status = "running" if self.alive else (st.status if st.status != "created" else self.rd.status())
-        live = "● live" if self.alive else "○ not running"
-        elapsed = (st.finished or time.time()) - st.started if st.started else None
+        live = "● live" if self.alive else f"[b]{escape(status)}[/b]  ○ not running"
+        now = time.time()
         cands = len(st.candidates) or len(self.rd.config.get("candidates", []))
-        txt = (f"[b]run {escape(self.run_id)}[/b]  {escape(st.mode or self.rd.config.get('mode', ''))}  "
-               f"[b]{escape(status)}[/b]  {live}  {fmt_seconds(elapsed)}  {cands} candidates")
+        eta = st.eta(now) if self.alive else None
+        left = f" ≈{fmt_seconds(eta)} left" if eta is not None else ""
+        label = self.rd.config.get("label") or ""
+        txt = (f"[b]run {escape(self.run_id)}[/b]  {escape(st.mode or self.rd.config.get('mode', ''))}  {live}  "
+               f"{fmt_seconds(self.elapsed(now))}{left}  {cands} cand."
+               + (f"  [dim]{escape(str(label)[:24])}[/]" if label else ""))
         if st.resumes:
             txt += f"  resumed ×{st.resumes}"
         if st.reason:
@@ -249,8 +234,13 @@ class RunScreen(Screen[None]):
 
     def _render_data(self) -> None:
         parts = []
+        now = time.time()
         for st in self.state.data.stages.values():
+            if st.parent and st.short == st.parent.rsplit("/", 1)[-1]:
+                continue                      # a module's own tracker inside the cell of the same name
             secs = f" {fmt_seconds(st.seconds)}" if st.status != "running" and st.seconds else ""
+            eta = st.eta(now)
+            secs += f" ≈{fmt_seconds(eta)} left" if eta is not None else ""
             parts.append(escape(st.label()) + secs)
         line = "data: " + (" · ".join(parts) if parts else "waiting")
         if self.state.logs:
@@ -260,8 +250,9 @@ class RunScreen(Screen[None]):
     def _highlighted(self) -> str | None:
         return self.query_one("#board", SyncedTable).highlighted_key
 
-    def _render_candidate(self, name: str) -> None:
+    def _render_candidate(self, name: str, logs: bool = True) -> None:
         cand: CandidateState = self.state.candidate(name)
+        now = time.time()
         lines = [f"[b]{escape(name)}[/b]  {escape(cand.status)}"
                  + (f"  {cand.metric} {cand.score:.4f}" if cand.score is not None else "")
                  + (f" ± {cand.stderr:.4f}" if cand.stderr else "")]
@@ -273,13 +264,17 @@ class RunScreen(Screen[None]):
             label = st.name if not st.parent else st.label()
             if not st.parent:
                 label = st.label().replace(st.short, st.name, 1)
-            lines.append(f"{indent}{escape(label)} {fmt_seconds(st.seconds) if st.seconds else ''}{why}")
+            eta = st.eta(now)
+            left = f"≈{fmt_seconds(eta)} left" if eta is not None else ""
+            lines.append(f"{indent}{escape(label)} {fmt_seconds(st.seconds) if st.seconds else left}{why}")
         row = next((r for r in self.rows if row_name(r) == name), None)
         if row and row.get("merge"):
             lines.append(f"merge: {escape(str(row['merge']))}")
         if cand.losses:
             lines.append(f"train loss {cand.losses[0]:.3f} → {cand.losses[-1]:.3f} ({len(cand.losses)} pts)")
         self.query_one("#cand-summary", Static).update("\n".join(lines), layout=False)
+        if not logs:
+            return
         self.query_one("#cand-loss", Sparkline).data = list(cand.losses)
         log = self.query_one("#cand-log", RichLog)
         logs = list(cand.logs)
@@ -376,11 +371,3 @@ class RunScreen(Screen[None]):
         if not failed(self, message) and message.result is not None:
             self.app.push_screen(TextScreen(f"Leaderboard of {self.run_id}", message.result,
                                             save_path=facade.export_dir(self.rd) / "leaderboard.md"))
-
-
-# -- shared with the history screen ---------------------------------------------------------------------------
-
-def show_handoff(screen: Screen[Any], run_id: str, files: dict[str, str], folder: Path) -> None:
-    """The hand-off of the winner (the pipeline's file name -> text: LLaMA-Factory YAML, ms-swift command)."""
-    text = "\n\n".join(f"# ---- {name}\n{value}" for name, value in files.items())
-    screen.app.push_screen(TextScreen(f"Hand-off of the winner of {run_id}", text, save_path=folder / "handoff.txt"))
