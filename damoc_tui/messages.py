@@ -147,6 +147,11 @@ class OnlineChecked(JobDone[list[CheckResult]]):
 
 
 @dataclass
+class ZooBuilt(JobDone[list[str]]):
+    title: ClassVar[str] = "demo zoo"
+
+
+@dataclass
 class CandidatePulled(JobDone[dict[str, str]]):
     title: ClassVar[str] = "pull"
     name: str = ""

@@ -238,7 +238,8 @@ def _report(s: Settings, run_id: str, status: str, as_json: bool) -> None:
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the final result as JSON on stdout.")
 def attach(run_id: str, as_json: bool) -> None:
-    """Follow a running (or finished) run: its events so far, then live progress, then the leaderboard."""
+    """Follow a running (or finished) run: its events so far, then live progress, then the leaderboard. RUN_ID
+    may be a unique prefix of a run id, or `latest` (the newest run)."""
     s = settings()
     status = _follow(s, run_id)
     from damoc.pipeline import api
@@ -258,18 +259,26 @@ def runs(as_json: bool) -> None:
     if not rows:
         click.echo("no runs yet: start one with `damoc demo` or `damoc run`")
         return
-    from rich.table import Table
-    t = Table()
-    for col in ("run", "mode", "status", "created", "candidates", "winner", "time", "label"):
-        t.add_column(col)
     from rich.markup import escape
+    from rich.table import Table
 
-    for r in rows:
-        status = f"[red]unreadable[/]: {escape(r.problem)}" if r.problem else r.status
-        t.add_row(r.run_id, escape(r.mode), status,
-                  time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)) if r.created else "?",
-                  str(len(r.candidates)), escape(r.winner or ""), "" if r.seconds is None else f"{r.seconds:.0f}s",
-                  escape(r.label))
+    from damoc.facade import fmt_duration
+
+    t = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold underline")
+    cols = ("run", "mode", "status", "created", "n", "winner", "time", "label")
+    plain = [[r.run_id, r.mode, "unreadable" if r.problem else r.status,
+              time.strftime("%m-%d %H:%M", time.localtime(r.created)) if r.created else "?", str(len(r.candidates)),
+              r.winner or "", "" if r.seconds is None else fmt_duration(r.seconds), r.label] for r in rows]
+    for i, col in enumerate(cols):
+        # the run id is what `attach` / `--resume` take, and the facts beside it: never cut or wrapped (winner
+        # and label give way, abbreviated with …)
+        fixed = col not in ("winner", "label")
+        t.add_column(col, no_wrap=True, overflow="ellipsis",
+                     min_width=max([len(col)] + [len(p[i]) for p in plain]) if fixed else None,
+                     justify="right" if col in ("n", "time") else "left")
+    for r, p in zip(rows, plain):
+        t.add_row(*[escape(v) for v in p[:2]],
+                  f"[red]unreadable[/]: {escape(r.problem)}" if r.problem else p[2], *[escape(v) for v in p[3:]])
     out_console().print(t)
 
 

@@ -54,6 +54,16 @@ def check_online(settings: Settings, name: str | None) -> list[CheckResult]:
     return _check_online(store, [store.get(name)] if name else store.list())
 
 
+def build_demo_zoo(settings: Settings, reporter: Reporter | None = None, size: str | None = None) -> list[str]:
+    """Build (once, cached) the offline demo zoo of the `zoo_size` setting and register it: the first step on a
+    machine with no candidate yet. Trains tiny models on this machine (torch is imported here, in the caller's
+    worker thread): minutes for `demo`, seconds for `test`. Returns the registered candidate names."""
+    from damoc.zoo import build_zoo
+
+    return [c.name for c in build_zoo(size=size or settings.zoo_size, settings=settings, reporter=reporter,
+                                      register=True)]
+
+
 def pull_candidate(settings: Settings, name: str, reporter: Reporter) -> dict[str, str]:
     """Download a candidate's Chat and Base into the Hugging Face cache: role -> local folder."""
     return pull(settings, name, reporter=reporter)
@@ -62,7 +72,7 @@ def pull_candidate(settings: Settings, name: str, reporter: Reporter) -> dict[st
 __all__ = [
     "DATA_CANDIDATE", "Candidate", "CheckResult", "Comparison", "EventTail", "ExportFormat", "Leaderboard", "Plan",
     "RunConfig", "RunDir", "RunHandle", "RunOverview", "ScanReport", "Setting",
-    "add_candidate", "apply_override", "cancel_run", "check_online", "compare_runs", "compressors", "dataset_lines",
+    "add_candidate", "apply_override", "build_demo_zoo", "cancel_run", "check_online", "compare_runs", "compressors", "dataset_lines",
     "default_merge_rule", "export_dir", "export_leaderboard", "filters", "finetune_methods", "fmt_duration", "handoff",
     "human_bytes", "human_count", "inspect_dataset", "leaderboard", "leaderboard_rows", "merge_rules", "metrics",
     "modes", "open_run", "plan_lines", "plan_run", "preflight_lines", "prune_preview", "pull_candidate",

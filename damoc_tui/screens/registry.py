@@ -24,8 +24,9 @@ from damoc.events import Event, StageProgress, StageStarted
 from damoc.facade import Candidate
 from damoc_tui import bridge
 from damoc_tui.messages import (CandidateAdded, CandidatePulled, CandidateRemoved, JobDone, JobProgress,
-                                ModelsScanned, OnlineChecked, RegistryRead)
-from damoc_tui.screens.candidate_view import COLUMNS, SORTS, candidate_row, check_note, detail_text, scan_note, sort_key
+                                ModelsScanned, OnlineChecked, RegistryRead, ZooBuilt)
+from damoc_tui.screens.candidate_view import (COLUMNS, FIRST_STEP, SORTS, candidate_row, check_note, detail_text,
+                                              scan_note, sort_key)
 from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, FormScreen, failed
 from damoc_tui.widgets.synced_table import SyncedTable
 from damoc_tui.widgets.topbar import TopBar
@@ -42,6 +43,7 @@ class RegistryScreen(Screen[None]):
         Binding("s", "scan", "Scan cache", id="registry.scan", show=False),
         Binding("c", "check", "Check", id="registry.check", show=False),
         Binding("p", "pull", "Pull", id="registry.pull", show=False),
+        Binding("z", "build_zoo", "Demo zoo", id="registry.zoo", show=False),
         Binding("f", "refresh", "Refresh", id="registry.refresh", show=False),
         Binding("j", "cursor_down", "Down", id="registry.down", show=False),
         Binding("k", "cursor_up", "Up", id="registry.up", show=False),
@@ -62,6 +64,7 @@ class RegistryScreen(Screen[None]):
         with Horizontal(id="reg-filter"):
             yield Input(placeholder="/ search name, family, architecture", id="reg-search", compact=True)
             yield Static("", id="reg-mode")
+        yield Static("", id="reg-hint")
         with Horizontal(id="reg-body"):
             yield SyncedTable(COLUMNS, row_key="key", id="reg-table", flex="name", flex_min=14)
             with Vertical(id="reg-side"):
@@ -73,6 +76,7 @@ class RegistryScreen(Screen[None]):
     def on_mount(self) -> None:
         self.settings = self.app.settings  # type: ignore[attr-defined]
         self.query_one("#reg-progress").display = False
+        self.query_one("#reg-hint").display = False
         self.query_one("#reg-table").focus()
         self._render_mode()
         self.reload()
@@ -101,8 +105,13 @@ class RegistryScreen(Screen[None]):
         selected = set(self.app.selected_candidates)  # type: ignore[attr-defined]
         rows = [candidate_row(c, c.name in selected) for c in self.visible()]
         self.query_one("#reg-table", SyncedTable).sync(rows)
+        self.query_one("#reg-hint").display = self.loaded and not self.has_local()
+        self.query_one("#reg-hint", Static).update(FIRST_STEP)
         self._render_detail()
         self._render_mode()
+
+    def has_local(self) -> bool:
+        return any(c.summary().get("local") for c in self.candidates)
 
     def _render_mode(self) -> None:
         sel = self.app.selected_candidates  # type: ignore[attr-defined]
@@ -123,8 +132,8 @@ class RegistryScreen(Screen[None]):
         c = self.current()
         target = self.query_one("#reg-detail", Static)
         if c is None:
-            target.update("no candidate matches" if self.candidates else "the registry is empty: + adds one, "
-                          "s scans the Hugging Face cache, `damoc zoo build` registers the demo zoo")
+            target.update(("no candidate matches" if self.has_local() else FIRST_STEP) if self.candidates
+                          else "the registry is empty: " + FIRST_STEP.split(": ", 1)[1])
         else:
             target.update(detail_text(c))
 
@@ -269,6 +278,23 @@ class RegistryScreen(Screen[None]):
         self.app.push_screen(ConfirmScreen(f"Download {c.name}?", c.merge_reason, yes="Download", no="Not now"),
                              answer)
 
+    def action_build_zoo(self) -> None:
+        """The first step: build the offline demo zoo here (cached; a thread worker, with a progress bar)."""
+        size = self.settings.zoo_size
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.notify(f"building the {size} zoo: progress below; the app stays usable", timeout=5)
+                self._job(ZooBuilt, lambda: facade.build_demo_zoo(self.settings, JobReporter(self.post_message,
+                                                                                              "zoo")))
+        self.app.push_screen(ConfirmScreen(
+            f"Build the {size} zoo?", "Tiny Chat/Base pairs of real architectures, trained on this machine (demo: "
+            "about 7 minutes on 2 CPU cores, once; cached) and registered, ready to run.", yes="Build",
+            no="Not now"), answer)
+
+    def on_zoo_built(self, message: ZooBuilt) -> None:
+        if not self._failed(message) and message.result is not None:
+            self._changed(f"demo zoo ready: {len(message.result)} candidates registered (n: new run)")
+
     @work(thread=True, group="registry-actions", exit_on_error=False)
     def _job(self, done: Callable[..., JobDone[Any]], work: Callable[[], Any], **context: Any) -> None:
         bridge.run_job(done, work, self.post_message, **context)
@@ -329,6 +355,20 @@ class RegistryScreen(Screen[None]):
         """A registry action worked: say what it did and read the registry again."""
         self.notify(note, timeout=5)
         self.reload()
+
+
+class JobReporter:
+    """A damoc Reporter that turns a job's stage events into JobProgress messages (thread-safe posts)."""
+
+    def __init__(self, post: bridge.Post, job: str) -> None:
+        self.post, self.job = post, job
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, (StageStarted, StageProgress)):
+            done = event.done if isinstance(event, StageProgress) else 0
+            step = f" {done}/{event.total}" if event.total else ""
+            who = f"{event.candidate} " if event.candidate else ""
+            self.post(JobProgress(self.job, done, event.total, f"{who}{event.stage}{step}"))
 
 
 class PullProgress:

@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from damoc.facade import Candidate
+from damoc_tui.screens.candidate_view import FIRST_STEP
 from damoc_tui.screens.wizard.forms import Form
 from damoc_tui.screens.wizard.step import Step
 from damoc_tui.widgets.synced_table import SyncedTable
@@ -39,6 +40,11 @@ class CandidatesStep(Step):
         local = {c.name for c in self.local()}
         missing = [n for n in self.preselected if n not in local]
         note = f"{len(local)} candidates on this machine"
+        if not local:                      # the first step, as the registry screen says it
+            self.query_one("#w-cands-note", Static).update(
+                FIRST_STEP.replace("no candidate on this machine yet: ", "no candidate on this machine yet: esc, then on "
+                                   "the registry screen (1): ", 1))
+            return
         if missing:
             note += f"; not local (pull them on the registry screen first): {', '.join(missing)}"
         self.query_one("#w-cands-note", Static).update(escape(note))
