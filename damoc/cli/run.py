@@ -72,6 +72,15 @@ def _standings(lb: Leaderboard) -> str:
     return "   standings: " + "  ".join(parts) + (f"  (+{waiting} to go)" if waiting else "")
 
 
+def _percent(p: float) -> str:
+    """A probability as a whole percent; never 0 or 100 unless it is (a 0.4% chance is not none)."""
+    if 0 < p < 0.005:
+        return "<1"
+    if 0.995 <= p < 1:
+        return ">99"
+    return f"{100 * p:.0f}"
+
+
 def _print_leaderboard(lb: Leaderboard) -> None:
     """A compact table (fits 80 columns); long reasons become numbered notes under it."""
     from rich.table import Table
@@ -90,7 +99,9 @@ def _print_leaderboard(lb: Leaderboard) -> None:
     pruning = lb.mode == "damoc"
     t = Table(title=f"run {lb.run_id} ({lb.mode}) - {lb.metric or 'score'}", title_justify="left",
               box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True, padding=(0, 1))
+    p_best = any(r.p_best is not None for r in lb.rows)
     cols = [("#", "right"), ("candidate", "left"), ("score", "right"), ("±", "right"), ("gap", "right")]
+    cols += [("win%", "right")] if p_best else []      # P(best) in percent: fits 80 columns
     cols += [("method", "left")] if both else []
     cols += [("pruned", "right"), ("merge", "left")] if pruning else []
     cols += [("train/eval s", "right"), ("status", "left")]
@@ -100,6 +111,8 @@ def _print_leaderboard(lb: Leaderboard) -> None:
         score = "" if r.score is None else f"{r.score:.2f}" + (" ≈" if r.too_close else "")
         cells = [str(r.rank or ""), r.candidate, score, "" if r.stderr is None else f"{r.stderr:.2f}",
                  "" if r.gap is None else f"{r.gap:.2f}"]
+        if p_best:
+            cells.append("" if r.p_best is None else _percent(r.p_best))
         if both:
             cells.append(r.method or "")
         if pruning:
