@@ -35,8 +35,8 @@ class StageState:
         """Seconds left in a running stage with a known total, from its measured throughput so far (the mean time
         per step since it started, times the steps left), counted down since the last progress event."""
         if self.status != "running" or not self.total or self.done <= 0 or self.started is None \
-                or self.updated is None or self.updated <= self.started:
-            return None
+                or self.updated is None or self.updated - self.started < 1.0:
+            return None                      # under a second measured: no throughput to speak of yet
         left = (self.updated - self.started) / self.done * max(0, self.total - self.done)
         return max(0.0, left - max(0.0, (now or self.updated) - self.updated))
 
@@ -246,7 +246,7 @@ class RunState:
                 sub = [s.eta(now) for s in cand.stages.values() if s.parent == st.name and s.status == "running"]
                 sub = [x for x in sub if x is not None]
                 left += sub[-1] if sub else max(0.0, mean[kind] - (now - (st.started or now)))
-        return left
+        return left if left >= 1.0 else None         # "0s left" while work remains would be a wrong promise
 
     def ranking(self) -> list[CandidateState]:
         """Scored candidates best first, then the others in their run order (the live view before the pipeline's

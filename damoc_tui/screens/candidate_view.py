@@ -14,8 +14,8 @@ from damoc.facade import Candidate, CheckResult, ScanReport, human_bytes, human_
 COLUMNS = [("sel", "", 1), ("name", "name", 14), ("merge", "merge", 8), ("wpre", "W_pre", 5),
            ("where", "where", 11), ("params", "params", 6), ("layers", "layers", 6), ("flags", "flags", 5)]
 # the first step on a machine with no runnable candidate (registry screen and wizard say the same)
-FIRST_STEP = ("no candidate on this machine yet: [b]z[/b] builds the demo zoo (tiny Chat/Base pairs, minutes, once) · "
-              "[b]+[/b] adds a model folder · [b]s[/b] scans the Hugging Face cache · [b]p[/b] pulls a catalog pair")
+FIRST_STEP = ("no candidate on this machine yet: [b]z[/b] builds the demo zoo (minutes, once) · [b]+[/b] adds a "
+              "folder · [b]s[/b] scans the HF cache · [b]p[/b] pulls a pair")
 SORTS = ("local first", "name", "parameters", "layers", "mergeable first")
 SOURCE_ORDER = {"zoo": 0, "user": 1, "scan": 2, "catalog": 3}
 MERGE_LABEL = {"supported": ("yes", "green"), "no_base": ("no Base", "red"), "base_incompatible": ("incompat", "red"),

@@ -132,8 +132,8 @@ class RegistryScreen(Screen[None]):
         c = self.current()
         target = self.query_one("#reg-detail", Static)
         if c is None:
-            target.update(("no candidate matches" if self.has_local() else FIRST_STEP) if self.candidates
-                          else "the registry is empty: " + FIRST_STEP.split(": ", 1)[1])
+            target.update(("no candidate matches" + ("" if self.has_local() else f"\n{FIRST_STEP}"))
+                          if self.candidates else "the registry is empty: " + FIRST_STEP.split(": ", 1)[1])
         else:
             target.update(detail_text(c))
 
