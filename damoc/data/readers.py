@@ -305,6 +305,18 @@ def looks_like_jsonl(path: Path) -> bool:
     return rest.lstrip().startswith("{")
 
 
+def _decode(parser: JsonParser, text: str, pos: int, path: Path, *, line: int) -> tuple[Any, int]:
+    """One JSON value at `pos`; a DataError naming the line for bad syntax or a structure nested too deeply."""
+    try:
+        return parser.raw_decode(text, pos)
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON: {e.msg} at column {e.colno}", "fix the JSON syntax", path=str(path),
+                        line=e.lineno) from None
+    except DeepError:
+        raise DataError(_deep_message(), "a fine-tuning record holds text, not deep structures", path=str(path),
+                        line=line) from None
+
+
 def iter_json(path: Path) -> Iterator[Raw]:
     """A JSON document: a list of records, an object wrapping one (`data`, `train`, ...), or a pandas
     `to_json` layout (`columns`, `index`, `split`, `table`)."""
@@ -314,14 +326,7 @@ def iter_json(path: Path) -> Iterator[Raw]:
     if text.startswith("[", start):
         yield from _json_array(path, text, start, parser)
         return
-    try:
-        data, end = parser.raw_decode(text, start)
-    except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON: {e.msg} at column {e.colno}", "fix the JSON syntax", path=str(path),
-                        line=e.lineno) from None
-    except DeepError:
-        raise DataError(_deep_message(), "a fine-tuning record holds text, not deep structures", path=str(path),
-                        line=1) from None
+    data, end = _decode(parser, text, start, path, line=1)
     if text[end:].strip():
         line = text.count("\n", 0, end) + 1
         raise DataError("invalid JSON: extra data after the first value", "one JSON document per .json file "
@@ -356,14 +361,7 @@ def _json_array(path: Path, text: str, start: int, parser: JsonParser) -> Iterat
         n += 1
         at = line_at(pos)
         parser.duplicates = []
-        try:
-            obj, pos = parser.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg} at column {e.colno}", "fix the JSON syntax", path=str(path),
-                            line=e.lineno) from None
-        except DeepError:
-            raise DataError(_deep_message(), "a fine-tuning record holds text, not deep structures",
-                            path=str(path), line=at) from None
+        obj, pos = _decode(parser, text, pos, path, line=at)
         if n == 1 and isinstance(obj, list):
             raise DataError("a list of lists has no column names (pandas to_json(orient='values'))",
                             "write records: df.to_json(path, orient='records')", path=str(path), line=at)
