@@ -5,6 +5,7 @@ from typing import Any
 
 from damoc.events import (CandidateScored, Event, Log, Metric, RunFinished, RunStarted, StageFinished,
                           StageProgress, StageStarted)
+from damoc.units import fmt_duration
 
 _STATUS_STYLE = {"ok": "green", "failed": "bold red", "cancelled": "yellow", "skipped": "cyan"}
 
@@ -23,6 +24,7 @@ class ConsoleReporter:
                                  MofNCompleteColumn(), TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
                                  console=self.console, transient=transient)
         self._tasks: dict[str, Any] = {}
+        self._began: dict[str, tuple[float, int]] = {}    # cell -> (event time, steps done) of its first progress
         self._started = False
 
     def __enter__(self) -> "ConsoleReporter":
@@ -43,6 +45,15 @@ class ConsoleReporter:
             self._tasks[cell] = self.progress.add_task(cell, total=total, note="")
         return self._tasks[cell]
 
+    def _eta(self, event: StageProgress) -> float | None:
+        """Seconds left in a stage, from the throughput its own events measured (event times, so a replayed
+        backlog gives the same figure as a live run); None until a second of progress has been seen."""
+        t0, done0 = self._began.setdefault(event.cell, (event.t, event.done))
+        if not event.total or event.done <= done0 or event.t - t0 < 1.0:
+            return None
+        rate = (event.done - done0) / (event.t - t0)
+        return max(0.0, (event.total - event.done) / rate)
+
     def emit(self, event: Event) -> None:
         p = self.progress
         if isinstance(event, RunStarted):
@@ -52,7 +63,9 @@ class ConsoleReporter:
             self._task(event.cell, event.total)
         elif isinstance(event, StageProgress):
             tid = self._task(event.cell, event.total)
-            p.update(tid, completed=event.done, total=event.total, note=event.note[:40])
+            eta = self._eta(event)
+            note = event.note[:40] + (f" · ETA {fmt_duration(eta)}" if eta is not None else "")
+            p.update(tid, completed=event.done, total=event.total, note=note)
         elif isinstance(event, StageFinished):
             tid = self._task(event.cell)
             task = p.tasks[[t.id for t in p.tasks].index(tid)]
@@ -74,4 +87,4 @@ class ConsoleReporter:
         elif isinstance(event, RunFinished):
             style = _STATUS_STYLE.get(event.status, "white")
             why = f": {event.reason}" if event.reason else ""
-            p.console.print(f"[{style}]run {event.run_id} {event.status}[/] in {event.seconds:.1f}s{why}")
+            p.console.print(f"[{style}]run {event.run_id} {event.status}[/] in {fmt_duration(event.seconds)}{why}")

@@ -12,21 +12,9 @@ from damoc.pipeline.recipes import CandidateFacts, StageDecision, prune_decision
 from damoc.pipeline.rundir import RunDir, list_runs
 from damoc.registry.models import Candidate
 from damoc.settings import Settings
+from damoc.units import fmt_duration  # noqa: F401  (the facade's name for it)
 
 ExportFormat = Literal["json", "csv", "md"]
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """The one way front ends write a duration (a run's `RunDir.seconds()`, a stage, an ETA): `42s`, `1m32s`,
-    `2h05m`; `-` when unknown. The app, `damoc runs` and `damoc attach` all use it."""
-    if seconds is None:
-        return "-"
-    s = int(round(max(0.0, float(seconds))))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def run_dirs(settings: Settings) -> list[RunDir]:
