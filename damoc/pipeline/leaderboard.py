@@ -17,6 +17,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from damoc.errors import DamocError
 from damoc.pipeline.cells import PrepareCell, PruneCell, kind_of, shared_kinds
 from damoc.pipeline.cells.scoring import read_per_item
 from damoc.pipeline.config import LeaderboardSection, SelectSection
@@ -275,9 +276,9 @@ def build_leaderboard(*, run_id: str, mode: str, candidates: list[str], methods:
             row.status, row.reason = "failed", "no score produced"
         rows.append(row)
 
-    for r in rows:
-        r.measured = r.score
     spread = _predict(rows, select.predictor, target) if select.predictor != "final" and target else {}
+    for r in rows:                      # the ranked method's own proxy score (the forecast may have changed it)
+        r.measured = _mean(r.seed_scores[r.method]) if r.method in r.seed_scores else None
 
     def key(r: Row) -> tuple[float, float]:
         return (r.score, r.tiebreak if r.tiebreak is not None else float("-inf"))  # type: ignore[return-value]
@@ -351,7 +352,11 @@ def _predict(rows: list[Row], predictor: str, target: int) -> dict[str, float]:
         curves = [Curve(r.candidate, tuple(float(n) for n, _ in r.curve[m]),
                         tuple(min(float(v), SCORE_TOP - 1e-3) for _, v in r.curve[m])) for r in usable]
         horizon = float(max(target, max(c.sizes[-1] for c in curves)))
-        for p in predict(curves, horizon, pred, higher_is_better=True, ceiling=SCORE_TOP):
+        try:
+            forecast = predict(curves, horizon, pred, higher_is_better=True, ceiling=SCORE_TOP)
+        except DamocError:              # curves this predictor cannot fit: the rows keep their measured scores
+            continue
+        for p in forecast:
             row = next(r for r in usable if r.candidate == p.name)
             row.scores[m] = p.predicted
             interval[(row.candidate, m)] = (p.low, p.high)
