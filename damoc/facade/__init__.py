@@ -56,12 +56,11 @@ def check_online(settings: Settings, name: str | None) -> list[CheckResult]:
 
 def build_demo_zoo(settings: Settings, reporter: Reporter | None = None, size: str | None = None) -> list[str]:
     """Build (once, cached) the offline demo zoo of the `zoo_size` setting and register it: the first step on a
-    machine with no candidate yet. Trains tiny models on this machine (torch is imported here, in the caller's
-    worker thread): minutes for `demo`, seconds for `test`. Returns the registered candidate names."""
-    from damoc.zoo import build_zoo
+    machine with no candidate yet. The models train in a subprocess (this process never imports torch for it),
+    whose progress events reach `reporter`: minutes for `demo`, seconds for `test`. Returns the candidate names."""
+    from damoc.pipeline.demo import ensure_zoo
 
-    return [c.name for c in build_zoo(size=size or settings.zoo_size, settings=settings, reporter=reporter,
-                                      register=True)]
+    return [c.name for c in ensure_zoo(settings, size or settings.zoo_size, reporter)]
 
 
 def pull_candidate(settings: Settings, name: str, reporter: Reporter) -> dict[str, str]:

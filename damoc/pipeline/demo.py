@@ -16,9 +16,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from damoc.errors import DamocError
+from damoc.events import Reporter
 from damoc.settings import Settings
 
 if TYPE_CHECKING:
@@ -47,14 +49,30 @@ DEMO_BASE: dict[str, dict[str, Any]] = {
 ABLATIONS = ("filter-only", "filter+compress")
 
 
-def ensure_zoo(settings: Settings, size: str) -> list[Any]:
+def ensure_zoo(settings: Settings, size: str, reporter: Reporter | None = None) -> list[Any]:
     """The zoo of `size`, registered. Building trains models, so it runs in a subprocess (this process never holds
-    a model); a built zoo is only read."""
+    a model, and the app never forks itself); its events reach `reporter`. A built zoo is only read."""
+    import os
+    import tempfile
+
+    from damoc.pipeline.rundir import EventTail
     from damoc.zoo import build_zoo, load_manifest
 
     if load_manifest(size, settings=settings) is None:
-        proc = subprocess.run([sys.executable, "-m", "damoc.pipeline.demo", "build-zoo", size],
-                              stdin=subprocess.DEVNULL)
+        with tempfile.TemporaryDirectory(prefix="damoc-zoo-") as tmp:
+            events = Path(tmp) / "events.jsonl"
+            cmd = [sys.executable, "-m", "damoc.pipeline.demo", "build-zoo", size]
+            cmd += ["--events", str(events)] if reporter is not None else []
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, "DAMOC_HOME": str(settings.home)})
+            tail = EventTail(events)
+            while True:
+                done = proc.poll() is not None
+                for e in tail.read() if reporter is not None else []:
+                    reporter.emit(e)
+                if done:
+                    break
+                time.sleep(0.2)
         if proc.returncode != 0:
             raise DamocError(f"building the {size} demo zoo failed (exit code {proc.returncode})",
                              f"run it alone to see why: damoc zoo build --size {size}")
@@ -195,19 +213,22 @@ def print_summary(res: dict[str, Any], console: Any) -> None:
                           f"tau {d['kendall_tau'] if d['kendall_tau'] is None else round(d['kendall_tau'], 2)}")
 
 
-def _build_main(size: str) -> int:
+def _build_main(size: str, events: str | None = None) -> int:
     from damoc.console import ConsoleReporter
-    from damoc.settings import Settings
+    from damoc.events import JsonlWriter
     from damoc.zoo import build_zoo
 
     settings = Settings.load()      # threads left to the build: one process per core, one thread each (zoo.build)
+    if events:                      # a parent follows the build through this file (the app's progress bar)
+        build_zoo(size, settings=settings, reporter=JsonlWriter(Path(events)), register=True)
+        return 0
     with ConsoleReporter() as rep:
         build_zoo(size, settings=settings, reporter=rep, register=True)
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "build-zoo":
-        sys.exit(_build_main(sys.argv[2]))
-    print("usage: python -m damoc.pipeline.demo build-zoo SIZE", file=sys.stderr)
+    if len(sys.argv) in (3, 5) and sys.argv[1] == "build-zoo" and (len(sys.argv) == 3 or sys.argv[3] == "--events"):
+        sys.exit(_build_main(sys.argv[2], sys.argv[4] if len(sys.argv) == 5 else None))
+    print("usage: python -m damoc.pipeline.demo build-zoo SIZE [--events FILE]", file=sys.stderr)
     sys.exit(2)
