@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from damoc.cli.common import echo_json, err_console, out_console, settings
 from damoc.errors import DamocError
+from damoc.registry.add import unchecked_note
 
 if TYPE_CHECKING:
     from damoc.registry.models import Candidate
@@ -31,8 +32,13 @@ def _flag(c: Candidate, short: bool = False) -> str:
     if c.merge_supported:
         return "[green]✓ sparse merge[/]"
     state = c.capability.state if c.capability else ""
+    hub = c.capability.hub_check if c.capability else None
+    if short and hub is not None:          # not local, but checked on the hub (headers, no weights)
+        return "[green]↓ merge ok (hub)[/]" if hub.merge_supported else "[red]↓ ✗ incompatible (hub)[/]"
+    if short and c.unchecked:
+        return "[yellow]? not checked[/]"
     style = "yellow" if state in ("no_base", "not_local") else "red"
-    return f"[{style}]{SHORT.get(state, state) if short else c.merge_reason}[/]"
+    return f"[{style}]{escape(SHORT.get(state, state) if short else c.merge_reason)}[/]"
 
 
 def _where(c: Candidate) -> str:
@@ -169,6 +175,8 @@ def add(chat: str, base: str | None, name: str | None, family: str | None, chat_
         return
     err_console().print(f"added [bold]{c.name}[/]: "
                         f"{'sparse merging supported' if c.merge_supported else escape(c.merge_reason)}")
+    if c.unchecked:
+        err_console().print(f"[yellow]note[/]: {escape(unchecked_note(c))}")
     if c.needs_remote_code and not c.trust_remote_code:
         err_console().print("[magenta]note[/]: it needs remote code (auto_map in config.json), which is not trusted; "
                             "add it again with --trust-remote-code --replace to opt in")
@@ -208,7 +216,7 @@ def check(name: str | None, online: bool, timeout: float, as_json: bool) -> None
         from damoc.registry.hub import check_online
 
         for r in check_online(store, cands, timeout=timeout):
-            online_results[r.name] = {"ok": r.ok, "errors": r.errors, "facts": r.facts}
+            online_results[r.name] = {"ok": r.ok, "errors": r.errors, "facts": r.facts, "hub_check": r.hub_check}
         cands = [store.get(c.name) for c in cands]
     rows = []
     for c in cands:
@@ -216,7 +224,8 @@ def check(name: str | None, online: bool, timeout: float, as_json: bool) -> None
         rows.append({**c.summary(), "notes_capability": cap.notes if cap else [],
                      "detail": cap.detail if cap else {}, "online": online_results.get(c.name)})
     if as_json:
-        echo_json(rows)
+        echo_json([{**r, "online": r["online"] and {**r["online"], "hub_check": r["online"]["hub_check"] and
+                                                     r["online"]["hub_check"].to_dict()}} for r in rows])
         return
     con = out_console()
     for c, row in zip(cands, rows):
@@ -229,6 +238,11 @@ def check(name: str | None, online: bool, timeout: float, as_json: bool) -> None
             if row["online"]["ok"]:
                 con.print(f"    hub: confirmed ({'gated' if c.chat_facts.gated else 'not gated'}, "
                           f"{_size(c)})")
+            hub = row["online"].get("hub_check")
+            if hub is not None:
+                style = "green" if hub.merge_supported else "red"
+                con.print(f"    [{style}]{escape(hub.describe())}[/] (config.json and safetensors headers, "
+                          "no weights downloaded)")
     if any(r["online"] and not r["online"]["ok"] for r in rows):
         raise click.exceptions.Exit(1)
 
@@ -349,9 +363,17 @@ def preflight_cmd(names: tuple[str, ...], sets: tuple[str, ...], config_file: Pa
         if not eq:
             raise click.BadParameter(f"{s!r} is not KEY=VALUE", param_hint="--set")
         config[k.strip()] = v.strip()
-    pf = preflight(settings(), list(names), config)
+    from damoc.registry.assess import merge_check
+
+    s = settings()
+    pf = preflight(s, list(names), config)
+    store = _store()
+    merges = {c.name: merge_check(store.get(c.name)) for c in pf.candidates}
     if as_json:
-        echo_json(pf.to_dict())
+        d = pf.to_dict()
+        for c in d["candidates"]:
+            c["merge_check"] = merges[c["name"]]
+        echo_json(d)
         return
     from rich.table import Table
 
@@ -376,6 +398,9 @@ def preflight_cmd(names: tuple[str, ...], sets: tuple[str, ...], config_file: Pa
         dl = next((st for st in c.skipped if st.stage == "download"), None)
         if dl is not None:
             con.print(f"[yellow]{c.name}[/]: not local, every stage waits: {dl.reason.split(': ', 1)[-1]}")
+            m = merges[c.name]
+            if m["checked"] == "hub":
+                con.print(f"  sparse merge {escape(str(m['reason']))}")
             continue
         groups: dict[tuple[str, str], list[str]] = {}
         for st in c.skipped:

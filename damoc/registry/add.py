@@ -20,3 +20,15 @@ def add_candidate(settings: Settings, chat: str, base: str | None = None, *, nam
                          base_revision=base_revision, notes=notes, trust_remote_code=trust_remote_code)
     store.add(cand, replace=replace)
     return assess(cand, store.hub_facts())
+
+
+def unchecked_note(c: Candidate) -> str:
+    """What to say about an entry whose hub ids nothing has confirmed (`Candidate.unchecked`): adding never asks
+    the hub, so an id with a typo is only found by checking it."""
+    from damoc.registry.hub import offline_reason
+
+    off = offline_reason()
+    ids = ", ".join(c.unchecked)
+    head = f"offline ({off}): {ids} could not be checked on the hub" if off else \
+        f"{ids} not checked on the hub yet (adding never asks it)"
+    return f"{head}; a typo in an id shows only when checked: damoc registry check --online {c.name}"

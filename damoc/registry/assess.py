@@ -106,7 +106,11 @@ def assess(c: Candidate, hub_facts: dict[str, ModelFacts] | None = None) -> Cand
             reason = "not available locally (" + "; ".join(folder_gone) + ")"
         else:
             reason = f"not available locally ({which} not downloaded, download needed, {size})"
-        c.capability = cap("not_local", False, reason)
+        checks = getattr(hub_facts, "checks", {})
+        hub = checks.get((str(c.chat), str(c.base))) if not folder_gone else None
+        if hub is not None:          # pruning still needs the files: the pair stays not local, with what the hub says
+            reason += f"; {hub.describe()}"
+        c.capability = cap("not_local", False, reason, hub_check=hub)
     elif os.path.realpath(chat_path) == os.path.realpath(base_path):  # type: ignore[arg-type]
         c.capability = cap("base_incompatible", False, "pruning skipped: Chat and Base are the same folder (the task "
                            "vector Chat - Base is zero)", detail={"same_folder": chat_path})
@@ -114,3 +118,19 @@ def assess(c: Candidate, hub_facts: dict[str, ModelFacts] | None = None) -> Cand
         got = compare_checkpoints(Path(chat_path), Path(base_path))  # type: ignore[arg-type]
         c.capability = cap(got.state, got.merge_supported, got.merge_reason, detail=got.detail, notes=got.notes)
     return c
+
+
+def merge_check(c: Candidate) -> dict[str, object]:
+    """Where the sparse-merge answer of an assessed entry comes from, for the pre-flight: `checked` is "files" (on
+    this machine), "hub" (headers read by `damoc registry check --online`) or "" (not known before a download)."""
+    cap = c.capability
+    if cap is None:
+        return {"checked": "", "supported": None, "reason": "not assessed"}
+    if cap.state != "not_local":
+        return {"checked": "files", "supported": cap.merge_supported,
+                "reason": "" if cap.merge_supported else cap.merge_reason}
+    if cap.hub_check is not None:
+        return {"checked": "hub", "supported": cap.hub_check.merge_supported, "reason": cap.hub_check.describe()}
+    return {"checked": "", "supported": None,
+            "reason": "not known before the download: `damoc registry check --online " + c.name + "` reads the "
+                      "headers on the hub (no weights)"}

@@ -200,6 +200,17 @@ def facts_from_folder(folder: Path, index: WeightIndex | None = None) -> ModelFa
     cfg = read_config(folder)
     if index is None:
         index = weight_index(folder)
+    facts = config_facts(cfg, index)
+    facts.license = _license(folder)
+    facts.chat_template = _has_chat_template(folder)
+    facts.size_bytes = folder_size(folder)
+    facts.origin = "files"
+    return facts
+
+
+def config_facts(cfg: dict[str, Any], index: WeightIndex) -> ModelFacts:
+    """The facts config.json and the safetensors headers give (architecture, sizes, parameters, dtype), wherever
+    they were read: a folder (`facts_from_folder`) or the hub (`hub.hub_capability`)."""
     dtype = _first(cfg, "torch_dtype", "dtype")
     if index.tensors:
         counts: dict[str, int] = {}
@@ -219,11 +230,7 @@ def facts_from_folder(folder: Path, index: WeightIndex | None = None) -> ModelFa
         kv_heads=_first(cfg, "num_key_value_heads", "multi_query_group_num", "num_kv_heads") or heads,
         vocab_size=_first(cfg, "vocab_size", "padded_vocab_size"),
         dtype=str(dtype) if dtype else None,
-        license=_license(folder),
         needs_remote_code=bool(cfg.get("auto_map")),
-        chat_template=_has_chat_template(folder),
-        size_bytes=folder_size(folder),
-        origin="files",
     )
 
 
@@ -244,6 +251,12 @@ def compare_checkpoints(chat_dir: Path, base_dir: Path) -> Capability:
         ci, bi = weight_index(chat_dir), weight_index(base_dir)
     except UnreadableModel as e:
         return Capability("unreadable", False, f"pruning skipped: {e.message}", detail={"error": e.message})
+    return compare_headers(ccfg, bcfg, ci, bi)
+
+
+def compare_headers(ccfg: dict[str, Any], bcfg: dict[str, Any], ci: WeightIndex, bi: WeightIndex) -> Capability:
+    """The sparse-merge rule on what a pair's files say (config.json and the safetensors headers), wherever they
+    were read: from local folders (`compare_checkpoints`) or from the hub by range requests (`hub.hub_capability`)."""
     cap = lambda why, **d: Capability("base_incompatible", False, f"pruning skipped: Base incompatible ({why})",
                                       detail=d)
     ca, ba = ccfg.get("model_type"), bcfg.get("model_type")

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from damoc.errors import DamocError
 from damoc.events import Reporter, StageTracker
-from damoc.registry.models import Candidate, ModelFacts, ModelRef, human_bytes
+from damoc.registry.capability import WeightIndex
+from damoc.registry.models import Candidate, Capability, HubCheck, ModelFacts, ModelRef, human_bytes
 from damoc.settings import Settings
 
 if TYPE_CHECKING:
@@ -158,15 +159,117 @@ class CheckResult:
     ok: bool
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    hub_check: HubCheck | None = None        # the pair's sparse-merge capability computed on the hub
+
+
+# -- headers through range requests (no weights) -------------------------------------------------------------------
+
+def _hub_get(ref: ModelRef, filename: str, timeout: float) -> bytes:
+    """One small file of a hub repo (config.json, the safetensors index), read into memory: never written to the
+    Hugging Face cache, so a checked pair does not look partly downloaded."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    url = hf_hub_url(ref.id, filename, revision=ref.revision, endpoint=endpoint())
+    try:
+        r = get_session().get(url, headers=build_hf_headers(), timeout=timeout, follow_redirects=True)
+        hf_raise_for_status(r)
+    except Exception as e:  # noqa: BLE001
+        raise explain(e, ref.id, f"read {filename} of {ref.id}", timeout) from e
+    return r.content
+
+
+def remote_headers(ref: ModelRef, files: list[str], timeout: float = DEFAULT_TIMEOUT
+                   ) -> tuple[dict[str, Any], WeightIndex]:
+    """config.json and the tensor names, dtypes and shapes of a hub model, from the safetensors headers read with
+    range requests (`HfApi.parse_safetensors_file_metadata`: the first 100 kB of each shard, rarely a second
+    request); `files` is the repo's file list (`remote_model`)."""
+    import json
+
+    from huggingface_hub import HfApi
+
+    from damoc.registry.capability import UnreadableModel
+
+    try:
+        cfg = json.loads(_hub_get(ref, "config.json", timeout))
+    except ValueError as e:
+        raise HubError(f"{ref.id}: config.json on the hub is not valid JSON ({e})", "check the repo's files") from e
+    if not isinstance(cfg, dict):
+        raise HubError(f"{ref.id}: config.json on the hub is not a JSON object", "check the repo's files")
+    if "model.safetensors.index.json" in files:
+        try:
+            shards = sorted(set(json.loads(_hub_get(ref, "model.safetensors.index.json", timeout))["weight_map"]
+                                .values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise HubError(f"{ref.id}: model.safetensors.index.json is not a valid index ({e})",
+                           "check the repo's files") from e
+    else:
+        shards = [f for f in files if f.endswith(".safetensors") and not f.startswith("consolidated")]
+    if not shards:
+        return cfg, WeightIndex("bin" if any(f.endswith(".bin") for f in files) else "none")
+    api = HfApi(endpoint=endpoint())
+    wi = WeightIndex("safetensors")
+    for shard in shards:
+        try:
+            md = api.parse_safetensors_file_metadata(ref.id, shard, revision=ref.revision, timeout=timeout)
+        except Exception as e:  # noqa: BLE001
+            if type(e).__name__ == "SafetensorsParsingError":
+                raise UnreadableModel(f"{ref.id}/{shard}: unreadable safetensors header on the hub ({e})",
+                                      "the repo's file is broken; try another revision") from e
+            raise explain(e, ref.id, f"read the safetensors header of {ref.id}/{shard}", timeout) from e
+        for name, t in md.tensors.items():
+            wi.tensors[name] = (str(t.dtype), tuple(int(d) for d in t.shape))
+    return cfg, wi
+
+
+def hub_capability(c: Candidate, remote: dict[str, RemoteModel], timeout: float = DEFAULT_TIMEOUT
+                   ) -> tuple[HubCheck, dict[str, ModelFacts]]:
+    """The sparse-merge capability of a pair whose Chat or Base is not on this machine, computed from the hub by the
+    rule used for local files; a side that is local is read from its folder. Returns the check and the facts its
+    config.json and headers gave (hub id -> facts: layers, hidden size, parameters for the pre-flight)."""
+    from damoc.registry.assess import locate
+    from damoc.registry.capability import (UnreadableModel, compare_headers, config_facts, read_config,
+                                           weight_index)
+
+    assert c.base is not None
+    sides, facts = [], {}
+    try:
+        for role, ref in (("chat", c.chat), ("base", c.base)):
+            _, path, _ = locate(ref)
+            if path is not None:
+                sides.append((read_config(Path(path)), weight_index(Path(path))))
+                continue
+            if role not in remote:
+                raise HubError(f"{role} {ref.id} is neither on this machine nor a hub id", "restore the folder")
+            cfg, wi = remote_headers(ref, list(remote[role].files), timeout)
+            f = config_facts(cfg, wi).merged_over(remote[role].facts)
+            f.origin, f.size_bytes, f.size_estimated = "hub", remote[role].facts.size_bytes, False
+            facts[ref.id] = f
+            sides.append((cfg, wi))
+        cap = compare_headers(sides[0][0], sides[1][0], sides[0][1], sides[1][1])
+    except UnreadableModel as e:
+        cap = Capability("unreadable", False, f"pruning skipped: {e.message}", detail={"error": e.message})
+    import time
+
+    return HubCheck(str(c.chat), str(c.base), cap.state, cap.merge_supported, cap.merge_reason, cap.detail,
+                    cap.notes, time.time()), facts
 
 
 def check_online(store: RegistryStore, candidates: list[Candidate], timeout: float = DEFAULT_TIMEOUT) -> list[CheckResult]:
-    """Confirm gated/size/licence facts of the hub refs of `candidates` and keep them in the store."""
+    """Confirm gated/size/licence facts of the hub refs of `candidates`, compute the sparse-merge capability of each
+    pair that is not all on this machine from the hub's config.json files and safetensors headers, and keep both
+    in the store."""
     if offline_reason():
         raise _offline_error("check the hub")
-    results, confirmed = [], {}
+    results, confirmed, checks = [], {}, []
+
+    def keep() -> None:
+        store.set_hub_facts(confirmed)
+        store.set_hub_checks(checks)
+
     for c in candidates:
         r = CheckResult(c.name, True)
+        remote: dict[str, RemoteModel] = {}
         for role, ref in (("chat", c.chat), ("base", c.base)):
             if ref is None or ref.kind != "hub":
                 continue
@@ -176,14 +279,31 @@ def check_online(store: RegistryStore, candidates: list[Candidate], timeout: flo
                 r.ok = False
                 r.errors.append(f"{role} {ref.id}: {e.message}" + (f" ({e.hint})" if e.hint else ""))
                 if e.message.startswith(("no answer from", "cannot reach")):
-                    store.set_hub_facts(confirmed)   # keep what was confirmed, then stop: the network is down
+                    keep()                  # keep what was confirmed, then stop: the network is down
                     results.append(r)
                     raise
                 continue
+            remote[role] = rm
             confirmed[ref.id] = rm.facts
             r.facts[role] = rm.facts.to_dict()
+        local_pair = c.capability is not None and c.capability.state != "not_local"
+        if c.base is not None and remote and r.ok and not local_pair:
+            try:
+                r.hub_check, facts = hub_capability(c, remote, timeout)
+            except HubError as e:
+                r.ok = False
+                r.errors.append(f"sparse-merge check: {e.message}" + (f" ({e.hint})" if e.hint else ""))
+                if e.message.startswith(("no answer from", "cannot reach")):
+                    keep()
+                    results.append(r)
+                    raise
+            else:
+                checks.append(r.hub_check)
+                confirmed.update(facts)
+                r.facts.update({role: facts[ref.id].to_dict() for role, ref in (("chat", c.chat), ("base", c.base))
+                                if ref is not None and ref.id in facts})
         results.append(r)
-    store.set_hub_facts(confirmed)
+    keep()
     return results
 
 

@@ -168,6 +168,53 @@ _accept_former_name(ModelFacts)
 
 
 @dataclass
+class HubCheck:
+    """The sparse-merge capability of a pair computed on the hub (`damoc registry check --online`): both config.json
+    files and every safetensors header read with range requests, no weights downloaded, by the same rule as for
+    local files (`capability.compare_headers`). Kept per (Chat ref, Base ref); the local files win once present."""
+
+    chat: str                                # the refs as written (`id@revision`)
+    base: str
+    state: CapabilityState                   # supported | base_incompatible | unreadable
+    merge_supported: bool
+    merge_reason: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)   # the mismatching tensor and shapes
+    notes: list[str] = field(default_factory=list)
+    checked_at: float | None = None
+
+    def describe(self) -> str:
+        if self.merge_supported:
+            n = self.detail.get("layer_tensors")
+            return "checked on the hub: sparse merging supported" + (f" ({n} layer tensors match)" if n else "")
+        return "checked on the hub: " + self.merge_reason.removeprefix("pruning skipped: ")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "HubCheck | None":
+        if not isinstance(d, dict):
+            return None
+        try:
+            return cls(chat=str(d["chat"]), base=str(d["base"]), state=d["state"],
+                       merge_supported=bool(d["merge_supported"]), merge_reason=str(d.get("merge_reason") or ""),
+                       detail=dict(d.get("detail") or {}), notes=[str(n) for n in d.get("notes") or []],
+                       checked_at=d.get("checked_at"))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+class HubFacts(dict):  # type: ignore[type-arg]
+    """Facts confirmed on the hub, hub id -> ModelFacts; `checks` holds the pairs' hub-checked capabilities,
+    (Chat ref, Base ref) -> HubCheck. One object, so every `assess(c, store.hub_facts())` sees both."""
+
+    def __init__(self, facts: dict[str, ModelFacts] | None = None,
+                 checks: dict[tuple[str, str], HubCheck] | None = None) -> None:
+        super().__init__(facts or {})
+        self.checks: dict[tuple[str, str], HubCheck] = dict(checks or {})
+
+
+@dataclass
 class Capability:
     """Computed from local files only (config.json + safetensors headers; no weights loaded, no download)."""
 
@@ -182,6 +229,7 @@ class Capability:
     download_estimated: bool = False
     detail: dict[str, Any] = field(default_factory=dict)   # the mismatching tensor and shapes, etc.
     notes: list[str] = field(default_factory=list)
+    hub_check: HubCheck | None = None        # computed on the hub for a pair not (all) local; files win once local
 
     @property
     def local(self) -> bool:
@@ -216,6 +264,16 @@ class Candidate:
     @property
     def needs_remote_code(self) -> bool:
         return bool(self.chat_facts.needs_remote_code or (self.base_facts and self.base_facts.needs_remote_code))
+
+    @property
+    def unchecked(self) -> list[str]:
+        """Hub ids of this entry that nothing has confirmed yet (added by hand, never seen on the hub nor on this
+        machine): they may not exist. `damoc registry check --online NAME` confirms them."""
+        out = []
+        for ref, facts in ((self.chat, self.chat_facts), (self.base, self.base_facts)):
+            if ref is not None and ref.kind == "hub" and (facts is None or facts.origin == "none"):
+                out.append(ref.id)
+        return out
 
     # -- convenience -------------------------------------------------------------------------------
     @property
@@ -296,6 +354,8 @@ class Candidate:
             "chat_template": f.chat_template,
             "size_bytes": (f.size_bytes or 0) + ((self.base_facts.size_bytes or 0) if self.base_facts else 0) or None,
             "facts_from": f.origin,
+            "unchecked": self.unchecked,
+            "hub_check": cap.hub_check.to_dict() if cap and cap.hub_check else None,
             "no_base_reason": self.no_base_reason,
             "notes": self.notes,
         }

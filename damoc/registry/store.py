@@ -24,12 +24,12 @@ from typing import Any, NoReturn
 
 from damoc.errors import DamocError, UnknownNameError
 from damoc.fsutil import atomic_write_text, file_hash
-from damoc.registry.models import Candidate, ModelFacts, check_name
+from damoc.registry.models import Candidate, HubCheck, HubFacts, ModelFacts, check_name
 from damoc.registry.storage import storage_error
 from damoc.settings import Settings
 
 SCHEMA_VERSION = 1
-TABLES = ("meta", "candidates", "hubfacts", "hidden")
+TABLES = ("meta", "candidates", "hubfacts", "hidden", "hubchecks")
 
 
 class RegistryCorrupt(DamocError):
@@ -337,13 +337,18 @@ class RegistryStore:
 
         return load_catalog(self.catalog_dir)
 
-    def _state(self) -> tuple[list[Candidate], set[str], dict[str, ModelFacts]]:
+    def _state(self) -> tuple[list[Candidate], set[str], HubFacts]:
         with self._db() as db:
             own = [Candidate.from_record(d) for d in db.table("candidates").all()]
             hidden = {_norm(d["name"]) for d in db.table("hidden").all() if "name" in d}
-            hub = {d["id"]: ModelFacts.from_dict(d.get("facts")) or ModelFacts() for d in db.table("hubfacts").all()
-                   if "id" in d}
-        return own, hidden, hub
+            facts = {d["id"]: ModelFacts.from_dict(d.get("facts")) or ModelFacts() for d in db.table("hubfacts").all()
+                     if "id" in d}
+            checks = {}
+            for d in db.table("hubchecks").all():
+                hc = HubCheck.from_dict(d.get("check"))
+                if hc is not None:           # an unreadable record is ignored: re-checking writes it again
+                    checks[(hc.chat, hc.base)] = hc
+        return own, hidden, HubFacts(facts, checks)
 
     def records(self, *, include_hidden: bool = False) -> list[Candidate]:
         """Declared entries (not assessed): catalog first, then the user's own in the order added."""
@@ -351,7 +356,8 @@ class RegistryStore:
         cat = [c for c in self._catalog() if include_hidden or _norm(c.name) not in hidden]
         return cat + sorted(own, key=lambda c: (c.added_at or 0, c.name))
 
-    def hub_facts(self) -> dict[str, ModelFacts]:
+    def hub_facts(self) -> HubFacts:
+        """Facts confirmed on the hub, and (`.checks`) the pairs' capabilities checked there."""
         return self._state()[2]
 
     def list(self, *, family: str | None = None, source: str | None = None) -> list[Candidate]:
@@ -478,6 +484,18 @@ class RegistryStore:
             for repo_id, f in facts.items():
                 table.upsert({"id": repo_id, "facts": f.to_dict(), "checked_at": time.time()},
                              Query().id == repo_id)
+
+    def set_hub_checks(self, checks: list[HubCheck]) -> None:
+        """Store capabilities computed on the hub, one per (Chat ref, Base ref) (one transaction)."""
+        from tinydb import Query
+
+        if not checks:
+            return
+        with self._db(write=True) as db:
+            table = db.table("hubchecks")
+            for hc in checks:
+                key = f"{hc.chat} | {hc.base}"
+                table.upsert({"key": key, "check": hc.to_dict()}, Query().key == key)
 
     def reset(self) -> Path | None:
         """Move the current file aside (kept as a backup) and start an empty registry. Returns the backup path."""
