@@ -33,6 +33,9 @@ def plan_lines(plan: Plan, config: RunConfig, samples: int | None = None) -> lis
     for c in plan.candidates:
         if c.error:
             lines.append(f"[red]{escape(c.name)}: cannot run: {escape(c.error)}[/]")
+        elif c.download:
+            lines.append(f"  {escape(c.name)}: [yellow]download[/] {escape(c.download)}, then "
+                         + ", ".join(x.stage for x in plan.cells_of(c.name)))
         else:
             lines.append(f"  {escape(c.name)}: " + ", ".join(x.stage for x in plan.cells_of(c.name)))
             if c.needs_remote_code:
@@ -42,6 +45,12 @@ def plan_lines(plan: Plan, config: RunConfig, samples: int | None = None) -> lis
                               "--trust-remote-code)"))
     lines += [f"[yellow]skip[/] {escape(s['candidate'])}/{escape(s['stage'])}: {escape(s['reason'])}"
               for s in plan.skipped if s["stage"] != "*"]
+    if plan.downloads:
+        total = sum(c.download_bytes or 0 for c in plan.downloads)
+        approx = any("≈" in c.download or c.download_bytes is None for c in plan.downloads)
+        lines.append(f"[b]downloads[/b] needed before this runs: {len(plan.downloads)} candidate"
+                     f"{'s' if len(plan.downloads) != 1 else ''}, {human_bytes(total, approx=approx)} "
+                     f"(damoc registry pull {' / '.join(escape(c.name) for c in plan.downloads)})")
     work = training_work(config, samples) if samples else None
     if work is not None:
         lines.append(f"[b]time[/b] {escape(work.describe())}")
@@ -65,6 +74,10 @@ def preflight_lines(pf: dict[str, Any]) -> list[str]:
         out.append(f"  {escape(str(c.get('name')))}: {dl} · memory calib {mem(mm.get('calibration'))}, full "
                    f"{mem(mm.get('full_ft'))}, LoRA {mem(mm.get('lora_ft'))} · run disk "
                    f"{human_bytes(c.get('work_disk_bytes'))}")
+        m = c.get("merge_check") or {}
+        if m.get("checked") == "hub" or (not c.get("local") and m.get("reason")):
+            style = "green" if m.get("supported") else "yellow" if m.get("supported") is None else "red"
+            out.append(f"    sparse merge: [{style}]{escape(str(m.get('reason')))}[/]")
     t = pf.get("totals") or {}
     if t:
         avail = t.get("memory_available_bytes")

@@ -49,8 +49,43 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return _load_config(path, overrides, base)
 
 
-def plan_run(settings: Settings, config: RunConfig, *, with_preflight: bool = True) -> Plan:
-    return make_plan(settings, config, with_preflight=with_preflight)
+def plan_run(settings: Settings, config: RunConfig, *, with_preflight: bool = True,
+             assume_downloads: bool = False) -> Plan:
+    """The plan of a run; `assume_downloads` (a dry run) plans catalog candidates that are not downloaded yet."""
+    return make_plan(settings, config, with_preflight=with_preflight, assume_downloads=assume_downloads)
+
+
+@dataclass
+class DryRun:
+    """What `damoc run --dry-run` shows: the dataset's check, the plan (not-downloaded candidates included, with
+    their downloads) and the pre-flight. `ok` is False when the dataset has an error (the run would fail on it)."""
+
+    dataset: dict[str, Any]
+    plan: Plan
+    samples: int
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.dataset.get("ok", True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "dataset": self.dataset, **self.plan.to_dict(), "skipped": self.plan.skipped,
+                "downloads": [{"candidate": c.name, "what": c.download, "bytes": c.download_bytes}
+                              for c in self.plan.downloads]}
+
+
+def dry_run(settings: Settings, config: RunConfig) -> DryRun:
+    """Read and check the training (and test) data as `damoc data inspect` does, then plan the run as if every
+    catalog candidate were downloaded. A file that cannot be read at all raises its DataError (file, line, fix)."""
+    from damoc.data import inspect_dataset
+
+    plan = make_plan(settings, config, assume_downloads=True)
+    ds = config.dataset
+    rep = inspect_dataset(plan.config["dataset"]["train"], format=ds.format)
+    if ds.test:
+        test = inspect_dataset(plan.config["dataset"]["test"], format=ds.format)
+        rep = {**rep, "test": test, "ok": bool(rep.get("ok", True) and test.get("ok", True))}
+    return DryRun(rep, plan, int(rep.get("samples") or 0))
 
 
 @dataclass
@@ -192,6 +227,10 @@ def start_run(settings: Settings, config: RunConfig, *, detach: bool = True, pla
     created (a full disk, a read-only folder) leaves no folder behind.
     """
     plan = plan or make_plan(settings, config)
+    if plan.downloads:
+        raise DamocError("this plan counts candidates that are not downloaded yet (a dry run's plan): "
+                         + ", ".join(c.name for c in plan.downloads),
+                         "pull them first (damoc registry pull NAME), then start the run")
     if not plan.runnable:
         why = "; ".join(f"{c.name}: {c.error}" for c in plan.candidates)
         raise DamocError(f"no candidate can run ({why})", "fix the candidates above (damoc registry list)")

@@ -41,6 +41,10 @@ class CandidatePlan:
     source: str = "registry"        # registry | folder (an ad-hoc model folder given as a candidate)
     needs_remote_code: bool = False  # config.json has auto_map (a fact)
     trust_remote_code: bool = False  # the user opted in for this candidate (registry add --trust-remote-code)
+    # a dry run's catalog candidate that is not downloaded yet: what `damoc registry pull` would fetch (planned as
+    # if it were local; such a plan sizes a pick and never starts)
+    download: str = ""
+    download_bytes: int | None = None
 
     def decision(self, stage: str) -> StageDecision | None:
         return next((s for s in self.stages if s.stage == stage), None)
@@ -72,7 +76,12 @@ class Plan:
 
     @property
     def runnable(self) -> list[CandidatePlan]:
-        return [c for c in self.candidates if not c.error]
+        return [c for c in self.candidates if not c.error and not c.download]
+
+    @property
+    def downloads(self) -> list[CandidatePlan]:
+        """Candidates a dry run planned although they are not downloaded (`make_plan(assume_downloads=True)`)."""
+        return [c for c in self.candidates if c.download]
 
     @property
     def skipped(self) -> list[dict[str, str]]:
@@ -128,7 +137,40 @@ def folder_candidate_name(folder: Path) -> str:
     return name
 
 
-def resolve_candidate(settings: Settings, name: str, variant: str) -> CandidatePlan:
+def _not_downloaded(settings: Settings, name: str, variant: str) -> CandidatePlan | None:
+    """A registry candidate whose Chat is on the hub, not on this machine, planned as a dry run sees it: with what
+    the download takes and the sparse-merge answer the registry has (local files, else the hub check). None for a
+    candidate that is not simply waiting for a download (a folder gone, an unreadable checkpoint)."""
+    from damoc.registry.models import human_bytes
+    from damoc.registry.store import RegistryStore
+
+    c = RegistryStore(settings).get(name)
+    cap = c.capability
+    if cap is None or cap.chat_path is not None or c.chat.kind != "hub":
+        return None
+    if variant == "base" and c.base is None:
+        return None
+    parts = [f"Chat {c.chat.id}" if cap.chat_path is None else ""]
+    if c.base is not None and cap.base_path is None:
+        parts.append(f"Base {c.base.id}")
+    need = cap.download_bytes
+    what = " and ".join(p for p in parts if p) + (f", {human_bytes(need, approx=cap.download_estimated)}"
+                                                   if need else ", size unknown")
+    hub = cap.hub_check
+    if c.base is None:
+        merge_ok, reason = False, cap.merge_reason
+    elif hub is not None:
+        merge_ok, reason = hub.merge_supported, ("" if hub.merge_supported else hub.merge_reason)
+    else:
+        merge_ok, reason = True, ""       # planned as supported; the files decide once downloaded
+    return CandidatePlan(name=c.name, chat_path=None, base_path=None, model_path=None, merge_supported=merge_ok,
+                         merge_reason=reason, parameters=c.chat_facts.parameters, source="registry",
+                         needs_remote_code=c.needs_remote_code, trust_remote_code=c.trust_remote_code,
+                         download=what, download_bytes=need)
+
+
+def resolve_candidate(settings: Settings, name: str, variant: str, *, assume_downloads: bool = False
+                      ) -> CandidatePlan:
     """A registry name (or a model folder used as an ad-hoc Chat candidate without Base) -> CandidatePlan.
 
     Unknown names raise `UnknownNameError` (did-you-mean): a typo should stop the run before it starts.
@@ -157,6 +199,9 @@ def resolve_candidate(settings: Settings, name: str, variant: str) -> CandidateP
         except UnknownNameError:
             raise
         except DamocError as e:     # known but not usable here (not downloaded, unreadable): this one fails
+            planned = _not_downloaded(settings, name, variant) if assume_downloads else None
+            if planned is not None:
+                return planned
             return CandidatePlan(name=name, chat_path=None, base_path=None, model_path=None,
                                  error=e.message + (f" ({e.hint})" if e.hint else ""))
         cname, chat, base = r.name, r.chat_path, r.base_path
@@ -208,7 +253,11 @@ def _resolve_model_ref(settings: Settings, ref: str, cands: list[CandidatePlan],
     folder."""
     if not ref:
         pool = [c for c in cands if not c.error and c.chat_path]
-        if not pool:
+        if not pool:                # a dry run over candidates still to download: the one it would use
+            later = [c for c in cands if c.download]
+            if later:
+                pick = min(later, key=lambda c: c.parameters or float("inf"))
+                return f"{pick.name} (its Chat, once downloaded)"
             raise ConfigError(f"no candidate can serve as the scoring model ({key})",
                               f"set {key} to a model folder or registry name")
         return min(pool, key=lambda c: c.parameters or float("inf")).chat_path or ""
@@ -233,7 +282,11 @@ def _data_file(ref: str, flag: str) -> Path:
         raise ConfigError(f"{flag}: {e.message}", e.hint or f"check the path given to {flag}") from None
 
 
-def make_plan(settings: Settings, config: RunConfig, *, with_preflight: bool = True) -> Plan:
+def make_plan(settings: Settings, config: RunConfig, *, with_preflight: bool = True,
+              assume_downloads: bool = False) -> Plan:
+    """The cells of a run. `assume_downloads` (a dry run) plans catalog candidates that are not downloaded yet as if
+    they were, each with what its download takes (`CandidatePlan.download`): such a plan sizes a pick (cells,
+    downloads, pre-flight) and `start_run` refuses it."""
     if not config.dataset.train:
         raise ConfigError("no training dataset given", "pass --dataset FILE (or dataset.train in the config)")
     train = _data_file(config.dataset.train, "--dataset")
@@ -254,9 +307,11 @@ def make_plan(settings: Settings, config: RunConfig, *, with_preflight: bool = T
     config = config.replace(dataset={**config.dataset.model_dump(), "train": _abs(config.dataset.train),
                                      "test": _abs(config.dataset.test)})
 
-    cands = [resolve_candidate(settings, n, config.variant) for n in config.candidates]
+    cands = [resolve_candidate(settings, n, config.variant, assume_downloads=assume_downloads)
+             for n in config.candidates]
     for c in cands:
-        facts = CandidateFacts(c.name, has_base=bool(c.base_path), merge_supported=c.merge_supported,
+        facts = CandidateFacts(c.name, has_base=bool(c.base_path) or (bool(c.download) and c.merge_supported),
+                               merge_supported=c.merge_supported,
                                merge_reason=c.merge_reason)
         c.stages = candidate_stages(config, facts)
     data = data_stages(config)
@@ -358,8 +413,15 @@ def _preflight(settings: Settings, names: list[str], config: RunConfig) -> tuple
         flat["batch_size"] = method.micro_batch
     try:
         res = preflight(settings, names, flat)
+        out = res.to_dict()
+        from damoc.registry.assess import merge_check
+        from damoc.registry.store import RegistryStore
+
+        store = RegistryStore(settings)
+        for c in out["candidates"]:        # where each sparse-merge answer comes from: files, the hub, or unknown
+            c["merge_check"] = merge_check(store.get(c["name"]))
     except DamocError as e:
         return None, f"pre-flight estimate failed: {e.message}"
     except Exception as e:  # an estimate must never stop a run
         return None, f"pre-flight estimate failed: {type(e).__name__}: {e}"
-    return res.to_dict(), ""
+    return out, ""
