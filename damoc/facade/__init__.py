@@ -23,6 +23,7 @@ from damoc.pipeline.api import (Comparison, Leaderboard, Plan, RunConfig, RunHan
 from damoc.pipeline.config import apply_override, save_config, validate_config
 from damoc.pipeline.rundir import DATA_CANDIDATE, EventTail, RunDir
 from damoc.registry import Candidate, RegistryStore, add_candidate
+from damoc.registry.add import unchecked_note
 from damoc.registry.hub import CheckResult
 from damoc.registry.hub import check_online as _check_online
 from damoc.registry.hub import pull
@@ -76,5 +77,5 @@ __all__ = [
     "human_bytes", "human_count", "inspect_dataset", "leaderboard", "leaderboard_rows", "merge_rules", "metrics",
     "modes", "open_run", "plan_lines", "plan_run", "preflight_lines", "prune_preview", "pull_candidate",
     "registry_candidates", "remove_candidate", "resume_run", "run_dirs", "run_overview", "save_config",
-    "scan_models", "setting", "start_run", "validate_config",
+    "scan_models", "setting", "start_run", "unchecked_note", "validate_config",
 ]

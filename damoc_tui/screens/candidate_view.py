@@ -7,7 +7,7 @@ from typing import Any
 from rich.markup import escape
 from rich.text import Text
 
-from damoc.facade import Candidate, CheckResult, ScanReport, human_bytes, human_count
+from damoc.facade import Candidate, CheckResult, ScanReport, human_bytes, human_count, unchecked_note
 
 # (key, label, minimum width): each column widens to its widest value; the name takes the rest (abbreviated with
 # `…`, in full in the detail pane)
@@ -30,6 +30,10 @@ def candidate_row(c: Candidate, selected: bool) -> dict[str, Any]:
     cap = c.capability
     state = s.get("state") or ""
     label, style = MERGE_LABEL.get(state, (state or "?", ""))
+    if cap is not None and cap.hub_check is not None and state == "not_local":   # checked on the hub, not local
+        label, style = ("hub ok", "green") if cap.hub_check.merge_supported else ("hub ✗", "red")
+    elif c.unchecked:
+        label, style = "unchecked", "yellow"          # a hub id nothing confirmed: it may not exist
     if c.base is None:
         wpre = Text("none", style="red")
     elif cap is not None and cap.base_path:
@@ -96,6 +100,10 @@ def detail_text(c: Candidate) -> str:
         lines.append(f"[red]{escape(s.get('merge_reason') or 'not assessed')}[/]")
     if cap is not None and cap.detail:
         lines.append("[dim]" + escape(", ".join(f"{k}: {v}" for k, v in cap.detail.items())[:300]) + "[/]")
+    if cap is not None and cap.hub_check is not None and cap.hub_check.detail.get("tensor"):
+        lines.append("[dim]" + escape(", ".join(f"{k}: {v}" for k, v in cap.hub_check.detail.items())[:300]) + "[/]")
+    if c.unchecked:
+        lines.append(f"[yellow]{escape(unchecked_note(c))}[/] (or [b]c[/b] here)")
     # "remote code: yes" is the fact (auto_map in config.json); trust is the user's opt-in, shown when given
     remote = _yn(s.get("needs_remote_code")) + (" (trusted: you opted in)" if s.get("needs_remote_code")
                                                  and s.get("trust_remote_code") else "")
@@ -128,4 +136,8 @@ def scan_note(rep: ScanReport) -> str:
 
 def check_note(results: list[CheckResult]) -> str:
     bad = [e for r in results for e in r.errors]
-    return f"{sum(r.ok for r in results)}/{len(results)} confirmed on the hub" + (f"; {bad[0]}" if bad else "")
+    merge = [r for r in results if r.hub_check is not None]
+    ok = sum(r.hub_check.merge_supported for r in merge if r.hub_check is not None)
+    return (f"{sum(r.ok for r in results)}/{len(results)} confirmed on the hub"
+            + (f"; sparse merge checked on the hub for {len(merge)}: {ok} supported" if merge else "")
+            + (f"; {bad[0]}" if bad else ""))

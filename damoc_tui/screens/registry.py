@@ -322,6 +322,8 @@ class RegistryScreen(Screen[None]):
         if not self._failed(message) and (c := message.result) is not None:
             self._changed(f"added {c.name}: " + ("sparse merging supported" if c.merge_supported
                                                  else c.merge_reason))
+            if c.unchecked:
+                self.notify(facade.unchecked_note(c), severity="warning", timeout=10)
 
     def on_candidate_removed(self, message: CandidateRemoved) -> None:
         if self._failed(message):
