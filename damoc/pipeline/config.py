@@ -153,10 +153,40 @@ class LeaderboardSection(_Section):
 
 
 class ExecutorSection(_Section):
-    kind: Literal["local"] = "local"
+    """Where the worker processes run (docs/run.md, "How a run executes" and "Clusters")."""
+
+    kind: str = Field("local", description=(
+        "local: this machine (one worker per GPU, or as many CPU workers as the cores allow); ray: one Ray task per "
+        "worker job (pip install 'damoc[cluster]')"))
     pool: Literal["auto", "all", "candidate"] = Field("auto", description=(
-        "auto: one worker serves every candidate on CPU (imports paid once), one worker per candidate on GPUs"))
+        "auto: on CPU one worker per core's share (`workers`) taking candidates largest first, or one worker for "
+        "everything when only one fits; one worker per candidate on GPUs and on Ray. all: one worker serves every "
+        "candidate in turn. candidate: one worker process per candidate"))
+    workers: int = Field(0, ge=0, description=(
+        "CPU workers at once on this machine; 0 = as many as the cores allow for the threads each uses (and the "
+        "memory for the pre-flight estimate), 1 = serial"))
     gpus: str = Field("auto", description="auto | none | comma-separated CUDA device ids, e.g. 0,1")
+    address: str = Field("", description=(
+        "ray: empty = start a local Ray instance for this run; auto = the cluster this machine joined (ray start); "
+        "ray://host:10001 = a remote cluster through Ray Client"))
+    max_retries: int = Field(3, ge=0, description="ray: retries of a task lost with its node (cells resume)")
+    gpu_memory_gb: float = Field(0.0, ge=0, description=(
+        "ray: memory of one GPU of the cluster; sizes num_gpus per candidate from the pre-flight estimate "
+        "(0 = one GPU per candidate)"))
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        from damoc.pipeline.executors import EXECUTORS, unavailable
+
+        try:
+            name = EXECUTORS.entry(v).name
+        except UnknownNameError as e:
+            raise ValueError(f"{e.message}; {e.hint}" if e.hint else e.message) from None
+        why = unavailable(name)
+        if why:
+            raise ValueError(why)
+        return name
 
 
 class RunConfig(BaseModel):
@@ -183,8 +213,9 @@ class RunConfig(BaseModel):
     executor: ExecutorSection = Field(default_factory=ExecutorSection)
     device: str = "auto"
     threads: int = Field(0, ge=0, description=(
-        "torch threads in the workers; 0 = settings.threads, else automatic: 1 on CPU when every candidate is "
-        "under 100M parameters (dispatch-bound), torch's default otherwise"))
+        "torch threads of a candidate's worker; 0 = settings.threads, else automatic: 1 on CPU when every "
+        "candidate is under 100M parameters (dispatch-bound), torch's default otherwise. The shared data stages "
+        "run alone and take every core"))
 
     @field_validator("candidates", mode="before")
     @classmethod

@@ -3,19 +3,28 @@
     python -m damoc.pipeline.driver RUN_DIR [--resume]
 
 Started by `api.start_run` in a new session (it survives the terminal closing), it runs the shared data cells, then
-the candidate cells, in worker processes through the executor (on CPU one worker serves both, data first), recovers from a worker that dies (the cell it was running is
-marked failed, the candidates it had not reached are served by a new worker), writes the leaderboard and the
-hand-off files, and appends `run_started` / `run_finished` to the event log. SIGTERM (cancel) is passed to the
-workers; their current cells are marked cancelled and `damoc run --resume` continues from there.
+the candidate cells, in worker processes through the executor of `executor.kind` (`EXECUTORS`), recovers from a
+worker that dies (the cell it was running is marked failed, the candidates it had not reached are served by a new
+worker), writes the leaderboard and the hand-off files, and appends `run_started` / `run_finished` to the event log.
+SIGTERM (cancel) is passed to the workers; their current cells are marked cancelled and `damoc run --resume`
+continues from there.
+
+Placement (`Placement.of`): the data cells run first, alone, on every core. Then the candidates, largest first: on
+a CPU machine as many workers at once as the cores allow for the threads each uses (`executor.workers`; they share
+one candidate list, each taking the next candidate), or one worker for everything when only one fits (it also
+serves the data cells: one import of transformers per run); one worker per candidate per GPU; on Ray one task per
+candidate with the resources it needs.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +32,69 @@ from damoc.events import RunFinished, RunStarted, StageTracker
 from damoc.fsutil import atomic_write_text, read_json
 from damoc.pipeline.cells import FinetuneCell
 from damoc.pipeline.cells.scoring import subset_of
-from damoc.pipeline.config import LeaderboardSection, SelectSection
-from damoc.pipeline.executor import JobResult, LocalExecutor, WorkerJob, visible_gpus
+from damoc.pipeline.config import ExecutorSection, LeaderboardSection, SelectSection
+from damoc.pipeline.executors import EXECUTORS, JobResult, WorkerJob, visible_gpus
 from damoc.pipeline.plan import Plan
 from damoc.pipeline.rundir import DATA_CANDIDATE, DriverLock, RunDir
-from damoc.pipeline.worker import EXIT_CANCELLED, EXIT_DATA_FAILED
+from damoc.pipeline.worker import EXIT_CANCELLED, EXIT_DATA_FAILED, EXIT_NO_STORAGE, STORAGE_FAILED, auto_threads
 
 RETRY_STATES = ("pending", "running")
 EXIT_BUSY = 75          # another driver holds the run (EX_TEMPFAIL): nothing was touched
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How the candidate workers of a run are laid out (the data cells always run first, alone, every core)."""
+
+    pool: str               # all: one worker serves data + every candidate | slots: `slots` workers share the
+                            # candidate list | candidate: one worker (Ray task) per candidate
+    slots: int              # workers at once on a CPU machine
+    threads: int            # torch threads of a candidate worker (0 = torch's default)
+    order: list[str]        # candidates, largest first
+
+    @classmethod
+    def of(cls, plan: Plan, section: ExecutorSection, gpus: list[str], *, settings_threads: int = 0,
+           cores: int = 1) -> "Placement":
+        cfg = plan.config
+        device = str(cfg.get("device", "auto"))
+        threads = int(cfg.get("threads") or settings_threads or 0) or auto_threads(plan, device, gpu=bool(gpus))
+        runnable = plan.runnable
+        order = [c.name for c in sorted(runnable, key=lambda c: -(c.parameters or 0))]   # stable: plan order ties
+        if section.workers:
+            slots = section.workers
+        else:
+            slots = max(1, cores // threads) if threads else 1
+            slots = min(slots, _memory_slots(plan))
+        slots = max(1, min(slots, len(order) or 1))
+        if section.pool != "auto":
+            pool = section.pool
+        elif section.kind != "local" or gpus:
+            pool = "candidate"
+        else:
+            pool = "slots" if slots > 1 else "all"
+        if pool == "all":
+            slots = 1
+        return cls(pool, slots, threads, order)
+
+
+def _memory_slots(plan: Plan) -> int:
+    """Workers whose pre-flight peaks (the largest first) fit the memory the pre-flight saw free."""
+    pf = plan.preflight or {}
+    free = (pf.get("totals") or {}).get("memory_available_bytes")
+    peaks = sorted((_peak(c) for c in pf.get("candidates") or []), reverse=True)
+    if not free or not peaks:
+        return 1 << 16
+    n, used = 0, 0
+    for p in peaks:
+        if used + p > free:
+            break
+        n, used = n + 1, used + p
+    return max(1, n)
+
+
+def _peak(pf_candidate: dict[str, Any]) -> int:
+    mem = pf_candidate.get("memory") or {}
+    return max((int((m or {}).get("total") or 0) for m in mem.values()), default=0)
 
 
 class Driver:
@@ -41,12 +105,19 @@ class Driver:
         self.cfg = self.plan.config
         self.resumed = resumed
         self.cancelled = False
-        ex = self.cfg.get("executor") or {}
-        self.gpus = visible_gpus(str(ex.get("gpus", "auto")), str(self.cfg.get("device", "auto")))
-        pool = ex.get("pool", "auto")
-        self.pool = ("candidate" if self.gpus else "all") if pool == "auto" else pool
+        self.stop_reason = ""           # a job said the run cannot go on (a node without the run directory)
+        self.section = ExecutorSection.model_validate(self.cfg.get("executor") or {})
+        self.gpus = visible_gpus(self.section.gpus, str(self.cfg.get("device", "auto")))
+        from damoc.models import usable_cores
+        from damoc.settings import Settings
+
+        self.placement = Placement.of(self.plan, self.section, self.gpus, settings_threads=Settings.load().threads,
+                                      cores=usable_cores())
+        self.pool = self.placement.pool
         # the workers inherit the driver lock: a resume cannot start while a worker of this driver still runs
-        self.executor = LocalExecutor(rd.path, gpus=self.gpus, pass_fds=(lock_fd,) if lock_fd is not None else ())
+        self.executor = EXECUTORS.get(self.section.kind).for_run(
+            rd.path, self.section, gpus=self.gpus, slots=self.placement.slots,
+            pass_fds=(lock_fd,) if lock_fd is not None else ())
 
     # -- signals ------------------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -63,26 +134,57 @@ class Driver:
     def _cells(self, candidate: str) -> list[Any]:
         return [self.rd.cell(c.candidate, c.stage) for c in self.plan.cells_of(candidate)]
 
+    @property
+    def halted(self) -> bool:
+        return self.cancelled or bool(self.stop_reason)
+
     def _on_job_done(self, res: JobResult) -> None:
-        """A worker that died (not a clean exit, not a cancel) leaves its current cell 'running': mark it failed."""
-        if res.returncode in (0, EXIT_CANCELLED, EXIT_DATA_FAILED) or self.cancelled:
+        """A worker that died (not a clean exit, not a cancel) leaves its current cell 'running': mark it failed.
+        A worker that cannot see the run directory (a node without the shared storage) stops the run."""
+        if res.returncode == EXIT_NO_STORAGE and not self.stop_reason:
+            line = next((ln for ln in res.message.splitlines() if ln.startswith(STORAGE_FAILED)), "")
+            self.stop_reason = (line.removeprefix(STORAGE_FAILED) or
+                                f"node {res.node or '?'} cannot see the run directory {self.rd.path}")
+            self.executor.cancel()
+            return
+        if res.returncode in (0, EXIT_CANCELLED, EXIT_DATA_FAILED) or self.halted:
             return
         names = ([DATA_CANDIDATE] if res.job.data else []) + list(res.job.candidates)
         for name in names:
             for cell in self._cells(name):
-                if cell.state == "running":
-                    reason = (f"worker process died (exit code {res.returncode}); see "
-                              f"{Path(res.log).relative_to(self.rd.path) if res.log else 'logs/'}")
+                owner = (read_json(cell.running_marker) if cell.state == "running" else None) or {}
+                if cell.state == "running" and owner.get("job", res.job.name) == res.job.name:
+                    where = f" on node {res.node}" if res.node else ""
+                    why = (res.message.strip().splitlines() or [""])[-1] if res.message else ""
+                    reason = (f"worker process died{where} (exit code {res.returncode}"
+                              f"{': ' + why if why else ''}); see "
+                              f"{Path(res.log).relative_to(self.rd.path) if _inside(res.log, self.rd.path) else 'logs/'}")
                     cell.mark_failed("failed", reason)
                     StageTracker(self.rd, cell.stage, run_id=self.rd.run_id, candidate=name,
                                  cell=cell.key).finish("failed", reason)
 
     def _jobs(self, names: list[str], max_subset: float | None = None) -> list[WorkerJob]:
+        """The candidate jobs of one round, largest candidates first."""
         if not names:
             return []
-        if self.pool == "candidate":
-            return [WorkerJob(n, [n], max_subset=max_subset) for n in names]
-        return [WorkerJob("pool", names, max_subset=max_subset)]
+        p = self.placement
+        names = sorted(names, key=lambda n: p.order.index(n) if n in p.order else len(p.order))
+        mem = {c.get("name"): _peak(c) for c in (self.plan.preflight or {}).get("candidates") or []}
+        cpus = float(max(1, p.threads))
+        if p.pool == "candidate":
+            return [WorkerJob(n, [n], max_subset=max_subset, threads=p.threads, cpus=cpus, memory=mem.get(n, 0))
+                    for n in names]
+        if p.pool == "slots":
+            import secrets
+            token = secrets.token_hex(4)        # a new round: candidates a dead worker had claimed are free again
+            return [WorkerJob(f"slot-{i + 1}", names, max_subset=max_subset, claim=token, threads=p.threads,
+                              cpus=cpus) for i in range(min(p.slots, len(names)))]
+        return [WorkerJob("pool", names, max_subset=max_subset, threads=p.threads, cpus=cpus)]
+
+    def _run_jobs(self, jobs: list[WorkerJob]) -> None:
+        self.executor.run(jobs, on_done=self._on_job_done)
+        for token in {j.claim for j in jobs if j.claim}:
+            shutil.rmtree(self.rd.path / "claims" / token, ignore_errors=True)
 
     # -- the run ------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -96,11 +198,18 @@ class Driver:
             rd.emit(_log(rd.run_id, f"{key}: {why}; the cell counts as not done and runs again"))
         status, reason = "ok", ""
         try:
+            rd.emit(_log(rd.run_id, self._where(), level="info"))
             status, reason = self._serve()
         except Exception as e:  # the run log must always end with run_finished, or attach would wait forever
-            status, reason = "failed", f"driver error: {type(e).__name__}: {e}"
+            from damoc.errors import DamocError
+
+            what = (f"{e.message} ({e.hint})" if e.hint else e.message) if isinstance(e, DamocError) else \
+                f"driver error: {type(e).__name__}: {e}"
+            status, reason = "failed", what
             (rd.path / "logs").mkdir(exist_ok=True)
             (rd.path / "logs" / "driver-error.log").write_text(traceback.format_exc(), encoding="utf-8")
+        finally:
+            self.executor.close()
         seconds = float(rd.meta.get("seconds") or 0.0) + (time.monotonic() - t0)
         winner = None
         if status != "cancelled":
@@ -121,13 +230,16 @@ class Driver:
         todo = [n for n in names if any(not c.done for c in self._cells(n))]
         select = SelectSection.model_validate(self.cfg.get("select") or {})
         rounds = select.adaptive and self.plan.mode == "damoc" and len(select.sizes) > 1
+        todo = [n for n in self.placement.order if n in todo]
         if any(not c.done for c in data_cells):
             if self.pool == "all":
                 # one process for the data and every candidate: transformers is imported once (~7 s) per run
                 first = select.sizes[0] if rounds else None
-                self.executor.run([WorkerJob("pool", todo, data=True, max_subset=first)], on_done=self._on_job_done)
+                self._run_jobs([WorkerJob("pool", todo, data=True, max_subset=first, threads=self.placement.threads)])
             else:
-                self.executor.run([WorkerJob("data", data=True)], on_done=self._on_job_done)
+                self._run_jobs([WorkerJob("data", data=True)])
+            if self.stop_reason:
+                return "failed", self.stop_reason
             if self.cancelled:
                 return "cancelled", "cancelled by the user"
             bad = next((c for c in data_cells if not c.done), None)
@@ -137,11 +249,15 @@ class Driver:
             if self.pool == "all":
                 todo = [n for n in names if any(c.state in RETRY_STATES for c in self._cells(n))]
         if rounds:
-            return self._serve_rounds(names, select)
-        self._serve_cells(names, todo)
+            status = self._serve_rounds(names, select)
+        else:
+            self._serve_cells(names, todo)
+            status = ("ok", "")
+        if self.stop_reason:
+            return "failed", self.stop_reason
         if self.cancelled:
             return "cancelled", "cancelled by the user"
-        return "ok", ""
+        return status
 
     def _serve_cells(self, names: list[str], todo: list[str], max_subset: float | None = None) -> None:
         """Run the pending cells of `todo` (up to `max_subset`); retry the candidates a dead worker never reached."""
@@ -150,9 +266,9 @@ class Driver:
                        if max_subset is None or subset_of(spec) <= max_subset)
 
         for _ in range(len(names) + 1):
-            if not todo or self.cancelled:
+            if not todo or self.halted:
                 break
-            self.executor.run(self._jobs(todo, max_subset), on_done=self._on_job_done)
+            self._run_jobs(self._jobs(todo, max_subset))
             todo = [n for n in names if pending(n)]
 
     def _serve_rounds(self, names: list[str], select: SelectSection) -> tuple[str, str]:
@@ -167,7 +283,7 @@ class Driver:
         alive = list(names)
         for i, share in enumerate(select.sizes):
             self._serve_cells(alive, [n for n in alive if any(not c.done for c in self._cells(n))], share)
-            if self.cancelled:
+            if self.halted:
                 return "cancelled", "cancelled by the user"
             if i == len(select.sizes) - 1:
                 break
@@ -221,6 +337,20 @@ class Driver:
             except Exception as e:  # a hand-off is a convenience; never fail a finished run for it
                 self.rd.emit(_log(self.rd.run_id, f"hand-off files not written: {e}"))
         return lb.winner
+
+
+    def _where(self) -> str:
+        p = self.placement
+        facts = {"pool": p.pool, **({"workers_at_once": p.slots} if p.pool == "slots" else {}),
+                 "threads": p.threads or "torch default", **self.executor.describe()}
+        return f"executor {self.section.kind}: " + ", ".join(f"{k} {v}" for k, v in facts.items())
+
+
+def _inside(path: str, root: Path) -> bool:
+    try:
+        return bool(path) and Path(path).resolve().is_relative_to(root.resolve())
+    except OSError:
+        return False
 
 
 def _log(run_id: str, message: str, level: str = "warning") -> Any:
