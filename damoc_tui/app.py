@@ -97,6 +97,8 @@ class DamocApp(App[None]):
         if theme and chosen != theme:
             self.startup_problems.append(f"unknown theme {theme!r}; known: {', '.join(self.theme_names())}")
         self.theme = chosen
+        if "NO_COLOR" in os.environ:       # focus and choices get non-colour marks (styles/app.tcss)
+            self.add_class("-no-color")
         keymap, problem = load_keymap(self.settings)
         if problem:
             self.startup_problems.append(problem)

@@ -174,6 +174,11 @@ class ConfigSaved(JobDone[Path]):
 
 
 @dataclass
+class ConfigLoaded(JobDone[RunConfig]):
+    title: ClassVar[str] = "load"
+
+
+@dataclass
 class RunLaunched(JobDone[RunHandle]):
     title: ClassVar[str] = "launch"
 

@@ -13,12 +13,13 @@ from damoc.data import inspect_dataset
 from damoc.events import Reporter
 from damoc.facade.choices import (compressors, default_merge_rule, filters, finetune_methods, merge_rules, metrics,
                                   modes)
-from damoc.facade.runs import (ExportFormat, export_dir, export_leaderboard, fmt_duration, leaderboard_rows,
+from damoc.facade.runs import (ExportFormat, export_dir, export_leaderboard, fmt_duration, fmt_percent,
+                               leaderboard_rows,
                                prune_preview, run_dirs)
 from damoc.facade.schema import Setting, setting
 from damoc.facade.text import dataset_lines, plan_lines, preflight_lines
 from damoc.pipeline.api import (Comparison, Leaderboard, Plan, RunConfig, RunHandle, RunOverview, cancel_run,
-                                compare_runs, handoff, leaderboard, open_run, plan_run, resume_run, run_overview,
+                                compare_runs, handoff, leaderboard, load_config, open_run, plan_run, resume_run, run_overview,
                                 start_run)
 from damoc.pipeline.config import apply_override, save_config, validate_config
 from damoc.pipeline.rundir import DATA_CANDIDATE, EventTail, RunDir
@@ -73,8 +74,8 @@ __all__ = [
     "DATA_CANDIDATE", "Candidate", "CheckResult", "Comparison", "EventTail", "ExportFormat", "Leaderboard", "Plan",
     "RunConfig", "RunDir", "RunHandle", "RunOverview", "ScanReport", "Setting",
     "add_candidate", "apply_override", "build_demo_zoo", "cancel_run", "check_online", "compare_runs", "compressors", "dataset_lines",
-    "default_merge_rule", "export_dir", "export_leaderboard", "filters", "finetune_methods", "fmt_duration", "handoff",
-    "human_bytes", "human_count", "inspect_dataset", "leaderboard", "leaderboard_rows", "merge_rules", "metrics",
+    "default_merge_rule", "export_dir", "export_leaderboard", "filters", "finetune_methods", "fmt_duration", "fmt_percent", "handoff",
+    "human_bytes", "human_count", "inspect_dataset", "leaderboard", "leaderboard_rows", "load_config", "merge_rules", "metrics",
     "modes", "open_run", "plan_lines", "plan_run", "preflight_lines", "prune_preview", "pull_candidate",
     "registry_candidates", "remove_candidate", "resume_run", "run_dirs", "run_overview", "save_config",
     "scan_models", "setting", "start_run", "unchecked_note", "validate_config",

@@ -17,6 +17,18 @@ from damoc.units import fmt_duration  # noqa: F401  (the facade's name for it)
 ExportFormat = Literal["json", "csv", "md"]
 
 
+def fmt_percent(p: float | None) -> str:
+    """A probability (P(best)) as a whole percent: never 0 or 100 unless it is (a 0.4% chance is not none); the
+    one format of the CLI's `win%` column and the app's."""
+    if p is None:
+        return ""
+    if 0 < p < 0.005:
+        return "<1"
+    if 0.995 <= p < 1:
+        return ">99"
+    return f"{100 * p:.0f}"
+
+
 def run_dirs(settings: Settings) -> list[RunDir]:
     """Every run directory, oldest first."""
     return list_runs(settings.runs_dir)

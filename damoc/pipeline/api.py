@@ -339,6 +339,8 @@ class Standing:
     score: float
     gap: float | None
     too_close: bool
+    p_best: float | None = None     # P(best): the chance it is the ground-truth winner (issue 19)
+    status: str = ""                # the leaderboard row's status ("stopped": an adaptive run stopped it early)
 
 
 @dataclass
@@ -362,7 +364,7 @@ def run_overview(rd: RunDir, *, alive: bool | None = None) -> RunOverview:
     reason = ""
     try:
         lb = leaderboard_of(rd)
-        ranking = [Standing(r.rank, r.candidate, r.score, r.gap, r.too_close) for r in lb.rows
+        ranking = [Standing(r.rank, r.candidate, r.score, r.gap, r.too_close, r.p_best, r.status) for r in lb.rows
                    if r.score is not None]
         reason = lb.note
     except (DamocError, OSError, ValueError, KeyError, TypeError):

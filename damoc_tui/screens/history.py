@@ -137,13 +137,17 @@ class HistoryScreen(Screen[None]):
             target.update("no runs yet: press n to start one (or run `damoc demo` in a shell)")
             return
         t = Table(box=None, padding=(0, 1), header_style="bold", expand=False)
-        for col in ("#", "candidate", "score", "gap"):
-            t.add_column(col, justify="right" if col != "candidate" else "left")
-        for r in s.get("ranking", [])[:12]:
+        ranking = s.get("ranking", [])
+        win = any(r.get("p_best") is not None for r in ranking)
+        for col in ("#", "candidate", "score", "gap") + (("win%",) if win else ()) + ("",):
+            t.add_column(col, justify="right" if col not in ("candidate", "") else "left")
+        for r in ranking[:12]:
             gap = r.get("gap")
             t.add_row(str(r.get("rank", "")), escape(str(r.get("name", ""))),
-                      f"{r['score']:.4f}" if isinstance(r.get("score"), (int, float)) else "",
-                      f"-{gap:.3f}" if isinstance(gap, (int, float)) and gap else "")
+                      fmt_score(r.get("score")),
+                      f"-{gap:.3f}" if isinstance(gap, (int, float)) and gap else "",
+                      *((facade.fmt_percent(r.get("p_best")),) if win else ()),
+                      "stopped" if r.get("status") == "stopped" else "")
         head = Text.from_markup(
             f"[b]{escape(s['run_id'])}[/b]  {escape(s['mode'])}  {escape(s['status'])}\n"
             f"dataset {escape(str(s.get('dataset') or '?'))}\n")

@@ -31,6 +31,9 @@ from damoc_tui.screens.modals import ChoiceScreen, ConfirmScreen, FormScreen, fa
 from damoc_tui.widgets.synced_table import SyncedTable
 from damoc_tui.widgets.topbar import TopBar
 
+STORE_POLL_S = 2.0          # how often the screen looks whether another process changed the registry file
+
+
 class RegistryScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle_select", "Select", id="registry.select"),
@@ -44,7 +47,7 @@ class RegistryScreen(Screen[None]):
         Binding("c", "check", "Check", id="registry.check", show=False),
         Binding("p", "pull", "Pull", id="registry.pull", show=False),
         Binding("z", "build_zoo", "Demo zoo", id="registry.zoo", show=False),
-        Binding("f", "refresh", "Refresh", id="registry.refresh", show=False),
+        Binding("f", "refresh", "Refresh", id="registry.refresh"),
         Binding("j", "cursor_down", "Down", id="registry.down", show=False),
         Binding("k", "cursor_up", "Up", id="registry.up", show=False),
         Binding("escape", "clear_search", "Clear", id="registry.clear", show=False),
@@ -79,9 +82,26 @@ class RegistryScreen(Screen[None]):
         self.query_one("#reg-hint").display = False
         self.query_one("#reg-table").focus()
         self._render_mode()
+        self._stamp = self._store_stamp()
+        self.set_interval(STORE_POLL_S, self._watch_store)
         self.reload()
 
     # -- data -------------------------------------------------------------------------------------------------
+    def _store_stamp(self) -> tuple[int, int] | None:
+        """The registry file's (mtime, size): one stat, cheap enough for the event loop."""
+        try:
+            st = self.settings.registry_path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def _watch_store(self) -> None:
+        """Another process changed the registry (a zoo built or a model added from the CLI): read it again."""
+        stamp = self._store_stamp()
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self.reload()
+
     @work(thread=True, group="registry-io", exclusive=True, exit_on_error=False, description="read the registry")
     def reload(self) -> None:
         bridge.run_job(RegistryRead, lambda: facade.registry_candidates(self.settings), self.post_message)

@@ -36,7 +36,7 @@ __all__ = ["RunScreen", "fmt_gap", "fmt_score", "fmt_seconds", "show_handoff", "
 # (key, label, minimum width): each column widens to its widest value; the candidate name takes the rest and is
 # abbreviated (full name in the detail pane); `loss` then `left` are dropped when 80 columns cannot hold them
 BOARD_COLUMNS = [("rank", "#", 2), ("name", "candidate", 12), ("score", "score", 6), ("gap", "gap", 7),
-                 ("stage", "stage", 15), ("eta", "left", 5), ("loss", "loss", 10), ("prune", "pruned", 10),
+                 ("win", "win%", 4), ("stage", "stage", 15), ("eta", "left", 5), ("loss", "loss", 10), ("prune", "pruned", 10),
                  ("status", "status", 9)]
 BOARD_OPTIONAL = ("loss", "eta")
 LOSS_WIDTH = 10
@@ -75,7 +75,8 @@ class RunScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="run-title", classes="bar")
         yield Static(id="run-data", classes="bar dim-bar")
-        yield SyncedTable(BOARD_COLUMNS, row_key="name", id="board", flex="name", optional=BOARD_OPTIONAL)
+        yield SyncedTable(BOARD_COLUMNS, row_key="name", id="board", flex="name", flex_min=10,
+                          optional=BOARD_OPTIONAL)
         with Horizontal(id="run-detail"):
             with Vertical(id="cand-pane"):
                 yield Static(id="cand-summary")
@@ -95,6 +96,7 @@ class RunScreen(Screen[None]):
         self.state.run_id = self.run_id
         self.state.config = self.rd.config
         self.query_one("#board", SyncedTable).focus()
+        self.query_one("#board", SyncedTable).hide({"win"})     # until a leaderboard row carries P(best)
         self._tail = self.rd.tail()
         self._render_header()
         self.set_interval(1.0, self._tick)        # elapsed time and ETAs count on between events
@@ -167,7 +169,9 @@ class RunScreen(Screen[None]):
         self._render_header()
         if DATA_CANDIDATE in touched or "" in touched:
             self._render_data()
-        self.query_one("#board", SyncedTable).sync(self.board_rows())
+        board = self.query_one("#board", SyncedTable)
+        board.hide(set() if any(r.get("p_best") is not None for r in self.rows) else {"win"})
+        board.sync(self.board_rows())
         sel = self._highlighted()
         if sel is not None and (sel in touched or self._selected != sel):
             self._render_candidate(sel)
@@ -184,8 +188,10 @@ class RunScreen(Screen[None]):
         for name in order:
             cand = self.state.candidate(name)
             r = by_name.get(name)
+            win = ""
             if r is not None:
                 score, rank, gap, close = r.get("score"), r.get("rank"), r.get("gap"), bool(r.get("too_close"))
+                win = facade.fmt_percent(r.get("p_best"))        # P(best), as the CLI's win% column
                 status = cand.status if cand.status in ("running", "queued") and self.alive else str(r.get("status"))
                 prune = _prune_cell(r) or _short_prune(cand.pruning())
             else:                 # not ranked by the pipeline yet: the live fold
@@ -198,6 +204,7 @@ class RunScreen(Screen[None]):
                 "rank": str(rank) if rank is not None and score is not None else "",
                 "score": fmt_score(score),
                 "gap": fmt_gap(gap, close, rank),
+                "win": win,
                 "stage": stage_cell(cand),
                 "eta": _eta_cell(cand, now),
                 "loss": sparkline(cand.losses, LOSS_WIDTH),
@@ -268,6 +275,13 @@ class RunScreen(Screen[None]):
             left = f"≈{fmt_seconds(eta)} left" if eta is not None else ""
             lines.append(f"{indent}{escape(label)} {fmt_seconds(st.seconds) if st.seconds else left}{why}")
         row = next((r for r in self.rows if row_name(r) == name), None)
+        if row and row.get("p_best") is not None:
+            lo, hi, measured = row.get("predicted_low"), row.get("predicted_high"), row.get("measured")
+            lines.append(f"P(best) {facade.fmt_percent(row['p_best'])}%"
+                         + (f" · measured {fmt_score(measured)}" if isinstance(measured, (int, float)) else "")
+                         + (f" · predicted {fmt_score(lo)}–{fmt_score(hi)}" if isinstance(lo, (int, float))
+                            and isinstance(hi, (int, float)) else "")
+                         + (" · stopped early (adaptive budget)" if row.get("status") == "stopped" else ""))
         if row and row.get("merge"):
             lines.append(f"merge: {escape(str(row['merge']))}")
         if cand.losses:

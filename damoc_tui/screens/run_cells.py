@@ -13,7 +13,7 @@ from damoc_tui.runstate import CandidateState
 from damoc_tui.screens.modals import TextScreen
 
 STATUS_STYLE = {"ok": "green", "finished": "green", "scored": "green", "running": "bold", "failed": "red",
-                "cancelled": "yellow", "interrupted": "yellow", "skipped": "cyan", "queued": "dim", "waiting": "dim"}
+                "cancelled": "yellow", "interrupted": "yellow", "skipped": "cyan", "queued": "dim", "waiting": "dim", "stopped": "cyan"}
 
 
 def fmt_seconds(s: float | None) -> str:

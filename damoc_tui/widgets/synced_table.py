@@ -44,6 +44,7 @@ class SyncedTable(DataTable[Any]):
         self._flex = flex
         self._flex_min = flex_min
         self._optional = list(optional)
+        self._hidden: set[str] = set()                             # columns with nothing to show (`hide`)
         self._shown: list[str] = [k for k, _, _ in columns]       # the columns on screen, in spec order
         self._widths: dict[str, int] = {}
         self._values: dict[str, dict[str, Any]] = {}
@@ -64,6 +65,12 @@ class SyncedTable(DataTable[Any]):
                 if key in self._shown:
                     self.add_column(label, key=key, width=self._widths.get(key) or width or len(label))
 
+    def hide(self, columns: set[str]) -> None:
+        """Leave these columns off (e.g. win% on a run whose leaderboard has no P(best)); a change re-fits."""
+        if set(columns) != self._hidden:
+            self._hidden = set(columns)
+            self._fit()
+
     @property
     def shown_columns(self) -> list[str]:
         return list(self._shown)
@@ -82,7 +89,7 @@ class SyncedTable(DataTable[Any]):
         avail = self.size.width - (self.styles.scrollbar_size_vertical or 0)
         pad = 2 * self.cell_padding
         need = {k: self._needed(k, label, w) for k, label, w in self._columns_spec}
-        shown = [k for k, _, _ in self._columns_spec]
+        shown = [k for k, _, _ in self._columns_spec if k not in self._hidden]
         optional = list(self._optional)
 
         def flex_room(cols: list[str]) -> int:

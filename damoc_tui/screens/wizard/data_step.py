@@ -48,11 +48,24 @@ class DataStep(Step):
         """Records in the training file, once inspected."""
         return self.report.get("samples") if self.report else None
 
+    @on(Input.Changed, "#w-train")
+    def _train_changed(self, event: Input.Changed) -> None:
+        """Another path: what was said about the old one (its summary, its errors) no longer holds."""
+        if self.report is not None and self.report.get("_for") != event.value.strip():
+            self.query_one("#w-data-report", Static).update("enter (or tab) reads the new path")
+            self._clear_nav_error()
+
+    def _clear_nav_error(self) -> None:
+        for err in self.screen.query("#wiz-error"):
+            if isinstance(err, Static):
+                err.update("")
+
     @on(Input.Submitted, "#w-train")
     @on(Input.Blurred, "#w-train")
     def _train_entered(self, event: Input.Submitted | Input.Blurred) -> None:
         path = self.query_one("#w-train", Input).value.strip()
-        if path and (self.report is None or self.report.get("_for") != path):
+        again = isinstance(event, Input.Submitted)       # enter reads the file again (fixed in place)
+        if path and (again or self.report is None or self.report.get("_for") != path):
             self.inspect(path)
 
     def browse(self) -> None:
@@ -81,6 +94,8 @@ class DataStep(Step):
             return
         self.report = message.result
         report.update("\n".join(facade.dataset_lines(message.result, max_problems=SHOWN_PROBLEMS)))
+        if not self.problem():
+            self._clear_nav_error()          # the path was fixed: the error said about the old one goes
 
     def problem(self) -> str:
         train = self.query_one("#w-train", Input).value.strip()
@@ -88,6 +103,6 @@ class DataStep(Step):
             return "a training set is required"
         if not Path(train).expanduser().exists():
             return f"{train}: no such file or folder"
-        if self.report is not None and not self.report.get("ok", True):
+        if self.report is not None and self.report.get("_for") == train and not self.report.get("ok", True):
             return "the dataset has errors (see above): fix them or pick another file"
         return ""

@@ -28,6 +28,7 @@ class FilterStep(Step):
         f = self.form
         yield f.tick("filter.enabled", "filter the training set (shared by every candidate)", id="w-filter-on")
         yield OptionList(*self._options(), id="w-filter-method", compact=True)
+        yield Static("", id="w-filter-chosen", classes="help-line")     # the choice in words, not by colour only
         with Horizontal(classes="row"):
             yield Label("ratio kept ")
             yield f.input("filter.ratio", id="w-filter-ratio", classes="short")
@@ -50,6 +51,19 @@ class FilterStep(Step):
     def on_mount(self) -> None:
         ol = self.query_one("#w-filter-method", OptionList)
         ol.highlighted = ol.get_option_index(self.default_method)
+        self._show_choice()
+
+    @on(OptionList.OptionHighlighted, "#w-filter-method")
+    def _show_choice(self) -> None:
+        self.query_one("#w-filter-chosen", Static).update(f"method: [b]{escape(self.method())}[/b]")
+
+    def choose(self, method: str) -> None:
+        ol = self.query_one("#w-filter-method", OptionList)
+        try:
+            ol.highlighted = ol.get_option_index(method)
+        except Exception:          # a method this version does not have: keep the current one
+            return
+        self._show_choice()
 
     def method(self) -> str:
         ol = self.query_one("#w-filter-method", OptionList)

@@ -52,6 +52,47 @@ class Form:
         return data
 
 
+    def fill(self, root: DOMNode, data: dict[str, Any]) -> list[str]:
+        """Set every field from a run-config dict (a saved file's, a past run's); returns the `KEY=VALUE` items
+        of the settings that differ from `defaults` but have no field (for the *more settings* line)."""
+        for widget_id, spec in self.fields.items():
+            found, value = _get(data, spec.key)
+            if not found:
+                continue
+            widget = root.query_one(f"#{widget_id}", Widget)
+            if isinstance(widget, Checkbox):
+                widget.value = bool(value)
+            elif isinstance(widget, Select):
+                widget.value = value or DEFAULT
+            elif isinstance(widget, Input):
+                widget.value = _text(value)
+        return []
+
+
+def _get(data: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return False, None
+        data = data[part]
+    return True, data
+
+
+def extras(data: dict[str, Any], defaults: dict[str, Any], covered: set[str], prefix: str = "") -> list[str]:
+    """`KEY=VALUE` for each leaf of `data` that differs from `defaults` and is not in `covered` (JSON values, as
+    `damoc run --set` reads them)."""
+    import json
+
+    out: list[str] = []
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        d = defaults.get(k) if isinstance(defaults, dict) else None
+        if isinstance(v, dict) and v and isinstance(d, dict):
+            out += extras(v, d, covered, key + ".")
+        elif key not in covered and v != d:
+            out.append(f"{key}={json.dumps(v, separators=(',', ':'))}")
+    return out
+
+
 def read(widget: Widget, spec: Setting) -> Any:
     if isinstance(widget, Checkbox):
         return bool(widget.value)

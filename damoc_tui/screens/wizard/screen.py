@@ -20,8 +20,8 @@ from damoc import facade
 from damoc.errors import DamocError
 from damoc.facade import Plan, RunConfig
 from damoc_tui import bridge
-from damoc_tui.messages import ConfigSaved, JobDone, PlanChecked, RegistryRead, RunLaunched
-from damoc_tui.screens.modals import FormScreen, failed
+from damoc_tui.messages import ConfigLoaded, ConfigSaved, JobDone, PlanChecked, RegistryRead, RunLaunched
+from damoc_tui.screens.modals import ChoiceScreen, FormScreen, failed
 from damoc_tui.screens.wizard.candidates_step import CandidatesStep
 from damoc_tui.screens.wizard.check_step import CheckStep
 from damoc_tui.screens.wizard.compress_step import CompressStep
@@ -43,6 +43,7 @@ class WizardScreen(Screen[None]):
         Binding("f5,ctrl+r", "launch", "Launch", id="wizard.launch", priority=True),
         Binding("ctrl+s", "save", "Save config", id="wizard.save", priority=True),
         Binding("ctrl+o", "browse", "Browse", id="wizard.browse"),
+        Binding("ctrl+l", "load", "Load config", id="wizard.load", priority=True),
         Binding("escape", "close", "Close", id="wizard.close"),
         Binding("space", "toggle_candidate", "Tick", id="wizard.tick", show=False),
     ]
@@ -226,6 +227,59 @@ class WizardScreen(Screen[None]):
                 self._job(ConfigSaved, lambda: save(self.build_config(), path))
         self.app.push_screen(FormScreen("Save the run config", [("path", "File (.yaml, .toml or .json)",
                                                                  f"={default}")]), chosen)
+
+    def action_load(self) -> None:
+        """Start from a saved config file or from a past run's config (the newest first)."""
+        configs = sorted((p for p in (self.settings.home / "configs").glob("*") if p.suffix in CONFIG_SUFFIXES),
+                         key=lambda p: p.stat().st_mtime, reverse=True)[:8]
+        runs = list(reversed(facade.run_dirs(self.settings)))[:8]
+        choices = [(f"run:{rd.run_id}", f"{'last run' if i == 0 else 'run'} {rd.run_id}  "
+                    f"{rd.config.get('mode', '')}  {rd.config.get('label') or ''}".rstrip()) for i, rd in enumerate(runs)]
+        choices += [(f"file:{p}", f"saved {p.name}") for p in configs]
+        choices.append(("ask", "another file…"))
+
+        def chosen(value: str | None) -> None:
+            if value == "ask":
+                def typed(values: dict[str, str] | None) -> None:
+                    if values and values.get("path"):
+                        self._job(ConfigLoaded, lambda: facade.load_config(Path(values["path"]).expanduser()))
+                self.app.push_screen(FormScreen("Load a run config", [("path", "File (.yaml, .toml or .json)",
+                                                                       "")]), typed)
+            elif value and value.startswith("file:"):
+                self._job(ConfigLoaded, lambda: facade.load_config(Path(value[5:])))
+            elif value and value.startswith("run:"):
+                rd = next(r for r in runs if r.run_id == value[4:])
+                self._job(ConfigLoaded, lambda: facade.validate_config(rd.config, f"run {rd.run_id}"))
+        self.app.push_screen(ChoiceScreen("Start from", choices), chosen)
+
+    def on_config_loaded(self, message: ConfigLoaded) -> None:
+        if failed(self, message) or message.result is None:
+            return
+        self.apply_config(message.result)
+
+    def apply_config(self, config: RunConfig) -> None:
+        """Fill every step from `config`: the fields, the ticked candidates, the filter method, and the settings
+        without a field on the *more settings* line."""
+        from damoc_tui.screens.wizard.forms import extras
+
+        data = config.to_dict()
+        self.form.fill(self, data)
+        self.cands_step.chosen = [str(c) for c in data.get("candidates") or []]
+        self.cands_step.preselected = list(self.cands_step.chosen)
+        self.cands_step.fill(self.cands_step.registry)
+        known = {c.name for c in self.cands_step.local()}
+        gone = [c for c in data.get("candidates") or [] if str(c) not in known]
+        self.filter_step.choose(str(data.get("filter", {}).get("method") or ""))
+        covered = {spec.key for spec in self.form.fields.values()} | {"candidates", "filter.method"}
+        self.train_step.set_extra(extras(data, facade.RunConfig().to_dict(), covered))
+        train = str(data.get("dataset", {}).get("train") or "")
+        if train:
+            self.inspect(train)
+        self.config = self.plan = None
+        self.notify(f"loaded: {len(self.cands_step.chosen)} candidates, dataset {train or '(none)'}"
+                    + (f"; not on this machine, left out: {', '.join(map(str, gone))}" if gone else ""),
+                    severity="warning" if gone else "information")
+        self.go_to(self.cands_step.key)
 
     def on_config_saved(self, message: ConfigSaved) -> None:
         if not failed(self, message):

@@ -52,6 +52,9 @@ class TrainStep(Step):
         yield Static("Two seeds let the leaderboard tell a real gap from seed noise; with one, "
                      "leaderboard.tolerance is used.", classes="note")
 
+    def set_extra(self, items: list[str]) -> None:
+        self.query_one("#w-extra", Input).value = " ".join(items)
+
     def apply_extra(self, data: dict[str, Any]) -> None:
         """The `--set` style extras over the form's values (checked against the schema, did-you-mean)."""
         for item in self.query_one("#w-extra", Input).value.split():
