@@ -36,7 +36,8 @@ from damoc.pipeline.config import ExecutorSection, LeaderboardSection, SelectSec
 from damoc.pipeline.executors import EXECUTORS, JobResult, WorkerJob, visible_gpus
 from damoc.pipeline.plan import Plan
 from damoc.pipeline.rundir import DATA_CANDIDATE, DriverLock, RunDir
-from damoc.pipeline.worker import EXIT_CANCELLED, EXIT_DATA_FAILED, EXIT_NO_STORAGE, STORAGE_FAILED, auto_threads
+from damoc.pipeline.worker import EXIT_CANCELLED, EXIT_DATA_FAILED, EXIT_NO_STORAGE, STORAGE_FAILED, STORAGE_HINT, \
+    auto_threads
 
 RETRY_STATES = ("pending", "running")
 EXIT_BUSY = 75          # another driver holds the run (EX_TEMPFAIL): nothing was touched
@@ -145,6 +146,7 @@ class Driver:
             line = next((ln for ln in res.message.splitlines() if ln.startswith(STORAGE_FAILED)), "")
             self.stop_reason = (line.removeprefix(STORAGE_FAILED) or
                                 f"node {res.node or '?'} cannot see the run directory {self.rd.path}")
+            self.stop_reason += f"; {STORAGE_HINT}"
             self.executor.cancel()
             return
         if res.returncode in (0, EXIT_CANCELLED, EXIT_DATA_FAILED) or self.halted:
@@ -372,7 +374,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run {rd.run_id} is already being driven by pid {lock.holder()}; nothing done", file=sys.stderr)
         return EXIT_BUSY
     lock.write_pid(os.getpid())
-    driver = Driver(rd, resumed=args.resume, lock_fd=lock.fd)
+    try:
+        driver = Driver(rd, resumed=args.resume, lock_fd=lock.fd)
+    except Exception as e:  # e.g. executor.kind ray where Ray is not installed: the log must still say why
+        from pydantic import ValidationError
+
+        why = "; ".join(str(x.get("msg")) for x in e.errors()) if isinstance(e, ValidationError) else str(e)
+        rd.update_meta(status="failed", pid=None, finished=time.time())
+        rd.emit(RunFinished(run_id=rd.run_id, status="failed", reason=f"cannot start the run: {why}", seconds=0.0))
+        print(f"cannot start the run: {why}", file=sys.stderr)
+        return 1
     driver.install_signals()
     return driver.run()
 

@@ -77,7 +77,9 @@ def serve_job(run_dir: str, job: dict[str, Any], env: dict[str, str], grace: flo
         fh = tempfile.NamedTemporaryFile(prefix=f"damoc-{safe_name(wj.name)}-", suffix=".log", delete=False)
     child_env = {k: v for k, v in os.environ.items() if k != "DAMOC_WORKER_NO_PARENT_WATCH"}
     child_env.update(env)
-    child_env.update({"PYTHONUNBUFFERED": "1", "DAMOC_NODE": host, "DAMOC_RAY_NODE": node_id})
+    # DAMOC_NODE: a name the node was given (`DAMOC_NODE=gpu-2 ray start ...`), else its host name
+    child_env.update({"PYTHONUNBUFFERED": "1", "DAMOC_NODE": os.environ.get("DAMOC_NODE") or host,
+                      "DAMOC_RAY_NODE": node_id})
     if gpus:
         child_env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     with fh:
@@ -99,7 +101,7 @@ def serve_job(run_dir: str, job: dict[str, Any], env: dict[str, str], grace: flo
             tail = Path(fh.name).read_text(encoding="utf-8", errors="replace")[-LOG_TAIL:]
         except OSError:
             pass
-    return {"rc": rc, "node": host, "ray_node": node_id, "gpus": gpus, "log": fh.name, "tail": tail}
+    return {"rc": rc, "node": child_env["DAMOC_NODE"], "ray_node": node_id, "gpus": gpus, "log": fh.name, "tail": tail}
 
 
 class RayExecutor(Executor):
@@ -128,9 +130,16 @@ class RayExecutor(Executor):
     def connect(self) -> Any:
         if self._ray is not None:
             return self._ray
+        import signal
+        import threading
+
         ray = import_ray()
         t0 = time.monotonic()
         kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        # ray.init replaces SIGTERM's handler with sys.exit: the driver's own (cancel = ray.cancel, cells marked
+        # cancelled) must stay
+        main = threading.current_thread() is threading.main_thread()
+        saved = signal.getsignal(signal.SIGTERM) if main else None
         try:
             if ray.is_initialized():
                 pass
@@ -146,6 +155,9 @@ class RayExecutor(Executor):
                              "start the cluster first (ray start --head on the head node, ray start --address "
                              "HEAD:6379 on the others), then pass --ray-address auto; or leave it empty for a "
                              "local instance") from None
+        finally:
+            if saved is not None:
+                signal.signal(signal.SIGTERM, saved)
         self.startup_seconds = time.monotonic() - t0
         self._ray = ray
         return ray
@@ -185,7 +197,8 @@ class RayExecutor(Executor):
         from dataclasses import asdict
 
         env = {k: v for k, v in os.environ.items() if k.startswith("DAMOC_") or k in PASS_ENV}
-        env.pop("DAMOC_WORKER_NO_PARENT_WATCH", None)
+        for own in ("DAMOC_WORKER_NO_PARENT_WATCH", "DAMOC_NODE", "DAMOC_RAY_NODE"):    # each node's own
+            env.pop(own, None)
         cluster_gpus = float(ray.cluster_resources().get("GPU", 0) or 0)
         task = ray.remote(serve_job)
         token = self.storage_token()
@@ -210,11 +223,14 @@ class RayExecutor(Executor):
                 break
             try:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll)
-            except Exception:  # the cluster went away under a cancel (a local instance shares our process group)
-                if self._cancelled:
-                    time.sleep(self.poll)
-                    continue
-                raise
+            except Exception:
+                if not self._cancelled:
+                    raise
+                # a local instance shares the driver's process group: the cancel's SIGTERM stopped it, and the
+                # workers (same group) with it; they mark their cells cancelled themselves
+                for job, t0 in pending.values():
+                    results.append(JobResult(job, EXIT_CANCELLED, time.monotonic() - t0, message="cancelled"))
+                break
             for ref in ready:
                 job, t0 = pending.pop(ref)
                 res = self._result(ray, ref, job, t0)
