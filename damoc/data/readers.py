@@ -267,12 +267,13 @@ def _jsonl_lines(path: Path, lines: Iterable[tuple[int, str | Problem]]) -> Iter
         if not text.strip():
             continue          # blank lines are allowed (and counted in line numbers)
         parser.duplicates = []
+        text = text.rstrip("\r\n")      # a column past the line's end would read as column 1 of a next line
         try:
             obj, end = parser.raw_decode(text, len(text) - len(text.lstrip()))
             if text[end:].strip():
                 raise json.JSONDecodeError("extra data after the object", text, end)
         except json.JSONDecodeError as e:
-            yield Raw(lineno, lineno, None, [Problem(lineno, None, f"invalid JSON: {e.msg} at column {e.colno}",
+            yield Raw(lineno, lineno, None, [Problem(lineno, None, json_problem(e),
                                                      hint="each line must be one complete JSON object")])
             continue
         except DeepError:
@@ -305,13 +306,29 @@ def looks_like_jsonl(path: Path) -> bool:
     return rest.lstrip().startswith("{")
 
 
+def json_problem(e: json.JSONDecodeError) -> str:
+    """`invalid JSON: ...` for a decode error, in words that fit its position: json's own messages end in "at"
+    ("Unterminated string starting at"), so the column is said once; a line that stops inside a value says
+    where it stops (a record cut short), not only where the broken value began."""
+    msg = e.msg.removesuffix(" at").rstrip()
+    line_start = e.doc.rfind("\n", 0, e.pos) + 1
+    line_end = e.doc.find("\n", e.pos)
+    text = e.doc[line_start:line_end if line_end >= 0 else len(e.doc)].rstrip()
+    cut = e.msg.startswith(("Unterminated string", "Invalid control character")) or e.pos >= line_start + len(text)
+    where = f"column {e.colno}"
+    if cut and len(text) + 1 != e.colno:
+        where += f"; the line stops at column {len(text)}, inside that value (cut short?)"
+    elif cut:
+        where += " (the end of the line: the record stops early, cut short?)"
+    return f"invalid JSON: {msg} at {where}"
+
+
 def _decode(parser: JsonParser, text: str, pos: int, path: Path, *, line: int) -> tuple[Any, int]:
     """One JSON value at `pos`; a DataError naming the line for bad syntax or a structure nested too deeply."""
     try:
         return parser.raw_decode(text, pos)
     except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON: {e.msg} at column {e.colno}", "fix the JSON syntax", path=str(path),
-                        line=e.lineno) from None
+        raise DataError(json_problem(e), "fix the JSON syntax", path=str(path), line=e.lineno) from None
     except DeepError:
         raise DataError(_deep_message(), "a fine-tuning record holds text, not deep structures", path=str(path),
                         line=line) from None

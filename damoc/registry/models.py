@@ -382,12 +382,14 @@ class ResolvedCandidate:
 
 
 def human_bytes(n: int | float | None, *, approx: bool = False) -> str:
+    """The one size format (CLI, app, pre-flight): decimal units, three significant digits at most (`540 MB`,
+    `1.4 GB`, `15.7 GB`), `≈` for an estimate."""
     if n is None:
         return "?"
     n = float(n)
     for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            text = f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
+        if abs(n) < 999.5 or unit == "TB":
+            text = f"{n:.0f} {unit}" if unit in ("B", "KB") or abs(n) >= 99.95 else f"{n:.1f} {unit}"
             return ("≈" if approx else "") + text
         n /= 1000
     return str(n)  # pragma: no cover

@@ -107,8 +107,9 @@ def detail_text(c: Candidate) -> str:
     # "remote code: yes" is the fact (auto_map in config.json); trust is the user's opt-in, shown when given
     remote = _yn(s.get("needs_remote_code")) + (" (trusted: you opted in)" if s.get("needs_remote_code")
                                                  and s.get("trust_remote_code") else "")
-    flags = [f"gated: {_yn(s.get('gated'))}", f"remote code: {remote}",
-             f"chat template: {_yn(s.get('chat_template'))}"]
+    # the flags column's letters, spelled out here (the legend on screen)
+    flags = [f"[b]G[/b] gated: {_yn(s.get('gated'))}", f"[b]R[/b] remote code: {remote}",
+             f"[b]P[/b] paper's eight: {_yn(s.get('paper'))}", f"chat template: {_yn(s.get('chat_template'))}"]
     if s.get("local"):
         flags.append(f"on disk {human_bytes(s.get('size_bytes'))}")
     elif s.get("download_bytes"):

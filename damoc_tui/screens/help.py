@@ -23,7 +23,7 @@ TIPS = """\
 - `damoc tui --no-mouse` leaves the terminal's own text selection working. `--theme damoc-ansi` (chosen by itself on
   16-colour terminals and when `NO_COLOR` is set) uses the terminal's palette; `F2` cycles themes.
 - Themes: TOML/YAML files in `damoc locate themes`. Keys: `keymap.toml` in `damoc locate home`, e.g.
-  `"app.quit" = "q,ctrl+q"` (binding ids below).
+  `"app.quit" = "q,ctrl+q"` (the binding ids are in the table above).
 """
 
 

@@ -63,7 +63,7 @@ class HistoryScreen(Screen[None]):
                               optional=RUN_OPTIONAL)
             with VerticalScroll(id="run-preview"):
                 yield Static("no run selected", id="preview")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)   # ctrl+p is in the help; 80 columns hold every key
 
     def on_mount(self) -> None:
         self.settings = self.app.settings  # type: ignore[attr-defined]
@@ -139,7 +139,8 @@ class HistoryScreen(Screen[None]):
         t = Table(box=None, padding=(0, 1), header_style="bold", expand=False)
         ranking = s.get("ranking", [])
         win = any(r.get("p_best") is not None for r in ranking)
-        for col in ("#", "candidate", "score", "gap") + (("win%",) if win else ()) + ("",):
+        stopped = any(r.get("status") == "stopped" for r in ranking)
+        for col in ("#", "candidate", "score", "gap") + (("win%",) if win else ()) + (("",) if stopped else ()):
             t.add_column(col, justify="right" if col not in ("candidate", "") else "left")
         for r in ranking[:12]:
             gap = r.get("gap")
@@ -147,7 +148,7 @@ class HistoryScreen(Screen[None]):
                       fmt_score(r.get("score")),
                       f"-{gap:.3f}" if isinstance(gap, (int, float)) and gap else "",
                       *((facade.fmt_percent(r.get("p_best")),) if win else ()),
-                      "stopped" if r.get("status") == "stopped" else "")
+                      *(("stopped" if r.get("status") == "stopped" else "",) if stopped else ()))
         head = Text.from_markup(
             f"[b]{escape(s['run_id'])}[/b]  {escape(s['mode'])}  {escape(s['status'])}\n"
             f"dataset {escape(str(s.get('dataset') or '?'))}\n")

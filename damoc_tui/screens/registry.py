@@ -38,9 +38,9 @@ class RegistryScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle_select", "Select", id="registry.select"),
         Binding("slash", "search", "Search", id="registry.search"),
-        Binding("m", "only_mergeable", "Mergeable", id="registry.mergeable"),
+        Binding("m", "only_mergeable", "Merge", id="registry.mergeable"),
         Binding("l", "only_local", "Local", id="registry.local", show=False),
-        Binding("o", "cycle_sort", "Sort", id="registry.sort"),
+        Binding("o", "cycle_sort", "Sort", id="registry.sort", show=False),
         Binding("plus,insert", "add", "Add", id="registry.add"),
         Binding("delete,minus", "remove", "Remove", id="registry.remove", show=False),
         Binding("s", "scan", "Scan cache", id="registry.scan", show=False),
@@ -74,7 +74,7 @@ class RegistryScreen(Screen[None]):
                 with VerticalScroll(id="reg-detail-scroll"):
                     yield Static("loading the registry…", id="reg-detail")
                 yield ProgressBar(id="reg-progress", show_eta=False)
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)   # ctrl+p is in the help; 80 columns hold every key
 
     def on_mount(self) -> None:
         self.settings = self.app.settings  # type: ignore[attr-defined]

@@ -46,7 +46,7 @@ LOG_SHOWN = 60             # log lines written when the selection changes (older
 class RunScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,backspace", "back", "Back", id="run.back"),
-        Binding("x", "cancel_run", "Cancel run", id="run.cancel"),
+        Binding("x", "cancel_run", "Cancel", id="run.cancel"),
         Binding("r", "resume_run", "Resume", id="run.resume"),
         Binding("e", "export", "Export", id="run.export"),
         Binding("y", "copy", "Copy", id="run.copy"),
@@ -82,7 +82,7 @@ class RunScreen(Screen[None]):
                 yield Static(id="cand-summary")
                 yield Sparkline([], id="cand-loss")
             yield RichLog(id="cand-log", max_lines=400, wrap=True, markup=False, highlight=False)
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)   # ctrl+p is in the help; 80 columns hold every key
 
     def on_mount(self) -> None:
         self.settings = self.app.settings  # type: ignore[attr-defined]
@@ -249,6 +249,7 @@ class RunScreen(Screen[None]):
             eta = st.eta(now)
             secs += f" ≈{fmt_seconds(eta)} left" if eta is not None else ""
             parts.append(escape(st.label()) + secs)
+        parts = list(dict.fromkeys(parts))   # a module's tracker outside its cell reads like the cell: said once
         line = "data: " + (" · ".join(parts) if parts else "waiting")
         if self.state.logs:
             line += f"  [dim]{escape(self.state.logs[-1][:50])}[/]"

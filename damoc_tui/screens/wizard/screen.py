@@ -41,9 +41,9 @@ class WizardScreen(Screen[None]):
         Binding("ctrl+j,pagedown", "next_step", "Next", id="wizard.next", priority=True),
         Binding("pageup", "prev_step", "Back", id="wizard.prev", priority=True),
         Binding("f5,ctrl+r", "launch", "Launch", id="wizard.launch", priority=True),
-        Binding("ctrl+s", "save", "Save config", id="wizard.save", priority=True),
+        Binding("ctrl+s", "save", "Save", id="wizard.save", priority=True),
         Binding("ctrl+o", "browse", "Browse", id="wizard.browse"),
-        Binding("ctrl+l", "load", "Load config", id="wizard.load", priority=True),
+        Binding("ctrl+l", "load", "Load", id="wizard.load", priority=True),
         Binding("escape", "close", "Close", id="wizard.close"),
         Binding("space", "toggle_candidate", "Tick", id="wizard.tick", show=False),
     ]
@@ -72,7 +72,7 @@ class WizardScreen(Screen[None]):
             yield Button("◀ Back (pgup)", id="w-prev", compact=True)
             yield Static("", id="wiz-error")
             yield Button("Next (pgdn/ctrl+j) ▶", id="w-next", compact=True, variant="primary")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)   # ctrl+p is in the help; 80 columns hold every key
 
     def on_mount(self) -> None:
         self.settings = self.app.settings  # type: ignore[attr-defined]
