@@ -149,8 +149,9 @@ class HistoryScreen(Screen[None]):
                       f"-{gap:.3f}" if isinstance(gap, (int, float)) and gap else "",
                       *((facade.fmt_percent(r.get("p_best")),) if win else ()),
                       *(("stopped" if r.get("status") == "stopped" else "",) if stopped else ()))
+        label = f"  [i]{escape(str(s['label']))}[/i]" if s.get("label") else ""   # the label column goes at 80
         head = Text.from_markup(
-            f"[b]{escape(s['run_id'])}[/b]  {escape(s['mode'])}  {escape(s['status'])}\n"
+            f"[b]{escape(s['run_id'])}[/b]  {escape(s['mode'])}  {escape(s['status'])}{label}\n"
             f"dataset {escape(str(s.get('dataset') or '?'))}\n")
         from rich.console import Group
 

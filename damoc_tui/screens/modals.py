@@ -15,6 +15,7 @@ from textual.widgets import Button, Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from damoc_tui.messages import JobDone
+from damoc_tui.widgets.keylist import KeyList
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -104,7 +105,7 @@ class ChoiceScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Static(f"[b]{escape(self.title_text)}[/b]", classes="dialog-title")
-            yield OptionList(*[Option(escape(label), id=value) for value, label in self.choices], id="choices")
+            yield KeyList(*[Option(escape(label), id=value) for value, label in self.choices], id="choices")
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)

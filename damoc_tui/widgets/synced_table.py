@@ -13,10 +13,11 @@ order (their values stay in the rows; they come back when the terminal grows).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import events
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 from textual.widgets._data_table import ColumnKey
 
@@ -32,7 +33,17 @@ def cell_width(value: Any) -> int:
 
 
 class SyncedTable(DataTable[Any]):
-    """`columns`: (key, label, minimum width or None). Rows are dicts keyed by column key, plus the row key."""
+    """`columns`: (key, label, minimum width or None). Rows are dicts keyed by column key, plus the row key.
+
+    Every list of the app is one of these, so each moves the same way: arrows, j/k, Home/End (first/last row;
+    a row table has no columns to scroll to), pgup/pgdn."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("home", "scroll_top", "First", show=False),
+        Binding("end", "scroll_bottom", "Last", show=False),
+    ]
 
     def __init__(self, columns: Sequence[Column], *, row_key: str = "key", flex: str | None = None,
                  flex_min: int = 12, optional: Sequence[str] = (), **kwargs: Any) -> None:

@@ -23,6 +23,14 @@ async def test_registry_follows_changes_from_another_process(make_app, settings,
         # what `damoc registry add` does in a shell next to the app: the registry file changes under it
         add_candidate(settings, str(write_model(tmp_path / "outsider" / "chat", chat=True)), name="outsider")
         await wait_for(pilot, lambda: "outsider" in table.row_keys, timeout=8, what="the new entry listed")
+        # every list moves with Home/End and j/k
+        rows = table.row_keys
+        await pilot.press("end")
+        assert table.highlighted_key == rows[-1]
+        await pilot.press("home")
+        assert table.highlighted_key == rows[0]
+        await pilot.press("j", "j", "k")
+        assert table.highlighted_key == rows[1]
         shown = [b.binding for b in app.screen.active_bindings.values() if b.binding.show]
         assert any(b.id == "registry.refresh" for b in shown)             # `f` is in the footer too
 
@@ -48,8 +56,9 @@ async def test_no_color_marks_focus_and_the_chosen_method(make_app, settings, mo
         style = ol.get_component_rich_style("option-list--option-highlighted")
         assert style.reverse and style.bold
         assert "method: graphcut" in text_of(wiz.query_one("#w-filter-chosen"))     # the choice in words
-        await pilot.press("down")
+        await pilot.press("j")                                  # j/k move this list too
         await pilot.pause()
+        assert wiz.filter_step.method() != "graphcut"
         assert f"method: {wiz.filter_step.method()}" in text_of(wiz.query_one("#w-filter-chosen"))
 
 

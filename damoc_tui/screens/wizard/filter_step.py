@@ -12,6 +12,7 @@ from textual.widgets.option_list import Option
 from damoc import facade
 from damoc_tui.screens.wizard.forms import Form, number
 from damoc_tui.screens.wizard.step import Step
+from damoc_tui.widgets.keylist import KeyList
 
 RATIO_WARNING = "the paper found that 5% breaks the ranking; 10% (the default) is safe"
 SAFE_RATIO = 0.1
@@ -27,7 +28,7 @@ class FilterStep(Step):
     def compose(self) -> ComposeResult:
         f = self.form
         yield f.tick("filter.enabled", "filter the training set (shared by every candidate)", id="w-filter-on")
-        yield OptionList(*self._options(), id="w-filter-method", compact=True)
+        yield KeyList(*self._options(), id="w-filter-method", compact=True)
         yield Static("", id="w-filter-chosen", classes="help-line")     # the choice in words, not by colour only
         with Horizontal(classes="row"):
             yield Label("ratio kept ")
