@@ -11,8 +11,8 @@ from pathlib import Path
 
 from damoc.data import inspect_dataset
 from damoc.events import Reporter
-from damoc.facade.choices import (compressors, default_merge_rule, filters, finetune_methods, merge_rules, metrics,
-                                  modes)
+from damoc.facade.choices import (compressors, default_merge_rule, executor_unavailable, executors, filters,
+                                  finetune_methods, merge_rules, metrics, modes)
 from damoc.facade.runs import (ExportFormat, export_dir, export_leaderboard, fmt_duration, fmt_percent,
                                leaderboard_rows,
                                prune_preview, run_dirs)
@@ -74,7 +74,7 @@ __all__ = [
     "DATA_CANDIDATE", "Candidate", "CheckResult", "Comparison", "EventTail", "ExportFormat", "Leaderboard", "Plan",
     "RunConfig", "RunDir", "RunHandle", "RunOverview", "ScanReport", "Setting",
     "add_candidate", "apply_override", "build_demo_zoo", "cancel_run", "check_online", "compare_runs", "compressors", "dataset_lines",
-    "default_merge_rule", "export_dir", "export_leaderboard", "filters", "finetune_methods", "fmt_duration", "fmt_percent", "handoff",
+    "default_merge_rule", "executor_unavailable", "executors", "export_dir", "export_leaderboard", "filters", "finetune_methods", "fmt_duration", "fmt_percent", "handoff",
     "human_bytes", "human_count", "inspect_dataset", "leaderboard", "leaderboard_rows", "load_config", "merge_rules", "metrics",
     "modes", "open_run", "plan_lines", "plan_run", "preflight_lines", "prune_preview", "pull_candidate",
     "registry_candidates", "remove_candidate", "resume_run", "run_dirs", "run_overview", "save_config",

@@ -4,6 +4,8 @@ from __future__ import annotations
 from damoc.compress import COMPRESSORS
 from damoc.filters import FILTERS
 from damoc.pipeline.config import FT_CHOICES, METRICS, MODES
+from damoc.pipeline.executors import EXECUTORS
+from damoc.pipeline.executors import unavailable as _unavailable
 from damoc.plugins import Entry
 from damoc.prune.merge import DEFAULT_RULE, MERGE_RULES
 
@@ -39,3 +41,13 @@ def merge_rules() -> list[tuple[str, str]]:
 
 def default_merge_rule() -> str:
     return DEFAULT_RULE
+
+
+def executors() -> list[tuple[str, str]]:
+    """(name, description) of every executor (`executor.kind`: local, ray)."""
+    return [(e.name, e.description) for e in EXECUTORS]
+
+
+def executor_unavailable(kind: str) -> str:
+    """Why executor `kind` cannot run on this machine ("" when it can): the package it needs, and its install line."""
+    return _unavailable(kind)

@@ -116,3 +116,25 @@ async def test_wizard_clears_a_stale_dataset_error_and_loads_configs(make_app, s
         await pilot.press("enter")
         await wait_for(pilot, lambda: train.value == str(good), what="file loaded")
         assert wiz.query_one("#w-filter-ratio", Input).value == "0.3" and wiz.filter_step.method() == "random"
+
+
+async def test_wizard_offers_the_executor_and_the_ray_address(make_app, settings):
+    from textual.widgets import Select
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "WizardScreen", what="wizard")
+        wiz = app.screen
+        wiz.go_to("train")
+        await pilot.pause()
+        assert wiz.config_data()["executor"]["kind"] == "local"
+        assert wiz.query_one("#w-ray-address", Input).disabled             # local: no address to give
+        wiz.query_one("#w-executor", Select).value = "ray"
+        await pilot.pause()
+        address = wiz.query_one("#w-ray-address", Input)
+        assert not address.disabled
+        address.value = "ray://head:10001"
+        cfg = wiz.build_config()
+        assert (cfg.executor.kind, cfg.executor.address) == ("ray", "ray://head:10001")
+        assert "Ray" in text_of(wiz.query_one("#w-executor-note"))
