@@ -80,20 +80,18 @@ def test_ray_run_matches_local_survives_a_lost_node_cancels_and_resumes(zoo_env)
         _wait_for(lambda: any(c.state == "running" and _owner(c).get("ray_node") == n2.node_id for c in cells))
         lost = next(c for c in cells if c.state == "running" and _owner(c).get("ray_node") == n2.node_id)
         cluster.remove_node(n2)
-        # 2) once the lost cell has finished again elsewhere, cancel the run; then resume it to the end
-        _wait_for(lambda: lost.done)
-        assert lost.result()["ray_node"] != n2.node_id
-        if rd.is_alive():
-            api.cancel_run(s, h.run_id)
-        first = wait_run(s, h.run_id)
-        assert first in ("cancelled", "finished")
+        # 2) once the retried task runs the lost candidate on the head, cancel the run; then resume it to the end
+        again = [c for c in cells if c.candidate == lost.candidate]
+        _wait_for(lambda: any(c.state == "running" and _owner(c).get("ray_node") not in (None, n2.node_id)
+                              for c in again))
+        api.cancel_run(s, h.run_id)
+        assert wait_run(s, h.run_id) == "cancelled"
         done_before = {c.key: c.marker.stat().st_mtime_ns for c in cells if c.done}
-        if first == "cancelled":
-            api.resume_run(s, h.run_id)
-            assert wait_run(s, h.run_id) == "finished"
+        api.resume_run(s, h.run_id)
+        assert wait_run(s, h.run_id) == "finished"
     finally:
         cluster.shutdown()
-    assert all(c.done for c in cells)
+    assert all(c.done for c in cells) and lost.result()["ray_node"] != n2.node_id
     for key, mtime in done_before.items():           # a resume redoes nothing finished
         assert rd.cell(*key.split("/", 1)).marker.stat().st_mtime_ns == mtime, f"{key} was redone"
     assert all(n == 1 for n in _ok_finishes(rd).values()), _ok_finishes(rd)    # nothing finished twice
