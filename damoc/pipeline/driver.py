@@ -34,6 +34,7 @@ from damoc.pipeline.cells import FinetuneCell
 from damoc.pipeline.cells.scoring import subset_of
 from damoc.pipeline.config import ExecutorSection, LeaderboardSection, SelectSection
 from damoc.pipeline.executors import EXECUTORS, JobResult, WorkerJob, visible_gpus
+from damoc.pipeline.executors.base import DATA_ENDED
 from damoc.pipeline.plan import Plan
 from damoc.pipeline.rundir import DATA_CANDIDATE, DriverLock, RunDir
 from damoc.pipeline.worker import EXIT_CANCELLED, EXIT_DATA_FAILED, EXIT_NO_STORAGE, STORAGE_FAILED, STORAGE_HINT, \
@@ -142,6 +143,10 @@ class Driver:
     def _on_job_done(self, res: JobResult) -> None:
         """A worker that died (not a clean exit, not a cancel) leaves its current cell 'running': mark it failed.
         A worker that cannot see the run directory (a node without the shared storage) stops the run."""
+        if res.job.data and res.job.claim:        # the workers waiting for this round's data cells stop waiting
+            ended = self.rd.path / "claims" / res.job.claim / DATA_ENDED
+            ended.parent.mkdir(parents=True, exist_ok=True)
+            ended.touch()
         if res.returncode == EXIT_NO_STORAGE and not self.stop_reason:
             line = next((ln for ln in res.message.splitlines() if ln.startswith(STORAGE_FAILED)), "")
             self.stop_reason = (line.removeprefix(STORAGE_FAILED) or
@@ -234,10 +239,18 @@ class Driver:
         rounds = select.adaptive and self.plan.mode == "damoc" and len(select.sizes) > 1
         todo = [n for n in self.placement.order if n in todo]
         if any(not c.done for c in data_cells):
+            first = select.sizes[0] if rounds else None
             if self.pool == "all":
                 # one process for the data and every candidate: transformers is imported once (~7 s) per run
-                first = select.sizes[0] if rounds else None
                 self._run_jobs([WorkerJob("pool", todo, data=True, max_subset=first, threads=self.placement.threads)])
+            elif self.pool == "slots" and todo:
+                # the first slot serves the data cells, then takes candidates; the others import meanwhile and
+                # take candidates once the data cells are done: no process of its own for the data cells
+                jobs = self._jobs(todo, first)
+                jobs[0].data = True
+                for j in jobs[1:]:
+                    j.wait_data = True
+                self._run_jobs(jobs)
             else:
                 self._run_jobs([WorkerJob("data", data=True)])
             if self.stop_reason:
@@ -248,7 +261,7 @@ class Driver:
             if bad is not None:
                 why = (bad.failure() or {}).get("reason") or f"{bad.key} did not finish"
                 return "failed", f"{bad.key} failed: {why}"
-            if self.pool == "all":
+            if self.pool in ("all", "slots"):
                 todo = [n for n in names if any(c.state in RETRY_STATES for c in self._cells(n))]
         if rounds:
             status = self._serve_rounds(names, select)

@@ -319,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--job", default="", help="the executor's name of this job (recorded with each cell)")
     ap.add_argument("--claim", default=None, help="a round token: take candidates one at a time, shared with the "
                                                   "other workers of the round")
+    ap.add_argument("--wait-data", action="store_true", help="with --claim: import now, serve candidates once the "
+                                                              "data cells are done (another worker of the round "
+                                                              "serves them)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads of the candidate cells (0 = automatic)")
     ap.add_argument("--storage-token", default=None, help="check first that this node sees the run directory")
     args = ap.parse_args(argv)
@@ -366,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             if rc != 0:
                 return rc
         _use_threads(settings, args.threads or worker.threads or auto_threads(plan, worker.device))
+        if args.wait_data and args.claim and not _wait_for_data(rd, plan, args.claim):
+            return 0                     # the data cells failed or their worker ended: the driver reports it
         if args.claim is None:
             return worker.serve([c for n in names for c in specs_of(n)])
         for name in names:              # largest first (the driver's order): the long ones start early
@@ -374,6 +379,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (Cancelled, KeyboardInterrupt):
         return EXIT_CANCELLED
+
+
+def _wait_for_data(rd: RunDir, plan: Plan, token: str, poll: float = 0.2) -> bool:
+    """Import what the candidate cells need while the round's data job runs (one import less on the critical
+    path), then wait for the data cells: True once they are all done, False when one failed or the data job ended
+    without finishing them."""
+    import transformers  # noqa: F401  (the ~5 s import, overlapped with the data stage)
+
+    from damoc.pipeline.executors.base import DATA_ENDED
+
+    cells = [rd.cell(c.candidate, c.stage) for c in plan.data_cells]
+    ended = rd.path / "claims" / _safe_file(token) / DATA_ENDED
+    while True:
+        states = [c.state for c in cells]
+        if all(st == "done" for st in states):
+            return True
+        if ended.exists() or any(st in ("failed", "cancelled", "skipped") for st in states):
+            return all(c.done for c in cells)
+        time.sleep(poll)
 
 
 def _where_text(where: dict[str, Any], args: argparse.Namespace, names: list[str]) -> str:

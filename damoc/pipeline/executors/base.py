@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 
 STORAGE_FILE = "storage.json"      # the token a worker checks to know it sees *this* run directory
+DATA_ENDED = ".data-ended"         # claims/<token>/: the round's data job has exited (written by the driver)
 
 
 @dataclass
@@ -30,6 +31,7 @@ class WorkerJob:
     data: bool = False                      # serve the shared data cells first (then the candidates, if any)
     max_subset: float | None = None         # an adaptive round: only the proxies on shares up to this
     claim: str | None = None                # jobs of one round sharing a candidate list take one candidate at a time
+    wait_data: bool = False                 # start now (imports), serve candidates once the round's data job is done
     threads: int = 0                        # torch threads for the candidate cells (0 = the worker decides)
     cpus: float = 1.0                       # CPUs a fleet executor asks for (the local one counts slots)
     memory: int = 0                         # the pre-flight peak of its candidates, bytes (0 = unknown)
@@ -40,6 +42,7 @@ class WorkerJob:
         cmd += ["--data"] if self.data else []
         cmd += ["--max-subset", repr(self.max_subset)] if self.max_subset is not None else []
         cmd += ["--claim", self.claim] if self.claim else []
+        cmd += ["--wait-data"] if self.wait_data else []
         cmd += ["--threads", str(self.threads)] if self.threads else []
         cmd += ["--storage-token", self.storage_token] if self.storage_token else []
         return cmd + (["--candidates", ",".join(self.candidates)] if self.candidates else [])
