@@ -36,7 +36,7 @@ __all__ = ["RunScreen", "fmt_gap", "fmt_score", "fmt_seconds", "show_handoff", "
 # (key, label, minimum width): each column widens to its widest value; the candidate name takes the rest and is
 # abbreviated (full name in the detail pane); `loss` then `left` are dropped when 80 columns cannot hold them
 BOARD_COLUMNS = [("rank", "#", 2), ("name", "candidate", 12), ("score", "score", 6), ("gap", "gap", 7),
-                 ("win", "win%", 4), ("stage", "stage", 15), ("eta", "left", 5), ("loss", "loss", 10), ("prune", "pruned", 10),
+                 ("win", "win%", 4), ("stage", "stage", 8), ("eta", "left", 5), ("loss", "loss", 10), ("prune", "pruned", 10),
                  ("status", "status", 9)]
 BOARD_OPTIONAL = ("loss", "eta")
 LOSS_WIDTH = 10
@@ -284,7 +284,8 @@ class RunScreen(Screen[None]):
                             and isinstance(hi, (int, float)) else "")
                          + (" · stopped early (adaptive budget)" if row.get("status") == "stopped" else ""))
         if row and row.get("merge"):
-            lines.append(f"merge: {escape(str(row['merge']))}")
+            merge = str(row["merge"]).replace("skipped: pruning skipped: ", "skipped: ")   # the reason says it once
+            lines.append(f"merge: {escape(merge)}")
         if cand.losses:
             lines.append(f"train loss {cand.losses[0]:.3f} → {cand.losses[-1]:.3f} ({len(cand.losses)} pts)")
         self.query_one("#cand-summary", Static).update("\n".join(lines), layout=False)

@@ -48,13 +48,13 @@ async def test_no_color_marks_focus_and_the_chosen_method(make_app, settings, mo
         wiz.go_to("data")
         await pilot.pause()
         focused = app.focused
-        assert isinstance(focused, Input) and focused.styles.text_style.reverse     # reverse video, not a colour
+        assert isinstance(focused, Input) and focused.styles.text_style.underline   # underlined, not a colour
         wiz.go_to("filter")
         await pilot.pause()
         ol = wiz.query_one("#w-filter-method", OptionList)
         assert app.focused is ol
         style = ol.get_component_rich_style("option-list--option-highlighted")
-        assert style.reverse and style.bold
+        assert style.underline and style.bold
         assert "method: graphcut" in text_of(wiz.query_one("#w-filter-chosen"))     # the choice in words
         await pilot.press("j")                                  # j/k move this list too
         await pilot.pause()
