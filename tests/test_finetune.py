@@ -139,8 +139,11 @@ def test_full_finetune_lowers_loss_reports_events_and_saves(llama_dir, tmp_path,
     # what the Trainer consumed: every micro batch masks exactly the prompt tokens
     assert seen_labels
     for batch, out in seen_labels:
+        width = out["input_ids"].shape[1]
+        cut = width - out.get("logits_to_keep", width)        # prompt positions no label follows (trim_prompt)
+        assert cut == max(0, min(f.prompt_tokens for f in batch) - 1)
         for r, f in enumerate(batch):
-            row = out["labels"][r].tolist()
+            row = [IGNORE_INDEX] * cut + out["labels"][r].tolist()
             assert row[:f.prompt_tokens] == [IGNORE_INDEX] * f.prompt_tokens
             assert row[f.prompt_tokens:len(f.input_ids)] == f.input_ids[f.prompt_tokens:]
             assert all(v == IGNORE_INDEX for v in row[len(f.input_ids):])   # padding is ignored too
@@ -266,3 +269,17 @@ def test_deepspeed_on_cpu_is_ignored_with_a_warning(llama_dir, tmp_path):
                    reporter=rep)
     assert res.steps == 1
     assert any(isinstance(e, Log) and e.level == "warning" and "deepspeed" in e.message for e in rep.events)
+
+
+def test_trimmed_prompt_logits_give_the_same_run(llama_dir):
+    """trim_prompt_logits (on by default) only skips logits no label reads: the same losses and weights as the
+    untrimmed run, to float precision."""
+    import torch
+
+    cfg = dict(lr=3e-3, effective_batch=4, micro_batch=2, max_steps=4, seed=3, device="cpu")
+    on = finetune(llama_dir, task(), FinetuneConfig(**cfg))
+    off = finetune(llama_dir, task(), FinetuneConfig(trim_prompt_logits=False, **cfg))
+    assert on.losses == pytest.approx(off.losses, rel=1e-4)
+    assert on.train_tokens == off.train_tokens
+    for (k, a), (_, b) in zip(on.model.state_dict().items(), off.model.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-5), k

@@ -20,19 +20,24 @@ def test_memory_formula_term_by_term(settings, hf_cache):
     pf = preflight(settings, ["Qwen2.5-0.5B"], CFG)
     assert pf.device == "cpu" and pf.bytes_per_weight == 4
     c = pf.candidates[0]
-    L, s, b, h, a, V, I, w = 2, 8, 2, 16, 2, 64, 32, 4
-    acts = int(L * s * b * h * (34 + 5 * a * s / h) * w / 2)
+    L, s, b, h, a, kv, V, I, w = 2, 8, 2, 16, 2, 2, 64, 32, 4
+    hd = h // a
+    acts = L * b * s * (20 * h + 6 * I + 4 * kv * hd) * w
     full = c.full_ft
-    assert (full.weights, full.gradients, full.optimizer) == (P * w, P * w, P * 8)     # fp32: no master copy
-    assert full.activations == acts and full.logits == b * s * V * 8
-    assert full.overhead == 400_000_000 and full.total == P * 16 + acts + b * s * V * 8 + 400_000_000
+    largest = max(V * h, h * I)
+    assert (full.weights, full.gradients, full.optimizer) == (P * w, P * w, P * 8 + largest * 4)   # fp32 on CPU
+    assert full.activations == acts and full.logits == b * s * V * 12
+    assert full.overhead == 500_000_000 and full.total == P * 16 + largest * 4 + acts + b * s * V * 12 + 500_000_000
     T = L * 4 * ((16 + 16) * 4 + (16 + 32) * 2 + (32 + 16))     # q,k,v,o + gate,up + down at rank 4
     lora = c.lora_ft
     assert lora.trainable_parameters == T
-    assert (lora.weights, lora.gradients, lora.optimizer) == (P * w + T * w, T * w, T * 8)
+    assert (lora.weights, lora.gradients, lora.optimizer) == (P * w + T * 4, T * 4, T * 12)
+    dropout = int(L * b * s * (6 * h + I) * w * 1.25)            # peft's dropout copies of each adapted input
+    assert lora.activations == acts + dropout
     assert lora.total < full.total
     calib = c.calibration
-    assert calib.activations == 2 * s * h * (L + 1) * w + 2 * s * (2 * I + 4 * h) * w + 2 * a * s * s * w
+    assert calib.activations == 2 * s * (2 * I + 7 * h) * w and calib.loading == c.download_bytes + \
+        facts_from_folder(snap).size_bytes
     assert calib.gradients == 0 and calib.optimizer == 0
     assert c.download_bytes == 0 and c.local
     assert [(st.stage, st.status) for st in c.stages] == [("calibrate", "run"), ("prune", "run"), ("finetune", "run"),
@@ -40,12 +45,14 @@ def test_memory_formula_term_by_term(settings, hf_cache):
     assert pf.peak_memory_bytes == max(calib.total, full.total, lora.total)
 
 
-def test_bf16_on_cuda_adds_the_fp32_master_copy(settings, hf_cache):
+def test_bf16_on_cuda_keeps_fp32_master_weights_and_autocast_copies(settings, hf_cache):
     write_cached(hf_cache, "Qwen/Qwen2.5-0.5B-Instruct", arch="qwen2", chat=True)
     pf = preflight(settings, ["Qwen2.5-0.5B"], dict(CFG, device="cuda"))
     full = pf.candidates[0].full_ft
     P = full.trainable_parameters
-    assert pf.bytes_per_weight == 2 and full.optimizer == P * (8 + 4) and full.overhead == 1_000_000_000
+    # fp32 master weights + bf16 autocast copies, fp32 gradients, AdamW moments and its foreach temporaries
+    assert pf.bytes_per_weight == 2 and full.weights == P * 6 and full.optimizer == P * (8 + 4)
+    assert full.overhead == 1_000_000_000
 
 
 def test_gradient_checkpointing_shrinks_activations(settings, hf_cache):

@@ -134,6 +134,9 @@ class FinetuneConfig:
     deepspeed: str | None = None
     """Path to a DeepSpeed JSON config, passed through to the Trainer (CUDA only)."""
     gradient_checkpointing: bool = False
+    trim_prompt_logits: bool = True
+    """Run the LM head and the loss on answer positions only (`logits_to_keep`, for architectures whose forward
+    takes it): the same loss and gradients, without the prompt's vocabulary-sized logits. Off: every position."""
     logging_steps: int | None = None
     """None = every step up to 200 steps, then ~200 points per run."""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -60,10 +60,15 @@ def encode_samples(tokenizer: Any, samples: Sequence[Any], *, max_length: int = 
 
 
 class Collator:
-    """Right-pads a micro batch; pads labels with IGNORE_INDEX. Counts the tokens it hands to the model."""
+    """Right-pads a micro batch; pads labels with IGNORE_INDEX. Counts the tokens it hands to the model.
 
-    def __init__(self, pad_id: int, multiple_of: int = 1) -> None:
-        self.pad_id, self.multiple_of = pad_id, multiple_of
+    `trim_prompt`: the LM head and the loss only run where a label follows, from the batch's first answer token on
+    (`logits_to_keep` = the last width - k positions, labels cut to the same positions). The loss and every gradient
+    are those of the untrimmed batch (the cut positions carry IGNORE_INDEX labels only); the prompt's logits over a
+    150k vocabulary are not computed, stored or differentiated."""
+
+    def __init__(self, pad_id: int, multiple_of: int = 1, trim_prompt: bool = False) -> None:
+        self.pad_id, self.multiple_of, self.trim_prompt = pad_id, multiple_of, trim_prompt
         self.tokens_seen = 0
 
     def __call__(self, batch: list[Feature]) -> dict[str, Any]:
@@ -81,4 +86,10 @@ class Collator:
             labels[r, :n] = torch.tensor(f.labels)
             mask[r, :n] = 1
         self.tokens_seen += int(mask.sum())
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        out = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        # logits at position j predict token j + 1: the first answer token p needs the logits of p - 1
+        k = min(f.prompt_tokens for f in batch) - 1
+        if self.trim_prompt and k > 0:
+            out["labels"] = labels[:, k:].contiguous()
+            out["logits_to_keep"] = width - k
+        return out

@@ -176,7 +176,8 @@ def _finetune(model_path: Any, train_samples: list[Any], config: FinetuneConfig,
 
     losses: list[float] = []
     loss_steps: list[int] = []
-    collator = Collator(tokenizer.pad_token_id, multiple_of=8 if device.startswith("cuda") else 1)
+    collator = Collator(tokenizer.pad_token_id, multiple_of=8 if device.startswith("cuda") else 1,
+                        trim_prompt=config.trim_prompt_logits and _takes_logits_to_keep(model))
     settings_home = Path(settings.cache_dir) if settings is not None else None
     scratch = Path(tempfile.mkdtemp(prefix="damoc-ft-", dir=_scratch_root(settings_home)))
     log_every = config.logging_steps or (1 if plan.total_steps <= 200 else math.ceil(plan.total_steps / 200))
@@ -239,6 +240,17 @@ def _finetune(model_path: Any, train_samples: list[Any], config: FinetuneConfig,
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return result
+
+
+def _takes_logits_to_keep(model: Any) -> bool:
+    """The causal LM (under a peft wrapper, if any) accepts `logits_to_keep`, as transformers' own architectures do."""
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _scratch_root(cache_dir: Path | None) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from damoc.errors import ConfigError, DamocError
 from damoc.events import Reporter, StageTracker
 from damoc.fsutil import atomic_write_json
-from damoc.prune.config import DEFAULT_MAX_FRACTION, DEFAULT_SPARSITY, DEFAULT_THRESHOLD
+from damoc.prune.config import DEFAULT_MAX_FRACTION, DEFAULT_SPARSITY, DEFAULT_THRESHOLD, SHARD_BYTES
 
 TESTED_THRESHOLDS = (0.80, 0.95)
 BF16_ON_CPU_BYTES = 4 << 30   # checkpoints larger than this are scored in bf16 on CPU (fp32 would need 2x RAM)
@@ -155,7 +155,7 @@ def compute_scores(chat_path: str | Path, calib_texts: Sequence[str] | None, *, 
 
 def write_pruned(chat_path: str | Path, out_dir: str | Path, pruned: Sequence[int], *, base_path: str | Path | None,
                  scores: Sequence[float], rule: Any, sparsity: float, rescale: str = "none", device: str = "cpu",
-                 tracker: StageTracker | None = None, max_shard_bytes: int = 2 << 30) -> dict[str, Any]:
+                 tracker: StageTracker | None = None, max_shard_bytes: int = SHARD_BYTES) -> dict[str, Any]:
     """Stream the Chat checkpoint into `out_dir` without layers `pruned`, merging their sparse task vectors into
     the kept layers when `rule` merges (needs `base_path`). Returns the merge statistics."""
     from damoc.prune.checkpoint import CheckpointReader, ShardWriter, clear_weights, copy_side_files
@@ -215,7 +215,8 @@ def prune_candidate(chat_path: str | Path, base_path: str | Path | None, out_dir
                     max_fraction: float = DEFAULT_MAX_FRACTION, keep_first: bool = True, keep_last: bool = True,
                     first_token: bool = False, base_problem: str | None = None, rescale: str = "none",
                     candidate: str = "", run_id: str = "", batch_size: int = 8, max_length: int = 256,
-                    seed: int = 0, trust_remote_code: bool = False) -> PruneResult:
+                    seed: int = 0, trust_remote_code: bool = False,
+                    max_shard_bytes: int = SHARD_BYTES) -> PruneResult:
     """Score, choose, drop and (sparse-)merge the layers of one Chat model; write the result to `out_dir`.
 
     No Base (or `base_problem`, a reason from the registry, or an incompatible Base) skips pruning with the reason,
@@ -286,7 +287,7 @@ def prune_candidate(chat_path: str | Path, base_path: str | Path | None, out_dir
         merge_dev = resolve_device(device)
         stats = write_pruned(chat_path, out_dir, pruned, base_path=base_path if merge else None, scores=scores,
                              rule=rule_obj if merge else get_rule("drop"), sparsity=sparsity, rescale=rescale,
-                             device=merge_dev, tracker=tracker)
+                             device=merge_dev, tracker=tracker, max_shard_bytes=max_shard_bytes)
         if not merge and rule_obj.name == "drop":
             note = "plain layer dropping (rule drop)"
         result = PruneResult(layers_after=n - len(pruned), pruned=pruned, scores=scores,

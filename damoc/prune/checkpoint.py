@@ -14,6 +14,7 @@ from typing import Any
 
 from damoc.errors import DamocError
 from damoc.fsutil import atomic_write_json
+from damoc.prune.config import SHARD_BYTES
 
 WEIGHT_INDEX = "model.safetensors.index.json"
 _WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.gguf", "*.msgpack", "*.h5")
@@ -61,6 +62,11 @@ class CheckpointReader:
         if path not in self._handles:
             from safetensors import safe_open
 
+            # One file open at a time: a handle maps its whole file, and every page read through it stays in this
+            # process's resident memory until the handle goes. Tensors come out as copies (`get`), so dropping the
+            # handle frees the pages: a streamed merge holds a shard, not the checkpoint (tests/test_real_scale.py).
+            self._handles.clear()
+
             try:
                 self._handles[path] = safe_open(str(path), framework="pt")
             except Exception as e:  # a truncated or foreign file: say which one
@@ -73,7 +79,9 @@ class CheckpointReader:
     def get(self, name: str) -> Any:
         if name not in self._file_of:
             raise DamocError(f"{self.folder}: tensor {name!r} not found")
-        return self._handle(self._file_of[name]).get_tensor(name)
+        # safetensors hands out views of the file's mapping: a copy lets the mapping go with the handle, so what
+        # this process holds is the tensors it keeps, not every page it has read
+        return self._handle(self._file_of[name]).get_tensor(name).clone()
 
     def iter_by_file(self) -> Iterator[tuple[str, Any]]:
         """Every tensor, file by file (keeps at most one file's handle busy)."""
@@ -94,7 +102,7 @@ class CheckpointReader:
 class ShardWriter:
     """Writes tensors into `model-0000i-of-0000N.safetensors` shards of at most `max_shard_bytes` plus the index."""
 
-    def __init__(self, out_dir: Path, max_shard_bytes: int = 2 << 30) -> None:
+    def __init__(self, out_dir: Path, max_shard_bytes: int = SHARD_BYTES) -> None:
         self.out_dir = Path(out_dir)
         self.max = max_shard_bytes
         self._buf: dict[str, Any] = {}

@@ -9,6 +9,7 @@ DEFAULT_THRESHOLD = 0.85      # the paper's default (0.85-0.90 work, 0.80 prunes
 DEFAULT_SPARSITY = 0.2        # Eq. 5: the 20% smallest task-vector entries are zeroed before merging
 DEFAULT_CALIB_SAMPLES = 64
 DEFAULT_MAX_FRACTION = 0.25   # the paper prunes 7/28 to 11/48 layers (its Table 6): all <= floor(25%)
+SHARD_BYTES = 2 << 30           # output shards of a pruned checkpoint (the streamed merge holds one)
 
 
 class PruneParams(BaseModel):

@@ -128,7 +128,7 @@ def check_sparsity(sparsity: float) -> float:
     return float(sparsity)
 
 
-def sparsify(tau: Any, sparsity: float, *, rescale: str = "none") -> Any:
+def sparsify(tau: Any, sparsity: float, *, rescale: str = "none", inplace: bool = False) -> Any:
     """Zero exactly floor(sparsity * numel) entries of smallest magnitude (Eq. 5), per tensor, in fp32.
 
     `rescale="dare"` multiplies the survivors by 1/(1-sparsity) as DARE does; the default leaves them as they are
@@ -136,7 +136,9 @@ def sparsify(tau: Any, sparsity: float, *, rescale: str = "none") -> Any:
     import torch
 
     check_sparsity(sparsity)
-    out = tau.detach().to(torch.float32).clone()
+    out = tau.detach().to(torch.float32)
+    if not (inplace and out.data_ptr() == tau.data_ptr()):     # `inplace`: zero the caller's fp32 tensor itself
+        out = out.clone()
     k = n_zeroed(out.numel(), sparsity)
     if k > 0:
         flat = out.view(-1)
@@ -225,18 +227,21 @@ class LayerMerger:
                 raise DamocError(f"cannot merge {name}: shapes chat {tuple(chat_l.shape)}, base "
                                  f"{tuple(base_l.shape)}, target {tuple(w.shape)}",
                                  "Chat and Base must share the architecture; use --rule drop")
-            tau = chat_l - base_l
-            s = sparsify(tau, self.sparsity, rescale=self.rescale)
+            denom = float(chat_l.norm())
+            tau = chat_l.sub_(base_l)               # in place: one fp32 copy less of the largest tensors
+            del chat_l, base_l
+            numel, tau_norm = tau.numel(), float(tau.norm())
+            s = sparsify(tau, self.sparsity, rescale=self.rescale, inplace=True)
+            del tau
             ctx = MergeContext(sim_pruned=float(self.scores[l]), sim_target=float(self.scores[layer]),
                                base_target=base_k)
             w = self.rule.apply(w, s, ctx)
             self.stats.tensors_merged += 1
-            self.stats.zeroed += n_zeroed(tau.numel(), self.sparsity)
-            self.stats.entries += tau.numel()
-            denom = float(chat_l.norm())
+            self.stats.zeroed += n_zeroed(numel, self.sparsity)
+            self.stats.entries += numel
             if denom > 0:
-                self.stats.tau_rel_norm.append(float(tau.norm()) / denom)
-            del chat_l, base_l, tau, s
+                self.stats.tau_rel_norm.append(tau_norm / denom)
+            del s
         return w.to(tensor.dtype).cpu()
 
 

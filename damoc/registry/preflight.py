@@ -34,11 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from damoc.errors import ConfigError
+from damoc.prune.api import BF16_ON_CPU_BYTES
+from damoc.prune.config import DEFAULT_MAX_FRACTION, SHARD_BYTES
 from damoc.registry.models import Candidate, human_bytes
 from damoc.settings import Settings
 
 GB = 1e9
-OVERHEAD = {"cpu": int(0.4 * GB), "cuda": int(1.0 * GB)}
+OVERHEAD = {"cpu": int(0.5 * GB), "cuda": int(1.0 * GB)}
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 _ALIASES = {
@@ -48,6 +50,8 @@ _ALIASES = {
     "finetune": ("finetune", "finetune_mode", "ft_mode", "method", "tuning"),
     "lora_rank": ("lora_rank", "lora_r", "r", "rank"),
     "lora_targets": ("lora_targets", "target_modules"),
+    "lora_dropout": ("lora_dropout",),
+    "answer_tokens": ("answer_tokens",),
     "gradient_checkpointing": ("gradient_checkpointing", "grad_checkpointing"),
     "prune": ("prune", "pruning", "enable_prune"),
     "device": ("device",),
@@ -65,6 +69,8 @@ class PreflightConfig:
     finetune: str = "lora"                  # lora | full | both
     lora_rank: int = 8
     lora_targets: tuple[str, ...] = DEFAULT_TARGETS
+    lora_dropout: float = 0.05
+    answer_tokens: int | None = None        # tokens per sample the loss covers; None = seq_len (an upper bound)
     gradient_checkpointing: bool = False
     prune: bool = True
     device: str = "auto"
@@ -102,7 +108,12 @@ class PreflightConfig:
 
 def _coerce(name: str, value: Any) -> Any:
     try:
-        if name in ("seq_len", "batch_size", "calib_batch_size", "lora_rank"):
+        if name == "lora_dropout":
+            v = float(value)
+            if not 0 <= v < 1:
+                raise ValueError
+            return v
+        if name in ("seq_len", "batch_size", "calib_batch_size", "lora_rank", "answer_tokens"):
             v = int(value)
             if v <= 0:
                 raise ValueError
@@ -125,6 +136,7 @@ class MemoryEstimate:
     """Bytes, term by term. `total` includes the runtime overhead."""
 
     weights: int = 0
+    loading: int = 0                         # a checkpoint's file pages mapped while it is read
     gradients: int = 0
     optimizer: int = 0
     activations: int = 0
@@ -134,7 +146,8 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.logits + self.overhead
+        return (self.weights + self.loading + self.gradients + self.optimizer + self.activations + self.logits
+                + self.overhead)
 
     def to_dict(self) -> dict[str, int]:
         return {**asdict(self), "total": self.total}
@@ -238,38 +251,107 @@ def _dims(c: Candidate) -> _Dims | None:
     return _Dims(int(P), int(L), int(h), int(I), int(a), int(kv), int(V))
 
 
+def dims_of_config(cfg: dict[str, Any], parameters: int | None = None) -> _Dims:
+    """The formula's dimensions from a config.json; P counted from the architecture's shapes when not given
+    (tied embeddings once, Qwen2's q/k/v biases included)."""
+    h, L = int(cfg["hidden_size"]), int(cfg["num_hidden_layers"])
+    a = int(cfg.get("num_attention_heads") or max(1, h // 128))
+    kv = int(cfg.get("num_key_value_heads") or a)
+    V = int(cfg.get("vocab_size") or 32000)
+    I = int(cfg.get("intermediate_size") or 4 * h)
+    hd = int(cfg.get("head_dim") or h // a)
+    if parameters is None:
+        bias = (a + 2 * kv) * hd if cfg.get("model_type") == "qwen2" or cfg.get("attention_bias") else 0
+        per_layer = h * a * hd * 2 + 2 * h * kv * hd + bias + 3 * h * I + 2 * h
+        parameters = L * per_layer + V * h * (1 if cfg.get("tie_word_embeddings", True) else 2) + h
+    return _Dims(int(parameters), L, h, I, a, kv, V)
+
+
+def _head_dim(d: _Dims) -> int:
+    return d.h // max(1, d.a)
+
+
 def _train_activations(d: _Dims, b: int, s: int, w: int, checkpointing: bool) -> int:
-    per_layer = s * b * d.h * (34 + 5 * d.a * s / d.h) * w / 2
+    """Activation memory at the training peak per decoder layer, SDPA attention (transformers' default; no s²
+    scores): 20 hidden-size + 6 MLP-width + 4 KV-width tensors of b·s rows. Counted, backward keeps about 12 + 4 + 4
+    (the RMSNorms' fp32 intermediates, q and its RoPE, attention output, o_proj input, residual; gate, up, SiLU,
+    product; k, v, RoPE'd k); measured at 0.5B-1B on CPU the peak holds ~1.5x that, blocks freed during backward
+    that the allocator keeps (bench/real_scale.py)."""
+    per_layer = b * s * (20 * d.h + 6 * d.I + 4 * d.kv * _head_dim(d)) * w
     if checkpointing:
-        return int(d.L * 2 * s * b * d.h * w / 2 + per_layer)
+        return int(d.L * b * s * d.h * w + per_layer)
     return int(d.L * per_layer)
 
 
+def _lora_dropout_copies(d: _Dims, b: int, s: int, w: int, dropout: float) -> int:
+    """peft applies dropout to each adapted module's input and keeps the result and its mask for backward:
+    q, k, v, gate, up read h-wide inputs, o another h-wide one, down an MLP-wide one."""
+    if dropout <= 0:
+        return 0
+    return int(d.L * b * s * (6 * d.h + d.I) * w * 1.25)
+
+
 def lora_trainable(d: _Dims, rank: int, targets: tuple[str, ...]) -> int:
-    head = d.h // d.a
+    head = _head_dim(d)
     shapes = {"q_proj": (d.h, d.a * head), "k_proj": (d.h, d.kv * head), "v_proj": (d.h, d.kv * head),
               "o_proj": (d.a * head, d.h), "gate_proj": (d.h, d.I), "up_proj": (d.h, d.I), "down_proj": (d.I, d.h)}
     return d.L * rank * sum(sum(shapes.get(t, (d.h, d.h))) for t in targets)
 
 
-def estimate_memory(d: _Dims, cfg: PreflightConfig, w: int, device: str) -> tuple[MemoryEstimate, MemoryEstimate,
-                                                                                   MemoryEstimate]:
+def _largest_tensor(d: _Dims) -> int:
+    return max(d.V * d.h, d.h * d.I)
+
+
+def estimate_memory(d: _Dims, cfg: PreflightConfig, w: int, device: str, *,
+                    checkpoint_bytes: int | None = None) -> tuple[MemoryEstimate, MemoryEstimate, MemoryEstimate]:
+    """(calibration, full fine-tune, LoRA fine-tune) for the model of `d`; the formula is the module docstring's."""
+    cuda = device.startswith("cuda")
     b, s, bc = cfg.batch_size, cfg.seq_len, cfg.calib_batch_size
-    over = OVERHEAD["cuda" if device.startswith("cuda") else "cpu"]
-    weights = d.P * w
-    calib = MemoryEstimate(weights=weights, overhead=over,
-                           activations=int(bc * s * d.h * (d.L + 1) * w + bc * s * (2 * d.I + 4 * d.h) * w
-                                           + bc * d.a * s * s * w),
-                           logits=bc * s * d.V * 4)
-    acts = _train_activations(d, b, s, w, cfg.gradient_checkpointing)
-    logits = b * s * d.V * 8
-    master = 4 if w == 2 else 0
-    full = MemoryEstimate(weights=weights, gradients=d.P * w, optimizer=d.P * (8 + master), activations=acts,
-                          logits=logits, overhead=over, trainable_parameters=d.P)
+    over = OVERHEAD["cuda" if cuda else "cpu"]
+    ckpt = checkpoint_bytes if checkpoint_bytes is not None else d.P * 2
+    # calibration: the Chat loaded (its file mapped while the weights are built), one layer's working set
+    w_c = w if cuda or ckpt <= BF16_ON_CPU_BYTES else 2
+    calib = MemoryEstimate(weights=d.P * w_c, loading=0 if cuda else ckpt, overhead=over,
+                           activations=int(bc * s * (2 * d.I + 7 * d.h) * w_c))
+    # training: fp32 weights (full fine-tuning keeps fp32 master weights and autocasts to bf16 on CUDA)
+    wa = 2 if cuda else 4                                    # activations: bf16 under autocast, fp32 on CPU
+    acts = _train_activations(d, b, s, wa, cfg.gradient_checkpointing)
+    pos = min(s, cfg.answer_tokens or s)                     # positions the LM head runs on (trim_prompt_logits)
+    logits = b * pos * d.V * (14 if cuda else 12)            # logits (+ an fp32 copy on CUDA), log-softmax, grad
+    step_tmp = d.P * 4 if cuda else _largest_tensor(d) * 4   # AdamW's temporaries: foreach on CUDA, per tensor on CPU
+    autocast = d.P * 2 if cuda else 0                        # bf16 copies of the weights autocast caches
+    full = MemoryEstimate(weights=d.P * 4 + autocast, gradients=d.P * 4, optimizer=d.P * 8 + step_tmp,
+                          activations=acts, logits=logits, overhead=over, trainable_parameters=d.P)
     T = lora_trainable(d, cfg.lora_rank, cfg.lora_targets)
-    lora = MemoryEstimate(weights=weights + T * w, gradients=T * w, optimizer=T * (8 + master), activations=acts,
-                          logits=logits, overhead=over, trainable_parameters=T)
+    lora = MemoryEstimate(weights=d.P * w + T * 4, gradients=T * 4, optimizer=T * 12,
+                          activations=acts + _lora_dropout_copies(d, b, s, wa, cfg.lora_dropout), logits=logits,
+                          overhead=over, trainable_parameters=T)
     return calib, full, lora
+
+
+def stage_estimates(d: _Dims, cfg: PreflightConfig, *, device: str = "cpu", w: int | None = None,
+                    checkpoint_bytes: int | None = None, eval_batch: int | None = None,
+                    out_bytes: int | None = None, shard_bytes: int = SHARD_BYTES) -> dict[str, MemoryEstimate]:
+    """Every stage's estimate for one model: calibration, prune (the streamed merge), full_ft, lora_ft, evaluate."""
+    cuda = device.startswith("cuda")
+    w = w or (2 if cuda else 4)
+    ckpt = checkpoint_bytes if checkpoint_bytes is not None else d.P * 2
+    calib, full, lora = estimate_memory(d, cfg, w, device, checkpoint_bytes=ckpt)
+    over = OVERHEAD["cuda" if cuda else "cpu"]
+    # prune + merge streams tensor by tensor (damoc.prune.api.write_pruned, one input file mapped at a time): the
+    # output shard being filled, one tensor's copy as it is written, and the merge's fp32 working set for one
+    # tensor: kept W, the convex rule's Base target, Chat - Base in place, and torch.topk's buffers for the
+    # sparsifier (measured: ~12 fp32 copies of the largest layer matrix at the peak)
+    if out_bytes is None:        # the pruning cap: floor(max_fraction * L) layers removed
+        per_layer = (d.P - d.V * d.h) / max(1, d.L) * ckpt / max(1, d.P)
+        out_bytes = int(ckpt - int(DEFAULT_MAX_FRACTION * d.L) * per_layer)
+    prune = MemoryEstimate(loading=min(out_bytes, shard_bytes) + _largest_tensor(d) * ckpt // max(1, d.P),
+                           activations=12 * d.h * d.I * 4, overhead=OVERHEAD["cpu"])
+    eb = eval_batch or (64 if cuda else 16)
+    s = cfg.seq_len
+    kv_cache = eb * s * d.L * 2 * d.kv * _head_dim(d) * w
+    evaluate = MemoryEstimate(weights=d.P * w, activations=kv_cache, logits=eb * s * d.V * 4, overhead=over)
+    return {"calibration": calib, "prune": prune, "full_ft": full, "lora_ft": lora, "evaluate": evaluate}
 
 
 # -- machine facts (no torch import: the TUI calls this on its event loop's worker) --------------------------------
@@ -370,7 +452,7 @@ def _one(c: Candidate, cfg: PreflightConfig, w: int, device: str) -> CandidatePr
         calib = full = lora = None
         notes.append("size facts unknown: memory not estimated (run `damoc registry check --online` or pull it)")
     else:
-        calib, full, lora = estimate_memory(d, cfg, w, device)
+        calib, full, lora = estimate_memory(d, cfg, w, device, checkpoint_bytes=c.chat_facts.size_bytes)
     need_base = cfg.prune and c.base is not None
     download = 0
     est = False
