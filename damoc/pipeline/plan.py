@@ -12,7 +12,7 @@ both timings.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -99,18 +99,30 @@ class Plan:
     # -- (de)serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "config": self.config,
-                "candidates": [{**asdict(c), "stages": [s.to_dict() for s in c.stages]} for c in self.candidates],
+                "candidates": [_candidate_dict(c) for c in self.candidates],
                 "data": [d.to_dict() for d in self.data], "cells": [c.to_dict() for c in self.cells],
                 "preflight": self.preflight, "warnings": list(self.warnings)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Plan":
-        cands = [CandidatePlan(**{**c, "stages": [StageDecision(**s) for s in c.get("stages", [])]})
+        known = {f.name for f in fields(CandidatePlan)}
+        cands = [CandidatePlan(**{**{k: v for k, v in c.items() if k in known},   # a newer version's keys: ignored
+                                  "stages": [StageDecision(**s) for s in c.get("stages", [])]})
                  for c in d.get("candidates", [])]
         return cls(mode=d["mode"], config=d["config"], candidates=cands,
                    data=[StageDecision(**s) for s in d.get("data", [])],
                    cells=[CellSpec.from_dict(c) for c in d.get("cells", [])],
                    preflight=d.get("preflight"), warnings=list(d.get("warnings", [])))
+
+
+def _candidate_dict(c: CandidatePlan) -> dict[str, Any]:
+    """A candidate's plan entry; a dry run's download fields only when set, so a run's plan.json stays readable by
+    the versions before them (their CandidatePlan takes no unknown key)."""
+    d = {**asdict(c), "stages": [s.to_dict() for s in c.stages]}
+    if not c.download:
+        d.pop("download")
+        d.pop("download_bytes")
+    return d
 
 
 # -- candidate resolution ----------------------------------------------------------------------------
