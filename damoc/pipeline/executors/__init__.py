@@ -21,7 +21,11 @@ def unavailable(kind: str) -> str:
 
     e = EXECUTORS.entry(kind)
     need = e.extra.get("requires")
-    if need and importlib.util.find_spec(need) is None:
+    try:
+        missing = bool(need) and importlib.util.find_spec(need) is None
+    except (ImportError, ValueError):      # a broken or blocked install counts as missing
+        missing = True
+    if missing:
         return (f"executor {e.name!r} needs {need}, which is not installed: "
                 f"pip install 'damoc[{e.extra.get('extra_name', need)}]'")
     return ""
