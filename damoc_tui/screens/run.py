@@ -170,8 +170,11 @@ class RunScreen(Screen[None]):
         if DATA_CANDIDATE in touched or "" in touched:
             self._render_data()
         board = self.query_one("#board", SyncedTable)
-        board.hide(set() if any(r.get("p_best") is not None for r in self.rows) else {"win"})
-        board.sync(self.board_rows())
+        rows = self.board_rows()
+        # columns with nothing to say leave their width to the names: win% before P(best), `left` with no ETA
+        board.hide(({"win"} if not any(r.get("p_best") is not None for r in self.rows) else set())
+                   | ({"eta"} if not any(r["eta"] for r in rows) else set()))
+        board.sync(rows)
         sel = self._highlighted()
         if sel is not None and (sel in touched or self._selected != sel):
             self._render_candidate(sel)
