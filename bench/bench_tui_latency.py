@@ -17,7 +17,7 @@ Two sources of an active run:
 `--tmux` measures in a real terminal instead: `damoc tui` in a tmux pane (its own server socket), attached to the
 run's live view; each sample sends down/up with `tmux send-keys` and polls `tmux capture-pane` until the detail pane
 names the newly selected candidate. That is key to pixels through a real pty and tmux, tmux's own latency and the
-polling (a capture every ~2 ms) included: an upper bound of what a user sees.
+polling (a capture every ~5 ms) included: an upper bound of what a user sees.
 """
 from __future__ import annotations
 
@@ -206,6 +206,7 @@ def measure_tmux(home: Path, run_id: str, names: list[str], presses: int, size: 
             tm("send-keys", key)
             now = before
             while now == before and time.perf_counter() - t0 < 2.0:
+                time.sleep(0.004)          # the poll's own processes must not starve the app of the cores
                 now = _selected(cap(), want) or before
             if now != before:
                 lat.append((time.perf_counter() - t0) * 1000)
