@@ -23,7 +23,7 @@ from damoc.units import fmt_duration
 DEFAULT_MICRO_BATCH = 8          # the fine-tune module's micro batch when a section leaves it unset
 SMALL_DATA_RATIO = 0.5           # proxies costing more than this share of the full fine-tunes: "small data"
 TOKEN_SAMPLE = 200               # samples tokenised to measure the dataset's tokens per sample
-PROBE_ENV = "DAMOC_THROUGHPUT_PROBE"   # "0": never run the probe (use a cached measurement or give no wall time)
+PROBE_ENV = "DAMOC_THROUGHPUT_PROBE"   # "1": probe when nothing is cached (default: use the cache only)
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,8 @@ def _factor(ratio: float) -> str:
 def training_work(config: RunConfig, samples: int, *, settings: Any = None,
                   probe: bool | None = None) -> TrainingWork | None:
     """The proxy's training work for a dataset of `samples` records, with wall times when this machine's throughput
-    is measured (or `probe`: measured now, a few seconds, then cached; default: unless DAMOC_THROUGHPUT_PROBE=0);
-    None outside --mode damoc (no proxies)."""
+    is measured: cached in the data dir, or with `probe` measured now (a few seconds in a subprocess, then cached;
+    default: DAMOC_THROUGHPUT_PROBE=1 says so). None outside --mode damoc (no proxies)."""
     if config.mode != "damoc" or samples < 1:
         return None
     ds = config.dataset
@@ -137,14 +137,14 @@ def _time(config: RunConfig, samples: int, n: int, proxy_n: int, keep: float, sc
         from damoc.registry.preflight import _gpu_memory
         device = "cuda" if _gpu_memory() else "cpu"
     if probe is None:
-        probe = os.environ.get(PROBE_ENV, "1") != "0"
-    tp = throughput(settings, device, probe=probe)
-    if tp is None:
-        return None, ("this machine's throughput is not measured yet" if not probe else
-                      "the throughput probe could not run")
+        probe = os.environ.get(PROBE_ENV, "0") == "1"
     sizes = _sizes(settings, config.candidates)
     if not sizes:
         return None, "no candidate's size is known (pull it or run `damoc registry check --online`)"
+    tp = throughput(settings, device, probe=probe)
+    if tp is None:
+        return None, ("this machine's throughput is not measured yet (python -m damoc.registry.throughput "
+                      f"{device}: a few seconds, cached)" if not probe else "the throughput probe could not run")
     tok = _tokens_per_sample(config, sizes)
     ds = config.dataset
     n_test = max(1, round(samples * ds.test_fraction)) if not ds.test else _count(ds.test)

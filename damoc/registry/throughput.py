@@ -115,7 +115,8 @@ def throughput(settings: Settings, device: str = "cpu", *, probe: bool = True,
     if tp is not None or not probe:
         return tp
     try:
-        p = subprocess.run([sys.executable, "-m", "damoc.registry.throughput", dev], capture_output=True, text=True,
+        p = subprocess.run([sys.executable, "-m", "damoc.registry.throughput", dev, "--no-store"],
+                           capture_output=True, text=True,
                            timeout=timeout, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -232,4 +233,8 @@ def probe(device: str = "cpu") -> Throughput:
 
 
 if __name__ == "__main__":
-    print(json.dumps(probe(sys.argv[1] if len(sys.argv) > 1 else "cpu").to_dict()))
+    # `python -m damoc.registry.throughput [cpu|cuda] [--no-store]`: measure, cache in the data dir, print
+    tp = probe(sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else "cpu")
+    if "--no-store" not in sys.argv:
+        _store(Settings.load(), tp)
+    print(json.dumps(tp.to_dict()))
