@@ -120,5 +120,5 @@ def test_streamed_merge_holds_a_shard_not_the_checkpoint(tmp_path):
     est = stage_estimates(dims_of_config(reader.config), PreflightConfig(), checkpoint_bytes=ckpt,
                           out_bytes=CheckpointReader(tmp_path / "out").total_bytes(), shard_bytes=shard)["prune"]
     print("merge delta", r["delta"], "estimate", est.total - est.overhead, "checkpoint", ckpt)
-    assert r["delta"] < est.total - est.overhead + (16 << 20), (r["delta"], est.to_dict())
+    assert r["delta"] < est.total - est.overhead + (32 << 20), (r["delta"], est.to_dict())
     assert r["delta"] < 0.8 * ckpt, (r["delta"], ckpt)      # under one checkpoint; Chat and Base whole would be 2x

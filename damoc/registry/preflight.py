@@ -341,12 +341,12 @@ def stage_estimates(d: _Dims, cfg: PreflightConfig, *, device: str = "cpu", w: i
     # prune + merge streams tensor by tensor (damoc.prune.api.write_pruned, one input file mapped at a time): the
     # output shard being filled, one tensor's copy as it is written, and the merge's fp32 working set for one
     # tensor: kept W, the convex rule's Base target, Chat - Base in place, and torch.topk's buffers for the
-    # sparsifier (measured: ~12 fp32 copies of the largest layer matrix at the peak)
+    # sparsifier (measured: 3-11 fp32 copies of the largest layer matrix at the peak, 8 taken)
     if out_bytes is None:        # the pruning cap: floor(max_fraction * L) layers removed
         per_layer = (d.P - d.V * d.h) / max(1, d.L) * ckpt / max(1, d.P)
         out_bytes = int(ckpt - int(DEFAULT_MAX_FRACTION * d.L) * per_layer)
     prune = MemoryEstimate(loading=min(out_bytes, shard_bytes) + _largest_tensor(d) * ckpt // max(1, d.P),
-                           activations=12 * d.h * d.I * 4, overhead=OVERHEAD["cpu"])
+                           activations=8 * d.h * d.I * 4, overhead=OVERHEAD["cpu"])
     eb = eval_batch or (64 if cuda else 16)
     s = cfg.seq_len
     kv_cache = eb * s * d.L * 2 * d.kv * _head_dim(d) * w
