@@ -3,6 +3,8 @@
     nice -n 5 python bench/bench_executor.py                       # every arm, demo zoo, notes-qa, cold caches
     python bench/bench_executor.py --arms serial,parallel --gt     # + the test zoo's ground truth, serial vs parallel
     python bench/bench_executor.py --out /tmp/executor.json
+    python bench/bench_executor.py --size test --task laws-qa --arms per-candidate,ray-local,ray-cluster \
+        --set dataset.max_train=400                                # Ray's overhead against the same placement
 
 Arms (each a real `damoc` run: driver + worker subprocesses; timed from start to the driver's exit):
   serial           executor.workers=1: one worker serves the data cells and every candidate (before issue 20)
@@ -104,6 +106,8 @@ def main() -> int:
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--gt", action="store_true", help="also the test zoo's ground truth, serial vs parallel")
     ap.add_argument("--warm", action="store_true", help="keep the embedding / compression caches between arms")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a run-config override for every arm (e.g. dataset.max_train=400)")
     ap.add_argument("--home", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -125,7 +129,7 @@ def main() -> int:
         names = [c.name for c in zoo]
         res: dict[str, Any] = {}
         for arm in arms:
-            extra = list(ARMS[arm])
+            extra = list(ARMS[arm]) + list(args.sets)
             cluster = None
             if arm == "ray-cluster":
                 from ray.cluster_utils import Cluster
