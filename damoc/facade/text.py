@@ -11,11 +11,13 @@ from damoc.pipeline.config import RunConfig
 from damoc.pipeline.plan import Plan
 from damoc.pipeline.work import training_work
 from damoc.registry.models import human_bytes
+from damoc.settings import Settings
 
 _MODEL_PARAMS = ("scorer_path", "model_path", "rewriter_path")      # the LMs a shared data stage loads
 
 
-def plan_lines(plan: Plan, config: RunConfig, samples: int | None = None) -> list[str]:
+def plan_lines(plan: Plan, config: RunConfig, samples: int | None = None, settings: Settings | None = None
+               ) -> list[str]:
     """The plan of a run: what runs on what, which models score the data, every skipped stage with its reason,
     the training work (when the dataset's size is known) and the registry's pre-flight estimate."""
     ds = config.dataset
@@ -51,7 +53,7 @@ def plan_lines(plan: Plan, config: RunConfig, samples: int | None = None) -> lis
         lines.append(f"[b]downloads[/b] needed before this runs: {len(plan.downloads)} candidate"
                      f"{'s' if len(plan.downloads) != 1 else ''}, {human_bytes(total, approx=approx)} "
                      f"(damoc registry pull {' / '.join(escape(c.name) for c in plan.downloads)})")
-    work = training_work(config, samples) if samples else None
+    work = training_work(config, samples, settings=settings) if samples else None
     if work is not None:
         lines.append(f"[b]time[/b] {escape(work.describe())}")
     if plan.preflight:

@@ -24,7 +24,7 @@ class CheckStep(Step):
             yield Button("Save config (ctrl+s)", id="w-save", compact=True)
 
     def show_plan(self, config: RunConfig, plan: Plan, samples: int | None) -> None:
-        lines = facade.plan_lines(plan, config, samples)
+        lines = facade.plan_lines(plan, config, samples, settings=self.app.settings)  # type: ignore[attr-defined]
         self.query_one("#w-preflight", Static).update("\n".join([*lines, HEADLESS]))
 
     def show_error(self, error: str, hint: str) -> None:
