@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.markup import escape
 
 from damoc.cli.common import echo_json, err_console, out_console, settings
 from damoc.settings import Settings
@@ -73,12 +74,10 @@ def _standings(lb: Leaderboard) -> str:
 
 
 def _percent(p: float) -> str:
-    """A probability as a whole percent; never 0 or 100 unless it is (a 0.4% chance is not none)."""
-    if 0 < p < 0.005:
-        return "<1"
-    if 0.995 <= p < 1:
-        return ">99"
-    return f"{100 * p:.0f}"
+    """A probability as a whole percent (the app writes it the same way: facade.fmt_percent)."""
+    from damoc.facade import fmt_percent
+
+    return fmt_percent(p)
 
 
 def _print_leaderboard(lb: Leaderboard) -> None:
@@ -158,12 +157,32 @@ def _run_json(s: Settings, run_id: str, status: str) -> dict[str, Any]:
             "handoff": str(rd.path / "handoff") if (rd.path / "handoff").is_dir() else None}
 
 
-def _print_plan(plan: Plan, config: RunConfig) -> None:
-    from damoc.facade import plan_lines
+def _dry_run(s: Settings, cfg: RunConfig, as_json: bool) -> None:
+    """The dataset checked as `damoc data inspect` checks it, the plan with the downloads it needs and the
+    pre-flight, for candidates on this machine or still on the hub. Exit 1 when the dataset has an error."""
+    from damoc.facade import dataset_lines, plan_lines
+    from damoc.pipeline import api
 
-    con = out_console()
-    for line in plan_lines(plan, config):
-        con.print(line, highlight=False)
+    dry = api.dry_run(s, cfg)
+    if as_json:
+        echo_json(dry.to_dict())
+    else:
+        con = out_console()
+        con.print(f"[b]dataset[/b] {escape(str(dry.plan.config['dataset']['train']))}", highlight=False)
+        for line in dataset_lines(dry.dataset, max_problems=10, hints=True):
+            con.print("  " + line, highlight=False)
+        test = dry.dataset.get("test")
+        if test:
+            con.print(f"[b]test[/b] {escape(str(dry.plan.config['dataset']['test']))}", highlight=False)
+            for line in dataset_lines(test, max_problems=10, hints=True):
+                con.print("  " + line, highlight=False)
+        for line in plan_lines(dry.plan, cfg, samples=dry.samples, settings=s):
+            con.print(line, highlight=False)
+    if not dry.ok:
+        if not as_json:
+            click.echo("error: the dataset has errors (above): the run would stop on them; fix the lines named "
+                       "(damoc data inspect FILE lists every one)", err=True)
+        raise click.exceptions.Exit(1)
 
 
 # -- commands -------------------------------------------------------------------------------------------
@@ -183,10 +202,15 @@ def _print_plan(plan: Plan, config: RunConfig) -> None:
 @click.option("--resume", "resume_id", metavar="RUN_ID", help="Continue a stopped run (finished cells are kept).")
 @click.option("--detach", is_flag=True, help="Start the run and return (follow it with `damoc attach`).")
 @click.option("--dry-run", is_flag=True, help="Show the plan and the pre-flight estimate; run nothing.")
+@click.option("--executor", default=None, metavar="local|ray",
+              help="Where the workers run: local (this machine, default) or ray (pip install 'damoc[cluster]').")
+@click.option("--ray-address", default=None, metavar="ADDR",
+              help="With --executor ray: empty = a local Ray instance, auto = this machine's cluster, ray://host:port.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def run(dataset: str | None, test: str | None, candidates: str | None, mode: str | None, ft: str | None,
         metric: str | None, config_path: str | None, sets: tuple[str, ...], recipe: str | None, label: str | None,
-        resume_id: str | None, detach: bool, dry_run: bool, as_json: bool) -> None:
+        resume_id: str | None, detach: bool, dry_run: bool, executor: str | None, ray_address: str | None,
+        as_json: bool) -> None:
     """Run a selection: DaMoC proxies (default), the ground truth, or a zero-/few-shot baseline."""
     from damoc.pipeline import api
 
@@ -197,7 +221,9 @@ def run(dataset: str | None, test: str | None, candidates: str | None, mode: str
         return
     base: dict[str, Any] = {}
     for key, val in (("dataset.train", dataset), ("dataset.test", test), ("candidates", candidates),
-                     ("mode", mode), ("ft", ft), ("evaluate.metric", metric), ("label", label)):
+                     ("mode", mode), ("ft", ft), ("evaluate.metric", metric), ("label", label),
+                     ("executor.kind", executor or ("ray" if ray_address is not None else None)),
+                     ("executor.address", ray_address)):
         if val is not None:
             base[key] = val
     overrides = list(sets)
@@ -205,13 +231,10 @@ def run(dataset: str | None, test: str | None, candidates: str | None, mode: str
         from damoc.pipeline.recipes import recipe_overrides
         overrides = recipe_overrides(recipe) + overrides
     cfg = api.load_config(config_path, overrides, base)
-    plan = api.plan_run(s, cfg)
     if dry_run:
-        if as_json:
-            echo_json(plan.to_dict() | {"skipped": plan.skipped})
-        else:
-            _print_plan(plan, cfg)
+        _dry_run(s, cfg, as_json)
         return
+    plan = api.plan_run(s, cfg)
     for w in plan.warnings:
         click.echo(f"note: {w}", err=True)
     h = api.start_run(s, cfg, detach=True, plan=plan)
