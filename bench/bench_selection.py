@@ -8,7 +8,8 @@ For each task and fine-tuning method it runs, over the same candidates and the s
   * each selector arm (`--arms`), timed end to end (process start-up, data stages, pruning, training, evaluation):
     `paper` (today's recipe: one proxy on the filtered set, ranked by its score), `curves` (proxies on nested
     shares of the filtered set, ranked by the damoc curve predictor's forecast), `adaptive` (the same with the
-    adaptive budget: hopeless candidates stop at the smallest share), `ats` (AtS's own recipe as a peer:
+    adaptive budget: hopeless candidates stop at the smallest share), `random` (today's recipe with a random sample
+    in place of GraphCut's pick and no compression: what the data-level stages do), `ats` (AtS's own recipe as a peer:
     nested random subsets of the unfiltered data, no compression or pruning, the `ats` predictor),
   * the ground truth: a full-data fine-tune of every candidate with the same hyper-parameters; kept in the data dir
     keyed by task, recipe and zoo (`<home>/bench/ground-truth/`), so a re-measurement only pays for the arms,
@@ -84,6 +85,9 @@ ARMS: dict[str, list[str]] = {
     "adaptive": ["select.sizes=[0.25,0.5,1.0]", "select.predictor=damoc", "select.adaptive=true"],
     # AtS (Lin et al. 2024) as a peer: nested random subsets of the whole training set, as much data as the
     # filtered set at the largest, no compression or pruning, its own predictor
+    # today's recipe with the filter's GraphCut pick replaced by a uniform random sample of the same size and no
+    # compression (pruning and merging stay): isolates what the data-level stages do to the ranking
+    "random": ["filter.method=random", "compress.enabled=false"],
     "ats": ["filter.enabled=false", "compress.enabled=false", "prune.enabled=false",
             "select.sizes=[0.025,0.05,0.1]", "select.predictor=ats"],
 }
