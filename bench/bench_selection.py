@@ -98,7 +98,8 @@ def _ground_truth(settings: Any, cfg: Any, follow: Any, cold: bool) -> dict[str,
     from damoc.fsutil import atomic_write_json, read_json, stable_hash
     from damoc.pipeline import api
 
-    key = stable_hash({k: v for k, v in cfg.to_dict().items() if k != "label"})
+    # where a run executes and what it is called do not change its result
+    key = stable_hash({k: v for k, v in cfg.to_dict().items() if k not in ("label", "executor")})
     path = settings.home / "bench" / "ground-truth" / f"{key}.json"
     kept = read_json(path)
     if kept and (settings.runs_dir / kept["run_id"]).is_dir():
