@@ -224,8 +224,10 @@ class Driver:
             if status == "ok" and winner is None:
                 status, reason = "failed", reason or "no candidate produced a score"
         rd.update_meta(status={"ok": "finished"}.get(status, status), winner=winner, seconds=seconds,
-                       finished=time.time(), pid=None)
+                       finished=time.time())
         rd.emit(RunFinished(run_id=rd.run_id, status=status, reason=reason, seconds=seconds))  # type: ignore[arg-type]
+        # the pid goes last: a reader that sees no driver must also see run_finished (else it reads 'interrupted')
+        rd.update_meta(pid=None)
         return {"ok": 0, "cancelled": EXIT_CANCELLED}.get(status, 1)
 
     def _serve(self) -> tuple[str, str]:
@@ -393,8 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         from pydantic import ValidationError
 
         why = "; ".join(str(x.get("msg")) for x in e.errors()) if isinstance(e, ValidationError) else str(e)
-        rd.update_meta(status="failed", pid=None, finished=time.time())
+        rd.update_meta(status="failed", finished=time.time())
         rd.emit(RunFinished(run_id=rd.run_id, status="failed", reason=f"cannot start the run: {why}", seconds=0.0))
+        rd.update_meta(pid=None)
         print(f"cannot start the run: {why}", file=sys.stderr)
         return 1
     driver.install_signals()
