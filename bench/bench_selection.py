@@ -88,6 +88,7 @@ ARMS: dict[str, list[str]] = {
     # today's recipe with the filter's GraphCut pick replaced by a uniform random sample of the same size and no
     # compression (pruning and merging stay): isolates what the data-level stages do to the ranking
     "random": ["filter.method=random", "compress.enabled=false"],
+    "random-compress": ["filter.method=random"],      # the same, compression kept
     "ats": ["filter.enabled=false", "compress.enabled=false", "prune.enabled=false",
             "select.sizes=[0.025,0.05,0.1]", "select.predictor=ats"],
 }
