@@ -5,24 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 from damoc.pipeline.cells.scoring import subset_of
-from tests.helpers.runs import run_config, wait_run
+from tests.helpers.runs import run_config, wait_run, wait_for as _wait_for
 
 # p_drop 0.45 (the highest allowed): every candidate but the leader whose P(best) is under it stops after the
 # first round, so the test zoo's near-random proxies still exercise a stop
 ADAPTIVE = ["select.sizes=[0.25,0.5,1.0]", "select.adaptive=true", "select.p_drop=0.45", "compress.enabled=false",
             "prune.enabled=false", "select.budget=10"]
 
-
-def _wait_for(pred, timeout=300.0, poll=0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(poll)
-    raise TimeoutError("condition not met")
 
 
 def _cells(plan, rd, name):

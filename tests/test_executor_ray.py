@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import pytest
 from damoc.events import RunFinished, StageFinished, StageStarted
 from damoc.fsutil import read_json
 from damoc.pipeline.plan import Plan
-from tests.helpers.runs import run_config, wait_run
+from tests.helpers.runs import run_config, wait_run, wait_for as _wait_for
 
 ray = pytest.importorskip("ray", reason="the Ray executor needs pip install 'damoc[cluster]'")
 pytestmark = pytest.mark.slow
@@ -26,14 +25,6 @@ pytestmark = pytest.mark.slow
 # the cheapest cells of the test zoo that still make a DaMoC run: filter, then prune (a Chat with a Base) or not
 QUICK = ["compress.enabled=false", "dataset.max_train=48", "dataset.max_test=8", "prune.calib_samples=4"]
 
-
-def _wait_for(pred, timeout=240.0, poll=0.1):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return True
-        time.sleep(poll)
-    raise TimeoutError("condition not met")
 
 
 def _owner(cell) -> dict:

@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,15 +19,7 @@ import pytest
 from damoc.events import CandidateScored, RunFinished, RunStarted, StageStarted
 from tests.helpers.cache import cache_dir
 from tests.helpers.cli import damoc
-from tests.helpers.runs import FAST, run_config as _config, wait_run as _wait
-
-def _wait_for(pred, timeout=300, poll=0.2):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return True
-        time.sleep(poll)
-    raise TimeoutError("condition not met")
+from tests.helpers.runs import FAST, run_config as _config, wait_run as _wait, wait_for as _wait_for
 
 
 def _broken_candidate(env, tmp_path) -> Path:

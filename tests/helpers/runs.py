@@ -2,6 +2,8 @@
 seconds, not ranking quality (that is bench/bench_selection.py's job)."""
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 FAST = ["finetune.full.lr=1e-3", "finetune.full.epochs=1", "finetune.full.effective_batch=8",
@@ -23,3 +25,13 @@ def wait_run(settings: Any, run_id: str, timeout: float = 600) -> str:
     from damoc.pipeline import api
 
     return api.wait_run(settings, run_id, timeout=timeout)
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 300.0, poll: float = 0.1) -> bool:
+    """Poll `pred` (a file marker, a run state) until it holds; TimeoutError after `timeout` seconds."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return True
+        time.sleep(poll)
+    raise TimeoutError("condition not met")

@@ -41,6 +41,20 @@ async def wait_for(pilot, condition: Callable[[], bool], timeout: float = 10.0, 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}{shown}; notifications: {notes}")
 
 
+async def open_wizard(pilot):
+    """`n` from wherever the app is, and wait for the run wizard; returns it."""
+    await pilot.press("n")
+    await wait_for(pilot, lambda: type(pilot.app.screen).__name__ == "WizardScreen", what="wizard")
+    return pilot.app.screen
+
+
+def finished_pair(scripted):
+    """A finished ground-truth run and a finished DaMoC run over the same three candidates (compare, history)."""
+    gt = scripted(run_id="20260101-100000-gt00", mode="ground-truth",
+                  scores={"alpha-chat": 0.70, "bravo-chat": 0.80, "charlie-chat": 0.50}).complete()
+    return gt, scripted().complete()
+
+
 @pytest.fixture
 def scripted(settings):
     from tests.tui.scripted_run import ScriptedRun

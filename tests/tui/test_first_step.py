@@ -7,7 +7,7 @@ import pytest
 from damoc_tui.messages import JobProgress
 from damoc_tui.screens.registry import JobReporter, RegistryScreen
 from tests.helpers.cache import cache_dir
-from tests.tui.conftest import text_of, wait_for
+from tests.tui.conftest import open_wizard, text_of, wait_for
 
 
 @pytest.fixture
@@ -35,8 +35,7 @@ async def test_empty_data_dir_gives_a_first_step_and_z_builds_the_zoo(zoo_settin
         assert "z builds the demo zoo" in text_of(screen.query_one("#reg-detail"))
         await pilot.press("m")
         # the wizard says the same
-        await pilot.press("n")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "WizardScreen", what="wizard")
+        await open_wizard(pilot)
         await wait_for(pilot, lambda: "z builds the demo zoo" in text_of(app.screen.query_one("#w-cands-note")),
                        what="wizard hint")
         await pilot.press("escape")

@@ -16,7 +16,7 @@ from damoc_tui.screens.history import HistoryScreen
 from damoc_tui.screens.registry import RegistryScreen
 from damoc_tui.screens.run import RunScreen, fmt_gap
 from damoc_tui.widgets.synced_table import SyncedTable
-from tests.tui.conftest import text_of, wait_for
+from tests.tui.conftest import finished_pair, text_of, wait_for
 
 
 def _stack(app) -> list[str]:
@@ -109,9 +109,7 @@ async def test_hidden_view_stops_following_and_continues_where_it_was(make_app, 
 
 
 async def test_compare_is_a_formatted_table_saved_to_a_file(make_app, scripted):
-    gt = scripted(run_id="20260101-100000-gt00", mode="ground-truth",
-                  scores={"alpha-chat": 0.70, "bravo-chat": 0.80, "charlie-chat": 0.50}).complete()
-    dm = scripted().complete()
+    gt, dm = finished_pair(scripted)
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("2")

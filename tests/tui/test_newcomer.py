@@ -9,7 +9,7 @@ from textual.widgets import Input, OptionList
 
 from damoc_tui.screens.registry import RegistryScreen
 from tests.helpers.fakes import write_model
-from tests.tui.conftest import text_of, wait_for
+from tests.tui.conftest import open_wizard, text_of, wait_for
 
 
 async def test_registry_follows_changes_from_another_process(make_app, settings, tmp_path):
@@ -42,9 +42,7 @@ async def test_no_color_marks_focus_and_the_chosen_method(make_app, settings, mo
     app = DamocApp(settings)                     # no theme asked for: NO_COLOR picks the 16-colour one
     async with app.run_test(size=(80, 24)) as pilot:
         assert app.has_class("-no-color") and app.theme == "damoc-ansi"
-        await pilot.press("n")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "WizardScreen", what="wizard")
-        wiz = app.screen
+        wiz = await open_wizard(pilot)
         wiz.go_to("data")
         await pilot.pause()
         focused = app.focused
@@ -74,9 +72,7 @@ async def test_wizard_clears_a_stale_dataset_error_and_loads_configs(make_app, s
         add_candidate(settings, str(write_model(tmp_path / name / "chat", chat=True)), name=name)
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("n")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "WizardScreen", what="wizard")
-        wiz = app.screen
+        wiz = await open_wizard(pilot)
         wiz.go_to("data")
         train = wiz.query_one("#w-train", Input)
         train.value = str(bad)
@@ -123,9 +119,7 @@ async def test_wizard_offers_the_executor_and_the_ray_address(make_app, settings
 
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("n")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "WizardScreen", what="wizard")
-        wiz = app.screen
+        wiz = await open_wizard(pilot)
         wiz.go_to("train")
         await pilot.pause()
         assert wiz.config_data()["executor"]["kind"] == "local"

@@ -9,7 +9,7 @@ from damoc_tui.messages import RunProgress
 from damoc_tui.screens.history import HistoryScreen
 from damoc_tui.screens.run import RunScreen
 from damoc_tui.widgets.synced_table import SyncedTable
-from tests.tui.conftest import text_of, wait_for
+from tests.tui.conftest import finished_pair, text_of, wait_for
 
 
 def _board(app) -> SyncedTable:
@@ -76,9 +76,7 @@ async def test_leaderboard_fills_live_cell_by_cell(make_app, scripted):
 async def test_runs_screen_lists_compares_exports(make_app, scripted, settings):
     from damoc.pipeline.api import leaderboard, open_run
 
-    gt = scripted(run_id="20260101-100000-gt00", mode="ground-truth",
-                  scores={"alpha-chat": 0.70, "bravo-chat": 0.80, "charlie-chat": 0.50}).complete()
-    dm = scripted().complete()
+    gt, dm = finished_pair(scripted)
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("2")

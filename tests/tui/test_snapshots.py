@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input
 
-from tests.tui.conftest import wait_for
+from tests.tui.conftest import finished_pair, open_wizard, wait_for
 
 SIZES = [(80, 24), (120, 40)]
 
@@ -74,9 +74,7 @@ def test_run_view(snap_compare, make_app, scripted, theme, size):
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("theme", THEMES)
 def test_runs_history(snap_compare, make_app, scripted, theme, size):
-    scripted(run_id="20260101-100000-gt00", mode="ground-truth",
-             scores={"alpha-chat": 0.70, "bravo-chat": 0.80, "charlie-chat": 0.50}).complete()
-    scripted().complete()
+    finished_pair(scripted)
 
     async def run_before(pilot):
         await pilot.press("2")
@@ -90,9 +88,7 @@ def test_runs_history(snap_compare, make_app, scripted, theme, size):
 @pytest.mark.parametrize("theme", THEMES)
 def test_wizard_dataset_step(snap_compare, make_app, theme, size):
     async def run_before(pilot):
-        await pilot.press("n")
-        await wait_for(pilot, lambda: type(pilot.app.screen).__name__ == "WizardScreen", what="wizard")
-        pilot.app.screen.go_to("data")
+        (await open_wizard(pilot)).go_to("data")
         await _steady(pilot)
     assert snap_compare(make_app(theme), terminal_size=size, run_before=run_before)
 
