@@ -22,6 +22,8 @@ def isolated_home(tmp_path, monkeypatch):
     home = tmp_path / "damoc-home"
     monkeypatch.setenv("DAMOC_HOME", str(home))
     monkeypatch.delenv("DAMOC_CONFIG", raising=False)
+    # no throughput probe behind a dry run's back (seconds per test); tests/test_preflight_time.py probes on purpose
+    monkeypatch.setenv("DAMOC_THROUGHPUT_PROBE", "0")
     return home
 
 

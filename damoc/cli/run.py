@@ -162,6 +162,7 @@ def _dry_run(s: Settings, cfg: RunConfig, as_json: bool) -> None:
     pre-flight, for candidates on this machine or still on the hub. Exit 1 when the dataset has an error."""
     from damoc.facade import dataset_lines, plan_lines
     from damoc.pipeline import api
+    from damoc.pipeline.work import probe_wanted
 
     dry = api.dry_run(s, cfg)
     if as_json:
@@ -176,7 +177,8 @@ def _dry_run(s: Settings, cfg: RunConfig, as_json: bool) -> None:
             con.print(f"[b]test[/b] {escape(str(dry.plan.config['dataset']['test']))}", highlight=False)
             for line in dataset_lines(test, max_problems=10, hints=True):
                 con.print("  " + line, highlight=False)
-        for line in plan_lines(dry.plan, cfg, samples=dry.samples, settings=s):
+        # a dry run is how a user sizes a pick: measure this machine once (seconds, cached) to give wall times
+        for line in plan_lines(dry.plan, cfg, samples=dry.samples, settings=s, probe=probe_wanted(True)):
             con.print(line, highlight=False)
     if not dry.ok:
         if not as_json:

@@ -16,10 +16,11 @@ from damoc.settings import Settings
 _MODEL_PARAMS = ("scorer_path", "model_path", "rewriter_path")      # the LMs a shared data stage loads
 
 
-def plan_lines(plan: Plan, config: RunConfig, samples: int | None = None, settings: Settings | None = None
-               ) -> list[str]:
+def plan_lines(plan: Plan, config: RunConfig, samples: int | None = None, settings: Settings | None = None,
+               probe: bool | None = None) -> list[str]:
     """The plan of a run: what runs on what, which models score the data, every skipped stage with its reason,
-    the training work (when the dataset's size is known) and the registry's pre-flight estimate."""
+    the training work (when the dataset's size is known; `probe`: may measure this machine's throughput first,
+    a few seconds, cached) and the registry's pre-flight estimate."""
     ds = config.dataset
     n = len(config.candidates)
     test = f"test {escape(Path(ds.test).name)}" if ds.test else f"test = {ds.test_fraction:.0%} held out"
@@ -53,7 +54,7 @@ def plan_lines(plan: Plan, config: RunConfig, samples: int | None = None, settin
         lines.append(f"[b]downloads[/b] needed before this runs: {len(plan.downloads)} candidate"
                      f"{'s' if len(plan.downloads) != 1 else ''}, {human_bytes(total, approx=approx)} "
                      f"(damoc registry pull {' / '.join(escape(c.name) for c in plan.downloads)})")
-    work = training_work(config, samples, settings=settings) if samples else None
+    work = training_work(config, samples, settings=settings, probe=probe) if samples else None
     if work is not None:
         lines.append(f"[b]time[/b] {escape(work.describe())}")
     if plan.preflight:

@@ -23,7 +23,14 @@ from damoc.units import fmt_duration
 DEFAULT_MICRO_BATCH = 8          # the fine-tune module's micro batch when a section leaves it unset
 SMALL_DATA_RATIO = 0.5           # proxies costing more than this share of the full fine-tunes: "small data"
 TOKEN_SAMPLE = 200               # samples tokenised to measure the dataset's tokens per sample
-PROBE_ENV = "DAMOC_THROUGHPUT_PROBE"   # "1": probe when nothing is cached (default: use the cache only)
+PROBE_ENV = "DAMOC_THROUGHPUT_PROBE"   # "1" / "0": always / never probe when nothing is cached
+
+
+def probe_wanted(default: bool) -> bool:
+    """Whether a plan may run the throughput probe when nothing is cached: `default` (a dry run: yes, the user is
+    sizing a run; a plan on the way to a run or in the app: no), unless DAMOC_THROUGHPUT_PROBE says otherwise."""
+    v = os.environ.get(PROBE_ENV)
+    return default if v is None else v == "1"
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,7 @@ def training_work(config: RunConfig, samples: int, *, settings: Any = None,
                   probe: bool | None = None) -> TrainingWork | None:
     """The proxy's training work for a dataset of `samples` records, with wall times when this machine's throughput
     is measured: cached in the data dir, or with `probe` measured now (a few seconds in a subprocess, then cached;
-    default: DAMOC_THROUGHPUT_PROBE=1 says so). None outside --mode damoc (no proxies)."""
+    default: `probe_wanted(False)`). None outside --mode damoc (no proxies)."""
     if config.mode != "damoc" or samples < 1:
         return None
     ds = config.dataset
@@ -137,7 +144,7 @@ def _time(config: RunConfig, samples: int, n: int, proxy_n: int, keep: float, sc
         from damoc.registry.preflight import _gpu_memory
         device = "cuda" if _gpu_memory() else "cpu"
     if probe is None:
-        probe = os.environ.get(PROBE_ENV, "0") == "1"
+        probe = probe_wanted(False)
     sizes = _sizes(settings, config.candidates)
     if not sizes:
         return None, "no candidate's size is known (pull it or run `damoc registry check --online`)"
