@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from damoc_tui.messages import JobProgress
-from damoc_tui.screens.registry import JobReporter, RegistryScreen
+from damoc_tui.job_progress import JobReporter
+from damoc_tui.screens.registry import RegistryScreen
 from tests.helpers.cache import cache_dir
 from tests.tui.conftest import open_wizard, text_of, wait_for
 
