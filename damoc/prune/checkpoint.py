@@ -43,7 +43,6 @@ class CheckpointReader:
         else:
             raise DamocError(f"{self.folder}: no safetensors weights (model.safetensors or {WEIGHT_INDEX})",
                              "re-save the model with save_pretrained(..., safe_serialization=True)")
-        self._handles: dict[Path, Any] = {}
 
     @property
     def config(self) -> dict[str, Any]:
@@ -58,30 +57,28 @@ class CheckpointReader:
     def __contains__(self, name: str) -> bool:
         return name in self._file_of
 
-    def _handle(self, path: Path) -> Any:
-        if path not in self._handles:
-            from safetensors import safe_open
+    def _open(self, path: Path) -> Any:
+        from safetensors import safe_open
 
-            # One file open at a time: a handle maps its whole file, and every page read through it stays in this
-            # process's resident memory until the handle goes. Tensors come out as copies (`get`), so dropping the
-            # handle frees the pages: a streamed merge holds a shard, not the checkpoint (tests/test_real_scale.py).
-            self._handles.clear()
-
-            try:
-                self._handles[path] = safe_open(str(path), framework="pt")
-            except Exception as e:  # a truncated or foreign file: say which one
-                raise DamocError(f"{path}: cannot read safetensors ({e})", "re-download or re-save the model") from e
-        return self._handles[path]
+        try:
+            return safe_open(str(path), framework="pt")
+        except Exception as e:  # a truncated or foreign file: say which one
+            raise DamocError(f"{path}: cannot read safetensors ({e})", "re-download or re-save the model") from e
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._handle(self._file_of[name]).get_slice(name).get_shape())
+        with self._open(self._file_of[name]) as f:
+            return tuple(f.get_slice(name).get_shape())
 
     def get(self, name: str) -> Any:
         if name not in self._file_of:
             raise DamocError(f"{self.folder}: tensor {name!r} not found")
-        # safetensors hands out views of the file's mapping: a copy lets the mapping go with the handle, so what
-        # this process holds is the tensors it keeps, not every page it has read
-        return self._handle(self._file_of[name]).get_tensor(name).clone()
+        # No handle outlives one read: a handle maps its whole file, and every page read through it stays in this
+        # process's resident memory until the mapping goes, so a kept handle makes a one-file checkpoint (and the
+        # Base beside it) wholly resident by the end of a merge. The tensor comes out as a copy so the mapping can
+        # go at once; what the process holds is the tensors it keeps. Re-opening costs a header read (measured on
+        # the synthetic 0.5B pair: prune + merge peak 2.24 GB with a kept handle, 1.06 GB without).
+        with self._open(self._file_of[name]) as f:
+            return f.get_tensor(name).clone()
 
     def iter_by_file(self) -> Iterator[tuple[str, Any]]:
         """Every tensor, file by file (keeps at most one file's handle busy)."""
@@ -96,7 +93,7 @@ class CheckpointReader:
         return sum(p.stat().st_size for p in self.files())
 
     def close(self) -> None:
-        self._handles.clear()
+        """Nothing stays open between reads; kept so callers can close a reader like a file."""
 
 
 class ShardWriter:

@@ -18,7 +18,11 @@ The memory formula (bytes; documented in docs/registry.md, and shown as a breakd
                          + activations + logits and their gradient b·s·V·8
     LoRA fine-tune       weights (frozen) + trainable T·(2w + 8 + 4·[w=2]) + activations + b·s·V·8
                          T = L·r·Σ_targets(d_in + d_out) over q,k,v,o,gate,up,down by default
-    + a fixed runtime overhead (CPU 0.4 GB for Python + torch; CUDA 1.0 GB for the context and allocator slack)
+    prune + merge        max(min(pruned size, one output shard) + 8 fp32 copies of h·I,  2·largest tensor)
+                         the streamed merge (damoc.prune.api.write_pruned): the output shard being filled, the merge's
+                         working set for one matrix, or the first read of the embedding (file pages + its copy)
+    + a fixed runtime overhead (CPU 0.5 GB for Python + torch + transformers; CUDA 1.0 GB for the context and
+      allocator slack; 0.3 GB for the streamed merge, which needs torch and safetensors only)
 
 These are upper bounds for the un-pruned model: DaMoC prunes layers before the proxy fine-tune, so the real proxy
 needs less. Disk for a run: the pruned proxy (at most the Chat's size) plus the fine-tuned output (full: the same
@@ -40,7 +44,9 @@ from damoc.registry.models import Candidate, human_bytes
 from damoc.settings import Settings
 
 GB = 1e9
-OVERHEAD = {"cpu": int(0.5 * GB), "cuda": int(1.0 * GB)}
+# "stream": a process that only streams safetensors (torch + safetensors imported: 0.23 GB measured, 0.28 GB beside
+# the shard buffer at the merge's peak on the synthetic pairs, bench/real_scale.py)
+OVERHEAD = {"cpu": int(0.5 * GB), "cuda": int(1.0 * GB), "stream": int(0.3 * GB)}
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 _ALIASES = {
@@ -338,15 +344,19 @@ def stage_estimates(d: _Dims, cfg: PreflightConfig, *, device: str = "cpu", w: i
     ckpt = checkpoint_bytes if checkpoint_bytes is not None else d.P * 2
     calib, full, lora = estimate_memory(d, cfg, w, device, checkpoint_bytes=ckpt)
     over = OVERHEAD["cuda" if cuda else "cpu"]
-    # prune + merge streams tensor by tensor (damoc.prune.api.write_pruned, one input file mapped at a time): the
-    # output shard being filled, one tensor's copy as it is written, and the merge's fp32 working set for one
-    # tensor: kept W, the convex rule's Base target, Chat - Base in place, and torch.topk's buffers for the
-    # sparsifier (measured: 3-11 fp32 copies of the largest layer matrix at the peak, 8 taken)
+    # prune + merge streams tensor by tensor (damoc.prune.api.write_pruned; the reader keeps no file mapped between
+    # reads): the output shard being filled, plus, while a kept matrix takes the merged layers, the merge's fp32
+    # working set for it: kept W, Chat - Base in place, the bf16 reads on their way to fp32 and torch.topk's buffers
+    # for the sparsifier (8 fp32 copies of the largest layer matrix at the peak, measured: 8-9 on Llama-3.2-1B).
+    # The first read of the largest tensor holds its file pages and its copy at once.
     if out_bytes is None:        # the pruning cap: floor(max_fraction * L) layers removed
         per_layer = (d.P - d.V * d.h) / max(1, d.L) * ckpt / max(1, d.P)
         out_bytes = int(ckpt - int(DEFAULT_MAX_FRACTION * d.L) * per_layer)
-    prune = MemoryEstimate(loading=min(out_bytes, shard_bytes) + _largest_tensor(d) * ckpt // max(1, d.P),
-                           activations=8 * d.h * d.I * 4, overhead=OVERHEAD["cpu"])
+    merge_set = 8 * d.h * d.I * 4
+    first_read = 2 * _largest_tensor(d) * ckpt // max(1, d.P)
+    shard = min(out_bytes, shard_bytes)
+    prune = (MemoryEstimate(loading=shard, activations=merge_set, overhead=OVERHEAD["stream"])
+             if shard + merge_set >= first_read else MemoryEstimate(loading=first_read, overhead=OVERHEAD["stream"]))
     eb = eval_batch or (64 if cuda else 16)
     s = cfg.seq_len
     kv_cache = eb * s * d.L * 2 * d.kv * _head_dim(d) * w
