@@ -144,6 +144,28 @@ def _agreement(settings: Any, a: dict[str, Any], gt: dict[str, Any]) -> dict[str
             "winner": c.top1_a, "ground_truth_winner": c.top1_b}
 
 
+def zero_shot_round0(settings: Any, zs: dict[str, Any], gt: dict[str, Any]) -> dict[str, Any]:
+    """What the adaptive budget's own rule (damoc.pipeline.adaptive.decide, default select / leaderboard settings)
+    would decide if the zero-shot evaluation were its round 0: who it stops, whether it would end the run there,
+    and whether the ground-truth winner survives. Measures the selection issue's 'zero-shot as round 0' idea
+    without a run of its own (the zero-shot run's P(best) is the leaderboard's)."""
+    from damoc.pipeline import adaptive, api
+    from damoc.pipeline.config import LeaderboardSection, SelectSection
+
+    lb = api.leaderboard(api.open_run(settings, zs["run_id"]))
+    alive = [r.candidate for r in lb.rows if r.score is not None]
+    select = SelectSection(adaptive=True)
+    d = adaptive.decide(lb, alive, share=0.0, select=select, rules=LeaderboardSection(), spent=0,
+                        next_cost=lambda who: 0, cap=1)
+    winner = gt["winner"]
+    row = next((r for r in lb.rows if r.candidate == winner), None)
+    return {"stops": sorted(d.stop), "decides": d.done, "zero_shot_leader": lb.rows[0].candidate if lb.rows else None,
+            "winner": winner, "winner_p_best": None if row is None else row.p_best,
+            # a round 0 that only stops candidates (never ends the run) still loses the winner when this is true
+            "winner_below_p_drop": row is not None and row.p_best is not None and row.p_best < select.p_drop,
+            "winner_survives": winner not in d.stop and (not d.done or lb.rows[0].candidate == winner)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default="notes-qa,pubmedqa", help="demo task names and/or pubmedqa")
@@ -178,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         entry["zero_shot"] = zs
         for ft in [f for f in args.ft.split(",") if f]:
             gt = _ground_truth(settings, mk("ground-truth", ft), follow, cold=not args.warm)
-            res: dict[str, Any] = {"ground_truth": gt, "zero_shot_vs_gt": _agreement(settings, zs, gt), "arms": {}}
+            res: dict[str, Any] = {"ground_truth": gt, "zero_shot_vs_gt": _agreement(settings, zs, gt), "arms": {},
+                                   "zero_shot_round0": zero_shot_round0(settings, zs, gt)}
+            print(f"  zero-shot as round 0: {res['zero_shot_round0']}", file=sys.stderr)
             for arm in [a for a in args.arms.split(",") if a]:
                 dm = _run(settings, mk("damoc", ft, ARMS[arm]), follow, cold=not args.warm)
                 res["arms"][arm] = {"run": dm, "speedup": gt["seconds"] / dm["seconds"],
