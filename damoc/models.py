@@ -91,3 +91,14 @@ def format_prompt(tokenizer: Any, user_text: str, *, chat: bool | None = None, s
         msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user_text}]
         return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     return f"{system + chr(10) if system else ''}Question: {user_text}\nAnswer:"
+
+
+def takes_logits_to_keep(model: Any) -> bool:
+    """The causal LM (under a peft wrapper, if any) accepts `logits_to_keep`, as transformers' own architectures do."""
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):
+        return False

@@ -96,7 +96,15 @@ def test_loglikelihood_matches_a_hand_forward_pass(backend):
     tok, model = backend.tokenizer, backend.model
     ctxs = [PROMPTS[0], PROMPTS[3], PROMPTS[2], PROMPTS[1]]
     conts = [" red cat", " blue", "", " the doctor lives in rome"]
-    got = backend.loglikelihood(ctxs, conts, batch_size=4)       # mixed lengths: right padding in one batch
+    head_rows = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: head_rows.append(o.shape[1]))
+    try:
+        got = backend.loglikelihood(ctxs, conts, batch_size=4)   # mixed lengths: right padding in one batch
+    finally:
+        hook.remove()
+    widths = [len(prompt_ids(tok, c)) + len(tok(a, add_special_tokens=False)["input_ids"]) for c, a in zip(ctxs, conts)]
+    # the LM head runs from the batch's first scored position on, not over the whole padded batch
+    assert head_rows and head_rows[0] < max(widths), (head_rows, widths)
     for ctx, cont, (ll, n) in zip(ctxs, conts, got):
         c = prompt_ids(tok, ctx)
         a = tok(cont, add_special_tokens=False)["input_ids"] if cont else []

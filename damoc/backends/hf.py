@@ -8,6 +8,7 @@ from typing import Any
 
 from damoc.backends.base import GenerationBackend, cut_at_stop, eos_ids, prompt_ids
 from damoc.errors import ConfigError
+from damoc.models import load_causal_lm, load_tokenizer, resolve_device, takes_logits_to_keep
 
 
 def _stop_criteria(tokenizer: Any, stop: list[str], prompt_len: int) -> Any:
@@ -32,8 +33,6 @@ class TransformersBackend(GenerationBackend, name="transformers"):
 
     def __init__(self, model: Any, *, tokenizer: Any = None, device: str = "auto", dtype: Any = None,
                  trust_remote_code: bool = False, **_: Any) -> None:
-        from damoc.models import load_causal_lm, load_tokenizer, resolve_device
-
         if isinstance(model, (str, Path)):
             path = Path(model)
             if not (path / "config.json").is_file() and path.exists():
@@ -145,6 +144,7 @@ class TransformersBackend(GenerationBackend, name="transformers"):
         order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]))
         pad = self.tokenizer.pad_token_id
         was_training = self.model.training
+        trim = takes_logits_to_keep(self.model)
         self.model.eval()
         try:
             for start in range(0, len(order), bs):
@@ -158,13 +158,21 @@ class TransformersBackend(GenerationBackend, name="transformers"):
                     seq = pairs[i][0]
                     ids[r, :len(seq)] = torch.tensor(seq, dtype=torch.long)
                     mask[r, :len(seq)] = 1
+                # the LM head only runs from the batch's first scored position on (as the fine-tune's
+                # trim_prompt_logits): a batch x width x vocabulary logits tensor is most of the evaluation's
+                # memory at a 128-256k vocabulary, and its rows over the prompts are never read
+                first = min(len(pairs[i][0]) - pairs[i][1] - 1 for i in idx)
+                kw = {"logits_to_keep": width - first} if trim else {}
+                offset = first if trim else 0
                 with torch.inference_mode():
-                    logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                    logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                        **kw).logits
                 for r, i in enumerate(idx):
                     seq, n = pairs[i]
                     L = len(seq)
-                    # token j is predicted by the logits at j-1; only the continuation's rows need a softmax
-                    lp = torch.log_softmax(logits[r, L - n - 1:L - 1].float(), dim=-1)
+                    # token j is predicted by the logits at j-1 (kept row j-1-offset); only the continuation's rows
+                    # need a softmax
+                    lp = torch.log_softmax(logits[r, L - n - 1 - offset:L - 1 - offset].float(), dim=-1)
                     tgt = torch.tensor(seq[L - n:], device=lp.device)
                     results[i] = (float(lp.gather(1, tgt[:, None]).sum()), n)
         finally:

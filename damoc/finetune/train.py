@@ -21,6 +21,7 @@ from damoc.finetune.config import FinetuneConfig, StepPlan, plan_steps
 from damoc.finetune.data import Collator, encode_samples
 from damoc.finetune.methods import FINETUNE_METHODS
 from damoc.fsutil import atomic_write_json
+from damoc.models import hf_offline_env, load_causal_lm, load_tokenizer, resolve_device, takes_logits_to_keep
 from damoc.settings import Settings
 
 
@@ -139,8 +140,6 @@ def _finetune(model_path: Any, train_samples: list[Any], config: FinetuneConfig,
     import torch
     from transformers import PrinterCallback, ProgressCallback, Trainer, TrainingArguments, set_seed
 
-    from damoc.models import hf_offline_env, load_causal_lm, load_tokenizer, resolve_device
-
     hf_offline_env(settings)
     t0 = time.perf_counter()
     device = resolve_device(config.device)
@@ -177,7 +176,7 @@ def _finetune(model_path: Any, train_samples: list[Any], config: FinetuneConfig,
     losses: list[float] = []
     loss_steps: list[int] = []
     collator = Collator(tokenizer.pad_token_id, multiple_of=8 if device.startswith("cuda") else 1,
-                        trim_prompt=config.trim_prompt_logits and _takes_logits_to_keep(model))
+                        trim_prompt=config.trim_prompt_logits and takes_logits_to_keep(model))
     settings_home = Path(settings.cache_dir) if settings is not None else None
     scratch = Path(tempfile.mkdtemp(prefix="damoc-ft-", dir=_scratch_root(settings_home)))
     log_every = config.logging_steps or (1 if plan.total_steps <= 200 else math.ceil(plan.total_steps / 200))
@@ -240,17 +239,6 @@ def _finetune(model_path: Any, train_samples: list[Any], config: FinetuneConfig,
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return result
-
-
-def _takes_logits_to_keep(model: Any) -> bool:
-    """The causal LM (under a peft wrapper, if any) accepts `logits_to_keep`, as transformers' own architectures do."""
-    import inspect
-
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        return "logits_to_keep" in inspect.signature(inner.forward).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _scratch_root(cache_dir: Path | None) -> str:
