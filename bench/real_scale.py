@@ -93,6 +93,18 @@ def run_stage(stage: str, a: dict[str, Any]) -> dict[str, Any]:
         out.update(tokens=res.train_tokens, train_seconds=res.train_seconds, steps=res.steps,
                    tokens_per_s=res.train_tokens / max(res.train_seconds, 1e-9), total_params=res.total_params,
                    loss=res.final_loss)
+    elif stage == "loglik":          # answer log-likelihood scoring (multiple-choice metrics), LM head trimmed or not
+        import damoc.backends.hf as hf
+        from damoc.backends import get_backend
+        from damoc.evaluate.core import build_prompts
+
+        if not a["trim"]:
+            hf.takes_logits_to_keep = lambda model: False
+        test = samples(a["eval_n"], prompt_words=a["prompt_words"], answer_words=a["answer_words"], seed=2)
+        b = get_backend(a["model"], device="cpu")
+        t1 = time.perf_counter()
+        ll = b.loglikelihood(build_prompts(b.tokenizer, test), [" " + t.answer for t in test], batch_size=a["eval_n"])
+        out.update(score_seconds=time.perf_counter() - t1, loglik=[x for x, _ in ll])
     elif stage == "evaluate":
         from damoc.evaluate.core import evaluate
 
@@ -215,7 +227,9 @@ def main() -> None:
     ap.add_argument("--prompt-words", type=int, default=300, help="longer than --seq: the prompt is cut to fit")
     ap.add_argument("--answer-words", type=int, default=24)
     ap.add_argument("--eval-n", type=int, default=8)
-    ap.add_argument("--before", action="store_true", help="also run the proxy with item 3's change switched off")
+    ap.add_argument("--before", action="store_true",
+                    help="also run the proxy with item 3's changes switched off (prompt logits in training and in "
+                         "log-likelihood scoring)")
     ap.add_argument("--stage")
     ap.add_argument("--args")
     o = ap.parse_args()
@@ -249,6 +263,17 @@ def main() -> None:
                            "peak_bytes": b["peak_bytes"], "matmul_flops": b["matmul_flops"]}
         log(f"  before (trim_prompt_logits off): {b['tokens_per_s']:.1f} tokens/s, MFU {mfu(b):.3f}, "
             f"peak {b['peak_bytes'] / 1e9:.2f} GB")
+        ll = {}
+        for trim in (False, True):
+            ll[trim] = child("loglik", dict(common, model=str(root / first["name"] / "proxy"), eval_n=o.eval_n,
+                                            trim=trim))
+            log(f"  answer log-likelihood of {o.eval_n} items, LM head {'trimmed' if trim else 'on every position'}: "
+                f"{ll[trim]['score_seconds']:.1f}s, peak {ll[trim]['peak_bytes'] / 1e9:.2f} GB")
+        same = max(abs(x - y) for x, y in zip(ll[False]["loglik"], ll[True]["loglik"]))
+        proxy["loglik"] = {"items": o.eval_n, "max_abs_diff": same,
+                           **{("trimmed" if t else "untrimmed"): {"seconds": r["score_seconds"],
+                                                                  "peak_bytes": r["peak_bytes"]}
+                              for t, r in ll.items()}}
     out = {"pairs": pairs, "proxy": proxy, "load": os.getloadavg()}
     (home / "bench").mkdir(parents=True, exist_ok=True)
     (home / "bench" / "real-scale.json").write_text(json.dumps(out, indent=1))
