@@ -80,17 +80,19 @@ def _config(settings: Any, size: str, train: str, test: str, metric: str, names:
 
 # the selector arms: `--set` overrides of the damoc mode
 ARMS: dict[str, list[str]] = {
-    "paper": [],
-    "curves": ["select.sizes=[0.25,0.5,1.0]", "select.predictor=damoc"],
-    "adaptive": ["select.sizes=[0.25,0.5,1.0]", "select.predictor=damoc", "select.adaptive=true"],
+    "paper": ["select.sizes=[1.0]", "select.predictor=final", "select.adaptive=false"],   # = --recipe paper
+    "curves": ["select.sizes=[0.25,0.5,1.0]", "select.predictor=damoc", "select.adaptive=false"],
+    "adaptive": ["select.sizes=[0.25,0.5,1.0]", "select.predictor=damoc", "select.adaptive=true"],  # the default
     # AtS (Lin et al. 2024) as a peer: nested random subsets of the whole training set, as much data as the
     # filtered set at the largest, no compression or pruning, its own predictor
     # today's recipe with the filter's GraphCut pick replaced by a uniform random sample of the same size and no
     # compression (pruning and merging stay): isolates what the data-level stages do to the ranking
-    "random": ["filter.method=random", "compress.enabled=false"],
-    "random-compress": ["filter.method=random"],      # the same, compression kept
+    "random": ["filter.method=random", "compress.enabled=false", "select.sizes=[1.0]", "select.predictor=final",
+               "select.adaptive=false"],
+    "random-compress": ["filter.method=random", "select.sizes=[1.0]", "select.predictor=final",
+                        "select.adaptive=false"],      # the same, compression kept
     "ats": ["filter.enabled=false", "compress.enabled=false", "prune.enabled=false",
-            "select.sizes=[0.025,0.05,0.1]", "select.predictor=ats"],
+            "select.sizes=[0.025,0.05,0.1]", "select.predictor=ats", "select.adaptive=false"],
 }
 
 
@@ -217,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                           (args.ablations == "on-miss" and not paper["vs_gt"]["top1_agree"])):
                 abl = {}
                 for name in ("filter-only", "filter+compress"):
-                    run = _run(settings, mk("damoc", ft, recipe_overrides(name)), follow, cold=not args.warm)
+                    run = _run(settings, mk("damoc", ft, recipe_overrides(name) + ARMS["paper"]), follow,
+                               cold=not args.warm)
                     abl[name] = {**_agreement(settings, run, gt), "run_id": run["run_id"], "seconds": run["seconds"]}
                     print(f"    ablation {name}: winner {abl[name]['winner']}, top-1 "
                           f"{'yes' if abl[name]['top1_agree'] else 'no'}, tau {_tau(abl[name]['kendall_tau'])}",

@@ -7,7 +7,7 @@ import json
 from damoc.pipeline.cells.samples import ORDER_FILE, nested_subset, read_samples_jsonl
 from tests.helpers.runs import run_config as _config, wait_run as _wait
 
-CURVE = ["select.sizes=[0.25,0.5,1.0]", "select.predictor=damoc", "compress.enabled=false"]
+CURVE = ["select.sizes=[0.25,0.5,1.0]", "select.predictor=damoc", "select.adaptive=false", "compress.enabled=false"]
 
 
 def test_plan_has_one_proxy_per_size_reading_the_filters_order(zoo_env):

@@ -100,7 +100,11 @@ def test_plan_cells_for_each_mode(tmp_path, settings):
         m.mkdir()
         (m / "config.json").write_text("{}")
     base = {"dataset.train": str(data), "candidates": [str(m1), str(m2)]}
-    plan = make_plan(settings, load_config(None, ["ft=both", "seeds=[0, 1]"], base), with_preflight=False)
+    # the default select trains each proxy on three nested shares (adaptive); one share per cell here
+    assert [c.stage for c in make_plan(settings, load_config(None, [], base), with_preflight=False).cells_of("m1")] \
+        == ["finetune-full-s0-p25", "finetune-full-s0-p50", "finetune-full-s0"]
+    plan = make_plan(settings, load_config(None, ["ft=both", "seeds=[0, 1]", "select.sizes=[1.0]"], base),
+                     with_preflight=False)
     keys = [c.key for c in plan.cells]
     assert keys[:3] == ["_data/prepare", "_data/filter", "_data/compress"]
     # ad-hoc folders have no Base: no prune cell, four proxy cells each, trained on the compressed data

@@ -106,7 +106,8 @@ def _recipe(name: str, description: str, *overrides: str) -> Recipe:
     return RECIPES.put(name, Recipe(name, description, overrides), description=description)
 
 
-_recipe("paper", "GraphCut 10% + token compression + pruning with sparse merging (Chat with Base)")
+_recipe("paper", "GraphCut 10% + token compression + pruning with sparse merging (Chat with Base), one proxy each, "
+                 "ranked by its score", "select.sizes=[1.0]", "select.predictor=final", "select.adaptive=false")
 _recipe("filter-only", "GraphCut 10% only", "compress.enabled=false", "prune.enabled=false")
 _recipe("filter+compress", "GraphCut + token compression (the paper's Base recipe)", "prune.enabled=false")
 _recipe("filter+prune", "GraphCut + pruning with sparse merging", "compress.enabled=false")

@@ -64,6 +64,7 @@ class TrainingWork:
     time: TimeEstimate | None = None
     time_note: str = ""          # why there is no wall time
     notes: list[str] = field(default_factory=list)
+    adaptive: bool = False       # proxy figures are the adaptive budget's most: a decided run stops sooner
 
     @property
     def small_data(self) -> bool:
@@ -72,8 +73,8 @@ class TrainingWork:
         return r >= SMALL_DATA_RATIO
 
     def describe(self) -> str:
-        steps = (f"{self.proxy_steps} proxy steps on {self.proxy_samples} filtered samples vs {self.full_steps} "
-                 f"steps on all {self.samples}")
+        steps = (f"{'at most ' if self.adaptive else ''}{self.proxy_steps} proxy steps on {self.proxy_samples} "
+                 f"filtered samples vs {self.full_steps} steps on all {self.samples}")
         if self.time is not None:
             t = self.time
             text = (f"DaMoC run ≈ {fmt_duration(t.damoc_seconds)}, fine-tuning every candidate ≈ "
@@ -101,6 +102,24 @@ def _factor(ratio: float) -> str:
     return f"≈{ratio:.1f}x more"
 
 
+def proxy_shares(config: RunConfig, proxy_n: int, steps_of: Any) -> list[float]:
+    """The shares of the filtered set (`select.sizes`) a candidate's proxies train on, at most: every size; under
+    `select.adaptive` the first round, then each next one while the steps stay within `select.budget` x today's
+    recipe (one proxy on the whole filtered set), the driver's own cap. `steps_of(samples)` is a proxy's steps."""
+    sel = config.select
+    if not (sel.adaptive and len(sel.sizes) > 1):
+        return list(sel.sizes)
+    cap = sel.budget * steps_of(proxy_n)
+    out, spent = [sel.sizes[0]], steps_of(max(1, round(sel.sizes[0] * proxy_n)))
+    for share in sel.sizes[1:]:
+        cost = steps_of(max(1, round(share * proxy_n)))
+        if spent + cost > cap:
+            break
+        out.append(share)
+        spent += cost
+    return out
+
+
 def training_work(config: RunConfig, samples: int, *, settings: Any = None,
                   probe: bool | None = None) -> TrainingWork | None:
     """The proxy's training work for a dataset of `samples` records, with wall times when this machine's throughput
@@ -122,7 +141,11 @@ def training_work(config: RunConfig, samples: int, *, settings: Any = None,
         plan = plan_steps(count, config.finetune.to_config(m, proxy=proxy, seed=0, device="cpu"), micro)
         return plan.total_steps, plan.effective_batch, plan.accumulation
 
-    proxy_steps, proxy_eff, _ = schedule(proxy_n, True)
+    shares = proxy_shares(config, proxy_n, lambda k: schedule(k, True)[0])
+    proxy_steps, proxy_eff = 0, 0
+    for share in shares:
+        steps, proxy_eff, _ = schedule(max(1, round(share * proxy_n)), True)
+        proxy_steps += steps
     full_steps, full_eff, _ = schedule(n, False)
     ratio = proxy_steps * proxy_eff * keep / (full_steps * full_eff)
     time, note = None, ""
@@ -130,7 +153,8 @@ def training_work(config: RunConfig, samples: int, *, settings: Any = None,
         time, note = _time(config, samples, n, proxy_n, keep, schedule, settings, probe)
     except Exception as e:  # an estimate never stops a plan
         note = f"the estimate failed ({type(e).__name__}: {e})"
-    return TrainingWork(n, proxy_n, proxy_steps, full_steps, ratio, time, note)
+    adaptive = config.select.adaptive and len(config.select.sizes) > 1
+    return TrainingWork(n, proxy_n, proxy_steps, full_steps, ratio, time, note, adaptive=adaptive)
 
 
 def _time(config: RunConfig, samples: int, n: int, proxy_n: int, keep: float, schedule: Any, settings: Any,
@@ -162,9 +186,10 @@ def _time(config: RunConfig, samples: int, n: int, proxy_n: int, keep: float, sc
     for P, has_base, tok_c in sizes.values():
         tok_c = tok_c or tok
         for m in config.methods:
-            ps, pe, pa = schedule(proxy_n, True, m)
+            for share in proxy_shares(config, proxy_n, lambda k: schedule(k, True, m)[0]):
+                ps, pe, pa = schedule(max(1, round(share * proxy_n)), True, m)
+                proxy_train += len(config.seeds) * tp.train_seconds(P, pe * tok_c * keep, ps, pa)
             fs, fe, fa = schedule(n, False, m)
-            proxy_train += len(config.seeds) * tp.train_seconds(P, pe * tok_c * keep, ps, pa)
             full_train += len(config.seeds) * tp.train_seconds(P, fe * tok_c, fs, fa)
         new_tokens = 32
         evaluation += cells * (tp.generate_seconds(P, n_test, tok_c, new_tokens, 16)
