@@ -11,7 +11,8 @@ import yaml
 from damoc.compress.config import CompressConfig, CompressParams
 from damoc.errors import ConfigError
 from damoc.finetune.config import FinetuneConfig, FullParams, LoraParams
-from damoc.pipeline.config import RunConfig
+from damoc.pipeline.config import RunConfig, load_config
+from damoc.pipeline.recipes import recipe_overrides
 from damoc.prune.config import PruneParams
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "run.md"
@@ -51,3 +52,14 @@ def test_compress_and_prune_sections_build_their_modules_arguments():
         CompressParams(params={"nope": 1}).to_config(model_path="/m")
     kw = PruneParams(rule="drop", params={"max_fraction": 0.5}).candidate_kwargs()
     assert kw == {"threshold": 0.85, "sparsity": 0.2, "allow_no_base": False, "max_fraction": 0.5, "rule": "drop"}
+
+
+def test_select_defaults_to_the_adaptive_budget_and_one_size_means_the_papers_ranking():
+    sel = RunConfig().select
+    assert (sel.adaptive, sel.sizes, sel.predictor) == (True, [0.25, 0.5, 1.0], "damoc")
+    one = load_config(None, ["select.sizes=[1.0]"], {}).select
+    assert one.predictor == "final"                              # no curve to extrapolate: the measured score
+    named = load_config(None, ["select.sizes=[1.0]", "select.predictor=ats"], {}).select
+    assert named.predictor == "ats"                              # a predictor the user named is kept
+    paper = load_config(None, recipe_overrides("paper"), {}).select
+    assert (paper.adaptive, paper.sizes, paper.predictor) == (False, [1.0], "final")

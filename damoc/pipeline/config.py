@@ -130,6 +130,17 @@ class SelectSection(_Section):
             raise ValueError("sizes must be distinct")
         return sorted(v)
 
+    @model_validator(mode="after")
+    def _one_size_ranks_by_its_score(self) -> "SelectSection":
+        # A config that asks for fewer proxy sizes than the default predictor extrapolates from (select.sizes=[1.0])
+        # and names no predictor means the paper's selection: rank by the measured score. A predictor named with
+        # too few sizes stays an error (damoc.pipeline.plan says which setting to change).
+        from damoc.curves import get_predictor
+
+        if "predictor" not in self.model_fields_set and len(self.sizes) < get_predictor(self.predictor).min_points:
+            self.__dict__["predictor"] = "final"     # not setattr: validate_assignment would re-enter this validator
+        return self
+
     @field_validator("predictor")
     @classmethod
     def _known_predictor(cls, v: str) -> str:

@@ -9,7 +9,10 @@ from typing import Any
 FAST = ["finetune.full.lr=1e-3", "finetune.full.epochs=1", "finetune.full.effective_batch=8",
         "finetune.full.micro_batch=8", "finetune.full.max_length=64", "finetune.proxy_min_steps=3",
         "dataset.max_train=64", "dataset.max_test=12", "filter.ratio=0.25", "prune.calib_samples=8",
-        "evaluate.max_new_tokens=6"]
+        "evaluate.max_new_tokens=6",
+        # one proxy per candidate (the paper's selection): these runs check orchestration cell by cell; the adaptive
+        # budget (the default) has its own runs in tests/test_adaptive.py and tests/test_pipeline_curves.py
+        "select.sizes=[1.0]"]
 
 
 def run_config(env: dict[str, Any], *extra: str, names: list[str] | None = None, mode: str = "damoc") -> Any:
