@@ -80,3 +80,27 @@ def test_small_data_warning_before_anything_runs(zoo_env):
     assert w.small_data
     assert "so small that the proxies cost close to fine-tuning every candidate" in w.describe()
     assert w.time.ratio >= 0.5
+
+
+def test_adaptive_proxy_work_is_the_budgets_most(zoo_env):
+    """Under the adaptive budget (the default) the plan counts the first round and then each share that stays within
+    select.budget x today's recipe, the driver's own cap; without it, one proxy per share."""
+    from damoc.pipeline.work import training_work
+
+    s = zoo_env["settings"]
+
+    def work(**over):
+        return training_work(_config(zoo_env, **{"finetune.full.epochs": 3, "finetune.proxy_min_steps": 40, **over}),
+                             3000, settings=s, probe=False)
+
+    paper = work(**{"select.sizes": [1.0]})
+    quarter, half = (work(**{"select.sizes": [f]}).proxy_steps for f in (0.25, 0.5))
+    every = work(**{"select.adaptive": False})
+    adaptive = work()
+    assert quarter < half < paper.proxy_steps < quarter + half + paper.proxy_steps == every.proxy_steps
+    assert adaptive.adaptive and "at most" in adaptive.describe() and "at most" not in paper.describe()
+    # the rounds the cap allows: the quarter always, then each next share while the total stays within the recipe
+    # (here the half fits and the whole share on top does not)
+    assert quarter + half <= paper.proxy_steps < quarter + half + paper.proxy_steps
+    assert adaptive.proxy_steps == quarter + half
+    assert work(**{"select.budget": 0.1}).proxy_steps == quarter          # the first round is always spent
