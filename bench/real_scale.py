@@ -139,11 +139,12 @@ def measure_pair(name: str, root: Path, o: argparse.Namespace, log: Any) -> dict
     reader = CheckpointReader(chat)
     cfg = reader.config
     ckpt_bytes = reader.total_bytes()
-    train_len, answer_len, eval_len = _lengths(chat, o)
+    train_len, answer_len, eval_len, eval_scored = _lengths(chat, o)
     pcfg = PreflightConfig(seq_len=train_len, batch_size=o.batch, calib_batch_size=o.calib_batch, device="cpu",
                            answer_tokens=answer_len)
-    ecfg = PreflightConfig(seq_len=eval_len, device="cpu")
-    log(f"  train sequences {train_len} tokens ({answer_len} with a label), evaluation {eval_len}")
+    ecfg = PreflightConfig(seq_len=eval_len, device="cpu", answer_tokens=eval_scored)
+    log(f"  train sequences {train_len} tokens ({answer_len} with a label), evaluation {eval_len} "
+        f"({eval_scored} scored)")
     proxy_dir = root / name / "proxy"
     common = dict(seq=o.seq, batch=o.batch, steps=o.steps, prompt_words=o.prompt_words,
                   answer_words=o.answer_words)
@@ -193,9 +194,10 @@ def measure_pair(name: str, root: Path, o: argparse.Namespace, log: Any) -> dict
             "stages": stages, "not_measured": skipped, "proxy_runs": proxy}
 
 
-def _lengths(chat: Path, o: argparse.Namespace) -> tuple[int, int, int]:
-    """The training batches' width, the positions the LM head runs on (trim_prompt_logits), and the evaluation's
-    longest prompt + answer, as the product tokenises them: the estimate gets the lengths the stages really see."""
+def _lengths(chat: Path, o: argparse.Namespace) -> tuple[int, int, int, int]:
+    """The training batches' width, the positions the LM head runs on (trim_prompt_logits), the evaluation's longest
+    prompt + answer, and the positions its log-likelihood pass runs the LM head on (one batch: from the shortest
+    prompt's last token on), as the product tokenises them: the estimate gets the lengths the stages really see."""
     from damoc.backends.base import prompt_ids
     from damoc.evaluate.core import build_prompts
     from damoc.finetune.data import encode_samples
@@ -211,9 +213,10 @@ def _lengths(chat: Path, o: argparse.Namespace) -> tuple[int, int, int]:
         w = max(len(f.input_ids) for f in batch)
         width, kept = max(width, w), max(kept, w - max(0, min(f.prompt_tokens for f in batch) - 1))
     test = samples(o.eval_n, prompt_words=o.prompt_words, answer_words=o.answer_words, seed=2)
-    ev = max(len(prompt_ids(tok, p)) + len(tok(" " + t.answer, add_special_tokens=False)["input_ids"])
-             for p, t in zip(build_prompts(tok, test), test))
-    return width, kept, ev
+    pairs = [(len(prompt_ids(tok, p)), len(tok(" " + t.answer, add_special_tokens=False)["input_ids"]))
+             for p, t in zip(build_prompts(tok, test), test)]
+    ev = max(c + a for c, a in pairs)
+    return width, kept, ev, ev - min(c for c, _ in pairs) + 1
 
 
 def main() -> None:

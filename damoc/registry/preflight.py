@@ -360,7 +360,11 @@ def stage_estimates(d: _Dims, cfg: PreflightConfig, *, device: str = "cpu", w: i
     eb = eval_batch or (64 if cuda else 16)
     s = cfg.seq_len
     kv_cache = eb * s * d.L * 2 * d.kv * _head_dim(d) * w
-    evaluate = MemoryEstimate(weights=d.P * w, activations=kv_cache, logits=eb * s * d.V * 4, overhead=over)
+    # generation runs the LM head on the last position only; the log-likelihood pass from the batch's first scored
+    # position on (damoc.backends.hf): answer_tokens of the sequence. On CPU the checkpoint's file pages stay
+    # mapped while the weights load (the peak of a small model's evaluation, measured on the synthetic pairs)
+    evaluate = MemoryEstimate(weights=d.P * w, loading=0 if cuda else ckpt, activations=kv_cache,
+                              logits=eb * min(s, cfg.answer_tokens or s) * d.V * 4, overhead=over)
     return {"calibration": calib, "prune": prune, "full_ft": full, "lora_ft": lora, "evaluate": evaluate}
 
 
