@@ -81,7 +81,7 @@ class CheckpointReader:
             return f.get_tensor(name).clone()
 
     def iter_by_file(self) -> Iterator[tuple[str, Any]]:
-        """Every tensor, file by file (keeps at most one file's handle busy)."""
+        """Every tensor, file by file (the order a sharded checkpoint is written in)."""
         by_file: dict[Path, list[str]] = {}
         for k, p in self._file_of.items():
             by_file.setdefault(p, []).append(k)
