@@ -102,22 +102,23 @@ def _factor(ratio: float) -> str:
     return f"≈{ratio:.1f}x more"
 
 
-def proxy_shares(config: RunConfig, proxy_n: int, steps_of: Any) -> list[float]:
-    """The shares of the filtered set (`select.sizes`) a candidate's proxies train on, at most: every size; under
-    `select.adaptive` the first round, then each next one while the steps stay within `select.budget` x today's
-    recipe (one proxy on the whole filtered set), the driver's own cap. `steps_of(samples)` is a proxy's steps."""
+def proxy_schedules(config: RunConfig, proxy_n: int, schedule_of: Any) -> list[tuple[int, int, int]]:
+    """(steps, effective batch, accumulation) of each proxy a candidate trains, at most: one per share of the
+    filtered set (`select.sizes`); under `select.adaptive` the first round, then each next share while the steps
+    stay within `select.budget` x today's recipe (one proxy on the whole filtered set), the driver's own cap
+    (damoc.pipeline.adaptive.decide). `schedule_of(samples)` is the fine-tune's schedule for that many samples."""
     sel = config.select
-    if not (sel.adaptive and len(sel.sizes) > 1):
-        return list(sel.sizes)
-    cap = sel.budget * steps_of(proxy_n)
-    out, spent = [sel.sizes[0]], steps_of(max(1, round(sel.sizes[0] * proxy_n)))
-    for share in sel.sizes[1:]:
-        cost = steps_of(max(1, round(share * proxy_n)))
-        if spent + cost > cap:
+    plans = [schedule_of(max(1, round(share * proxy_n))) for share in sel.sizes]
+    if not (sel.adaptive and len(plans) > 1):
+        return plans
+    cap = sel.budget * schedule_of(proxy_n)[0]
+    kept, spent = plans[:1], plans[0][0]
+    for plan in plans[1:]:
+        if spent + plan[0] > cap:
             break
-        out.append(share)
-        spent += cost
-    return out
+        kept.append(plan)
+        spent += plan[0]
+    return kept
 
 
 def training_work(config: RunConfig, samples: int, *, settings: Any = None,
@@ -141,13 +142,10 @@ def training_work(config: RunConfig, samples: int, *, settings: Any = None,
         plan = plan_steps(count, config.finetune.to_config(m, proxy=proxy, seed=0, device="cpu"), micro)
         return plan.total_steps, plan.effective_batch, plan.accumulation
 
-    shares = proxy_shares(config, proxy_n, lambda k: schedule(k, True)[0])
-    proxy_steps, proxy_eff = 0, 0
-    for share in shares:
-        steps, proxy_eff, _ = schedule(max(1, round(share * proxy_n)), True)
-        proxy_steps += steps
+    proxies = proxy_schedules(config, proxy_n, lambda k: schedule(k, True))
+    proxy_steps = sum(steps for steps, _, _ in proxies)
     full_steps, full_eff, _ = schedule(n, False)
-    ratio = proxy_steps * proxy_eff * keep / (full_steps * full_eff)
+    ratio = sum(steps * eff for steps, eff, _ in proxies) * keep / (full_steps * full_eff)
     time, note = None, ""
     try:
         time, note = _time(config, samples, n, proxy_n, keep, schedule, settings, probe)
@@ -186,8 +184,7 @@ def _time(config: RunConfig, samples: int, n: int, proxy_n: int, keep: float, sc
     for P, has_base, tok_c in sizes.values():
         tok_c = tok_c or tok
         for m in config.methods:
-            for share in proxy_shares(config, proxy_n, lambda k: schedule(k, True, m)[0]):
-                ps, pe, pa = schedule(max(1, round(share * proxy_n)), True, m)
+            for ps, pe, pa in proxy_schedules(config, proxy_n, lambda k: schedule(k, True, m)):
                 proxy_train += len(config.seeds) * tp.train_seconds(P, pe * tok_c * keep, ps, pa)
             fs, fe, fa = schedule(n, False, m)
             full_train += len(config.seeds) * tp.train_seconds(P, fe * tok_c, fs, fa)
